@@ -1,0 +1,71 @@
+"""Frozen config dataclasses that check themselves and round-trip through JSON and YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from typing import Any, Self
+
+from runtime.errors import UserError
+
+
+class Choice(enum.StrEnum):
+    """A closed set of string choices; an unknown value is an error that lists the known ones."""
+
+    @classmethod
+    def parse(cls, value: str | Choice, what: str) -> Self:
+        try:
+            return cls(value)
+        except ValueError:
+            known = ", ".join(m.value for m in cls)
+            raise UserError(f"unknown {what} {value!r}: choose one of {known}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigBase:
+    """Base of every stage config: enum coercion, `to_dict` and `from_dict`.
+
+    Subclasses add their range checks in `check()`, which `__post_init__` calls after the
+    string fields that name a `Choice` have been turned into that enum.
+    """
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            kind = hints[field.name]
+            value = getattr(self, field.name)
+            if isinstance(kind, type) and issubclass(kind, Choice) and not isinstance(value, kind):
+                object.__setattr__(
+                    self, field.name, kind.parse(value, field.name.replace("_", "-"))
+                )
+        self.check()
+
+    def check(self) -> None:
+        """Raises UserError naming the field and the valid range; subclasses override."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            f.name: (v.value if isinstance(v := getattr(self, f.name), enum.Enum) else v)
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(
+                f"unknown {cls.__name__} field(s) {', '.join(unknown)}: "
+                f"known fields are {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)
+
+
+def require(condition: bool, message: str) -> None:
+    """Raises UserError(message) unless condition holds; keeps `check()` bodies one line a rule."""
+    if not condition:
+        raise UserError(message)

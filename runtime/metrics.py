@@ -1,0 +1,65 @@
+"""Segmentation metrics in numpy: the parity gate, the reports and a device all use these."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _foreground_classes(classes: int) -> range:
+    """Class 1 for a one-channel (sigmoid) model, else every class but background 0."""
+    return range(1, 2) if classes == 1 else range(1, classes)
+
+
+def _overlap(pred: np.ndarray, true: np.ndarray, classes: int) -> tuple[int, int, int]:
+    """True positives, predicted and true pixel counts, summed over the foreground classes."""
+    tp = pred_count = true_count = 0
+    for c in _foreground_classes(classes):
+        p, t = pred == c, true == c
+        tp += int(np.count_nonzero(p & t))
+        pred_count += int(np.count_nonzero(p))
+        true_count += int(np.count_nonzero(t))
+    return tp, pred_count, true_count
+
+
+def dice(pred: np.ndarray, true: np.ndarray, classes: int = 1) -> float:
+    """Dice of the foreground; 1.0 when both masks are empty (they agree perfectly)."""
+    tp, p, t = _overlap(np.asarray(pred), np.asarray(true), classes)
+    return 1.0 if p + t == 0 else 2.0 * tp / (p + t)
+
+
+def iou(pred: np.ndarray, true: np.ndarray, classes: int = 1) -> float:
+    """Intersection over union of the foreground; 1.0 when both masks are empty."""
+    tp, p, t = _overlap(np.asarray(pred), np.asarray(true), classes)
+    union = p + t - tp
+    return 1.0 if union == 0 else tp / union
+
+
+def pixel_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
+    """Fraction of pixels whose class agrees."""
+    pred, true = np.asarray(pred), np.asarray(true)
+    if pred.shape != true.shape:
+        raise ValueError(f"mask shapes differ: {pred.shape} vs {true.shape}")
+    return float(np.mean(pred == true))
+
+
+def probability_error(probs: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """Max and mean absolute difference of two probability maps."""
+    diff = np.abs(np.asarray(probs, np.float64) - np.asarray(reference, np.float64))
+    return {"max_abs_error": float(diff.max()), "mean_abs_error": float(diff.mean())}
+
+
+def segmentation_scores(pred: np.ndarray, true: np.ndarray, classes: int = 1) -> dict[str, float]:
+    """Pixel accuracy, Dice and IoU of a predicted mask against a reference mask."""
+    return {
+        "pixel_accuracy": pixel_accuracy(pred, true),
+        "dice": dice(pred, true, classes),
+        "iou": iou(pred, true, classes),
+    }
+
+
+def masks_from_probabilities(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Class-index mask from (..., 1) sigmoid probabilities (threshold) or (..., K) softmax."""
+    probs = np.asarray(probs)
+    if probs.shape[-1] == 1:
+        return (probs[..., 0] >= threshold).astype(np.uint8)
+    return np.argmax(probs, axis=-1).astype(np.uint8)

@@ -1,0 +1,84 @@
+"""Augmentations on (image, mask) crops in TensorFlow, driven by stateless seeds.
+
+Stateless seeds (one per element, from `tf.data.Dataset.random`) make a run repeatable even with
+parallel `map`. For a 'valid' U-Net the mask is the centre of the image crop, so every geometric
+transform is applied about the common centre.
+"""
+
+from __future__ import annotations
+
+from train.tfk import tf
+
+PAPER_ELASTIC_SIGMA = 10.0  # pixels of displacement on a coarse 3x3 grid (Ronneberger et al.)
+BRIGHTNESS = 0.2  # in normalized units, i.e. a fifth of the training set's std
+CONTRAST = (0.8, 1.2)
+
+
+def _coin(seed: tf.Tensor) -> tf.Tensor:
+    return tf.random.stateless_uniform([], seed) < 0.5
+
+
+def _maybe_reverse(x: tf.Tensor, flip: tf.Tensor, axis: int) -> tf.Tensor:
+    return tf.cond(flip, lambda: tf.reverse(x, [axis]), lambda: x)
+
+
+def flip_and_rotate(
+    image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Random horizontal and vertical flips and a multiple of 90 degrees: the dihedral group."""
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    for axis, s in ((1, seeds[0]), (0, seeds[1])):
+        flip = _coin(s)
+        image, mask = _maybe_reverse(image, flip, axis), _maybe_reverse(mask, flip, axis)
+    turns = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
+    return tf.image.rot90(image, turns), tf.image.rot90(mask, turns)
+
+
+def brightness_contrast(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    contrast = tf.random.stateless_uniform([], seeds[0], *CONTRAST)
+    brightness = tf.random.stateless_uniform([], seeds[1], -BRIGHTNESS, BRIGHTNESS)
+    return image * contrast + brightness
+
+
+def _sample(image: tf.Tensor, ys: tf.Tensor, xs: tf.Tensor, bilinear: bool) -> tf.Tensor:
+    """Reads image (H, W, C) at float coordinates, clamped to the border."""
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    ys = tf.clip_by_value(ys, 0.0, tf.cast(height - 1, tf.float32))
+    xs = tf.clip_by_value(xs, 0.0, tf.cast(width - 1, tf.float32))
+    if not bilinear:
+        index = tf.stack([tf.cast(tf.round(ys), tf.int32), tf.cast(tf.round(xs), tf.int32)], -1)
+        return tf.gather_nd(image, index)
+    y0, x0 = tf.floor(ys), tf.floor(xs)
+    wy, wx = (ys - y0)[..., None], (xs - x0)[..., None]
+    y0i, x0i = tf.cast(y0, tf.int32), tf.cast(x0, tf.int32)
+    y1i, x1i = tf.minimum(y0i + 1, height - 1), tf.minimum(x0i + 1, width - 1)
+
+    def at(y: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
+        return tf.gather_nd(image, tf.stack([y, x], -1))
+
+    top = at(y0i, x0i) * (1 - wx) + at(y0i, x1i) * wx
+    bottom = at(y1i, x0i) * (1 - wx) + at(y1i, x1i) * wx
+    return top * (1 - wy) + bottom * wy
+
+
+def elastic(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The paper's elastic deformation: 3x3 Gaussian displacements, bicubic-smoothed per pixel.
+
+    The image is resampled bilinearly and the mask by nearest neighbour, so it stays a mask.
+    The displacement is capped at a sixteenth of the crop so that small crops stay recognisable.
+    """
+    size = tf.shape(image)[0]
+    out = tf.shape(mask)[0]
+    context = (size - out) // 2
+    sigma = tf.minimum(PAPER_ELASTIC_SIGMA, tf.cast(size, tf.float32) / 16.0)
+    coarse = tf.random.stateless_normal([1, 3, 3, 2], seed) * sigma
+    field = tf.image.resize(coarse, tf.stack([size, size]), method="bicubic")[0]
+    grid = tf.cast(tf.range(size), tf.float32)
+    ys, xs = tf.meshgrid(grid, grid, indexing="ij")
+    warped = _sample(image, ys + field[..., 0], xs + field[..., 1], bilinear=True)
+    inner = field[context : context + out, context : context + out]
+    mask_grid = tf.cast(tf.range(out), tf.float32)
+    mys, mxs = tf.meshgrid(mask_grid, mask_grid, indexing="ij")
+    warped_mask = _sample(mask, mys + inner[..., 0], mxs + inner[..., 1], bilinear=False)
+    return warped, warped_mask

@@ -1,0 +1,255 @@
+"""`python -m train`: train a U-Net on the synthetic default or a folder of images and masks."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from runtime.config import ConfigBase
+from runtime.errors import UserError
+from train.config import (
+    PRESETS,
+    DataConfig,
+    Foreground,
+    Loss,
+    MixedPrecision,
+    ModelConfig,
+    Padding,
+    Strategy,
+    TrainConfig,
+    Upsampling,
+    preset,
+)
+
+SECTIONS: dict[str, type[ConfigBase]] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+}
+_WRITTEN_ONLY = ("preprocessing", "versions")  # in a run's config.json, not settings
+PAPER_TILE = 572  # the paper's input tile, the default for 'valid' padding
+SAME_TILE = 256
+
+
+def _choices(enum_type) -> list[str]:
+    return [m.value for m in enum_type]
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    t, d = TrainConfig(), DataConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m train",
+        description="Train a U-Net (Ronneberger et al., 2015) and write a resumable run folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=None,
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument(
+        "--config", type=Path, help="YAML/JSON with model/data/train sections; flags override it"
+    )
+    run.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder")
+    run.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    run.add_argument(
+        "--dry-run", action="store_true", help="build the model, print its size, train nothing"
+    )
+    run.add_argument("--list-presets", action="store_true", help="list the model presets and exit")
+
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data",
+        dest="source",
+        help=f"'synthetic' or a folder with image/ and label/ (default: {d.source})",
+    )
+    data.add_argument(
+        "--foreground",
+        choices=_choices(Foreground),
+        help="which value of two-valued masks is class 1; ISBI membranes are 'dark' "
+        f"(default: {d.foreground})",
+    )
+    data.add_argument(
+        "--val-fraction",
+        type=float,
+        help=f"last fraction of images (natural order) held out (default: {d.val_fraction})",
+    )
+    data.add_argument(
+        "--synthetic-count",
+        type=int,
+        help=f"synthetic images to generate (default: {d.synthetic_count})",
+    )
+    data.add_argument(
+        "--synthetic-size", type=int, help=f"side of synthetic images (default: {d.synthetic_size})"
+    )
+
+    model = parser.add_argument_group("model (defaults from --preset)")
+    model.add_argument("--preset", help=f"model preset: {', '.join(PRESETS)} (default: small)")
+    model.add_argument("--depth", type=int, help="number of poolings")
+    model.add_argument(
+        "--base-filters", type=int, help="filters of the first level, doubled per level"
+    )
+    model.add_argument("--classes", type=int, help="1: sigmoid head; 2 or more: softmax head")
+    model.add_argument("--channels", type=int, help="input channels, 1 or 3")
+    model.add_argument(
+        "--padding", choices=_choices(Padding), help="'same', or 'valid' as in the paper"
+    )
+    model.add_argument(
+        "--batch-norm",
+        action=argparse.BooleanOptionalAction,
+        help="batch norm after each convolution",
+    )
+    model.add_argument(
+        "--bn-momentum", type=float, help="batch-norm momentum (0.9: short runs catch up)"
+    )
+    model.add_argument("--dropout", type=float, help="dropout at the two deepest levels")
+    model.add_argument("--upsampling", choices=_choices(Upsampling), help="up-convolution kind")
+
+    train = parser.add_argument_group("training")
+    train.add_argument(
+        "--input-size",
+        type=int,
+        help=f"training crop side (default: {SAME_TILE} for 'same', {PAPER_TILE} for 'valid')",
+    )
+    train.add_argument("--batch-size", type=int, help=f"per replica (default: {t.batch_size})")
+    train.add_argument("--epochs", type=int, help=f"(default: {t.epochs})")
+    train.add_argument(
+        "--steps-per-epoch", type=int, help="0: cover the training pixels once (default: 0)"
+    )
+    train.add_argument(
+        "--learning-rate",
+        "--lr",
+        type=float,
+        help=f"Adam, cosine decay (default: {t.learning_rate})",
+    )
+    train.add_argument(
+        "--loss",
+        choices=_choices(Loss),
+        help=f"auto: bce_dice for 1 class, ce_dice for more (default: {t.loss})",
+    )
+    train.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        help=f"flips, rotations, brightness, contrast (default: {t.augment})",
+    )
+    train.add_argument(
+        "--elastic",
+        action=argparse.BooleanOptionalAction,
+        help=f"the paper's elastic deformation (default: {t.elastic})",
+    )
+    train.add_argument("--seed", type=int, help=f"(default: {t.seed})")
+    train.add_argument(
+        "--strategy",
+        choices=_choices(Strategy),
+        help=f"tf.distribute strategy (default: {t.strategy})",
+    )
+    train.add_argument(
+        "--mixed-precision",
+        choices=_choices(MixedPrecision),
+        help=f"float16 compute; auto = on with a GPU (default: {t.mixed_precision})",
+    )
+    train.add_argument(
+        "--jit",
+        action=argparse.BooleanOptionalAction,
+        help="XLA-compile the training step (default: False)",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return _build_parser().parse_args(argv)
+
+
+def _load_config_file(path: Path) -> dict[str, Any]:
+    """Flattens a config file (sections model/data/train, or flat keys) into field values."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise UserError(f"cannot read --config {path} ({error.strerror}): check the path") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"--config {path} is not valid YAML/JSON ({error}): fix it") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"--config {path} must hold a mapping of settings")
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        elif key not in _WRITTEN_ONLY:
+            flat[key] = value
+    return flat
+
+
+def resolve_configs(args: argparse.Namespace) -> tuple[ModelConfig, DataConfig, TrainConfig]:
+    """Preset, then the config file, then the flags: each overrides the one before."""
+    settings = _load_config_file(args.config) if args.config else {}
+    settings.update({k: v for k, v in vars(args).items() if v is not None})
+    known = {f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)}
+    meta = {"config", "out", "overwrite", "dry_run", "list_presets", "preset"}
+    unknown = sorted(set(settings) - known - meta)
+    if unknown:
+        raise UserError(
+            f"unknown setting(s) {', '.join(unknown)} in --config: "
+            f"known are {', '.join(sorted(known))}"
+        )
+    model_base = preset(settings.get("preset") or "small").to_dict()
+    values = {
+        name: {f.name: settings[f.name] for f in dataclasses.fields(cls) if f.name in settings}
+        for name, cls in SECTIONS.items()
+    }
+    model = ModelConfig.from_dict({**model_base, **values["model"]})
+    data = DataConfig.from_dict(values["data"])
+    train_values = values["train"]
+    if not train_values.get("input_size"):
+        train_values["input_size"] = PAPER_TILE if model.padding is Padding.VALID else SAME_TILE
+    return model, data, TrainConfig.from_dict(train_values)
+
+
+def _list_presets() -> None:
+    for name, (description, config) in PRESETS.items():
+        fields = ", ".join(f"{k}={v}" for k, v in config.to_dict().items())
+        print(f"{name:7s} {description}  [{fields}]")
+
+
+def _dry_run(model_config: ModelConfig, train_config: TrainConfig) -> None:
+    from train.model import build_unet, checked_output_size
+
+    size = train_config.input_size
+    out = checked_output_size(model_config, size)
+    model = build_unet(model_config, size)
+    print(f"{model.name}: {model.count_params():,} parameters, {len(model.layers)} layers")
+    print(
+        f"input {size}x{size}x{model_config.channels} -> output {out}x{out}x{model_config.classes}"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        if args.list_presets:
+            _list_presets()
+            return 0
+        model_config, data_config, train_config = resolve_configs(args)
+        if args.dry_run:
+            _dry_run(model_config, train_config)
+            return 0
+        from train.trainer import TrainingDiverged, run_training
+
+        try:
+            result = run_training(model_config, data_config, train_config, args.out, args.overwrite)
+        except TrainingDiverged as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: run the same command again to resume from {args.out}", file=sys.stderr
+        )
+        return 130
+    overall = result.metrics.get("overall", {})
+    if overall:
+        print("validation at full size: " + ", ".join(f"{k} {v:.4f}" for k, v in overall.items()))
+    print(f"model: {result.out / 'model.keras'}")
+    return 0

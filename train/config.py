@@ -1,0 +1,149 @@
+"""The configs of the model, the data and the training run: frozen, checked, JSON round-trip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from runtime.config import Choice, ConfigBase, require
+from runtime.errors import UserError
+
+
+class Padding(Choice):
+    SAME = "same"  # any input whose sides are multiples of 2**depth; output = input size
+    VALID = "valid"  # the paper: unpadded convolutions, cropped skips, output smaller than input
+
+
+class Upsampling(Choice):
+    NEAREST = "nearest"  # nearest up-sampling then a 2x2 convolution (the source article)
+    TRANSPOSE = "transpose"  # a 2x2 stride-2 transposed convolution
+
+
+class Loss(Choice):
+    AUTO = "auto"  # bce_dice for a sigmoid head, ce_dice for a softmax head
+    BCE_DICE = "bce_dice"
+    CE_DICE = "ce_dice"
+    FOCAL = "focal"
+
+
+class Foreground(Choice):
+    BRIGHT = "bright"  # in a two-valued mask, the higher value is class 1
+    DARK = "dark"  # the lower value is class 1 (ISBI 2012: membranes are 0)
+
+
+class Strategy(Choice):
+    AUTO = "auto"  # mirrored over several local GPUs, else the default device
+    ONE_DEVICE = "one-device"
+    MIRRORED = "mirrored"
+    MULTI_WORKER = "multi-worker"
+
+
+class MixedPrecision(Choice):
+    AUTO = "auto"  # on when a GPU is present
+    ON = "on"
+    OFF = "off"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(ConfigBase):
+    """The U-Net's shape (Ronneberger et al., 2015); the defaults are the paper's widths."""
+
+    depth: int = 4
+    base_filters: int = 64
+    classes: int = 1
+    channels: int = 1
+    padding: Padding = Padding.SAME
+    batch_norm: bool = True
+    # 0.9, not Keras' 0.99: short CPU trainings leave 0.99's moving statistics far behind.
+    bn_momentum: float = 0.9
+    dropout: float = 0.5
+    upsampling: Upsampling = Upsampling.NEAREST
+
+    def check(self) -> None:
+        require(1 <= self.depth <= 6, f"depth must be 1..6, got {self.depth}")
+        require(self.base_filters >= 1, f"base-filters must be >= 1, got {self.base_filters}")
+        require(self.classes >= 1, f"classes must be >= 1, got {self.classes}")
+        require(self.channels in (1, 3), f"channels must be 1 or 3, got {self.channels}")
+        require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        require(
+            0.0 <= self.bn_momentum < 1.0, f"bn-momentum must be in [0, 1), got {self.bn_momentum}"
+        )
+
+    @property
+    def head_activation(self) -> str:
+        return "sigmoid" if self.classes == 1 else "softmax"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig(ConfigBase):
+    """Where images come from and how masks map to classes."""
+
+    source: str = "synthetic"  # "synthetic" or a folder with image/ and label/ (or masks/)
+    foreground: Foreground = Foreground.BRIGHT
+    val_fraction: float = 0.2  # the last images in natural order; adjacent slices stay together
+    synthetic_count: int = 40
+    synthetic_size: int = 256
+
+    def check(self) -> None:
+        require(
+            0.0 < self.val_fraction < 1.0,
+            f"val-fraction must be in (0, 1), got {self.val_fraction}",
+        )
+        require(
+            self.synthetic_count >= 2, f"synthetic-count must be >= 2, got {self.synthetic_count}"
+        )
+        require(
+            self.synthetic_size >= 16, f"synthetic-size must be >= 16, got {self.synthetic_size}"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(ConfigBase):
+    """How to train: crops, batch, schedule, loss, augmentation and devices."""
+
+    input_size: int = 256  # side of the training crops (the model's input for 'valid')
+    batch_size: int = 8  # per replica: the global batch is this times the replicas
+    epochs: int = 20
+    steps_per_epoch: int = 0  # 0: enough crops to cover the training pixels once
+    learning_rate: float = 1e-3
+    loss: Loss = Loss.AUTO
+    augment: bool = True  # flips, 90-degree rotations, brightness and contrast
+    elastic: bool = True  # the paper's elastic deformation (3x3 grid, bicubic)
+    seed: int = 0
+    strategy: Strategy = Strategy.AUTO
+    mixed_precision: MixedPrecision = MixedPrecision.AUTO
+    jit: bool = False
+
+    def check(self) -> None:
+        require(self.input_size >= 8, f"input-size must be >= 8, got {self.input_size}")
+        require(self.batch_size >= 1, f"batch-size must be >= 1, got {self.batch_size}")
+        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        require(
+            self.steps_per_epoch >= 0, f"steps-per-epoch must be >= 0, got {self.steps_per_epoch}"
+        )
+        require(self.learning_rate > 0, f"learning-rate must be > 0, got {self.learning_rate}")
+
+
+def resolve_loss(loss: Loss, classes: int) -> Loss:
+    """The loss for the head: binary losses with sigmoid, categorical ones with softmax."""
+    if loss is Loss.AUTO:
+        return Loss.BCE_DICE if classes == 1 else Loss.CE_DICE
+    if loss is Loss.BCE_DICE and classes > 1:
+        raise UserError(
+            f"loss bce_dice needs a sigmoid head (classes 1), got classes {classes}: use ce_dice"
+        )
+    if loss is Loss.CE_DICE and classes == 1:
+        raise UserError("loss ce_dice needs a softmax head (classes >= 2): use bce_dice")
+    return loss
+
+
+PRESETS: dict[str, tuple[str, ModelConfig]] = {
+    "paper": ("the full U-Net of the paper: base 64 filters, depth 4", ModelConfig()),
+    "small": ("base 16, depth 4 (1.9 M parameters): CPUs and demos", ModelConfig(base_filters=16)),
+    "tiny": ("base 4, depth 2: tests", ModelConfig(base_filters=4, depth=2, dropout=0.0)),
+}
+
+
+def preset(name: str) -> ModelConfig:
+    if name not in PRESETS:
+        raise UserError(f"unknown preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return PRESETS[name][1]

@@ -1,0 +1,39 @@
+"""Data sources: the embedded synthetic EM generator and folders of images with masks."""
+
+from __future__ import annotations
+
+import math
+
+from runtime.errors import UserError
+from train.config import DataConfig
+from train.data.folder import Sample, load_folder, natural_key, read_image
+from train.data.synthetic import generate_em
+
+SYNTHETIC = "synthetic"
+
+__all__ = ["SYNTHETIC", "Sample", "load_samples", "natural_key", "read_image", "split_samples"]
+
+
+def load_samples(config: DataConfig, classes: int, seed: int = 0) -> list[Sample]:
+    """All samples of the configured source, masks as class indices (1 = membrane for synthetic)."""
+    if config.source == SYNTHETIC:
+        images, masks = generate_em(config.synthetic_count, config.synthetic_size, seed=seed)
+        return [
+            Sample(f"synthetic-{i}", image, mask)
+            for i, (image, mask) in enumerate(zip(images, masks, strict=True))
+        ]
+    return load_folder(config.source, classes, config.foreground)
+
+
+def split_samples(samples: list[Sample], val_fraction: float) -> tuple[list[Sample], list[Sample]]:
+    """The last `val_fraction` of the samples (natural name order) are held out for validation.
+
+    A contiguous tail, not a random draw: neighbouring slices of a stack are nearly the same
+    image, and a random split would leak them into validation.
+    """
+    if len(samples) < 2:
+        raise UserError(
+            f"{len(samples)} sample(s) cannot be split into training and validation: add images"
+        )
+    n_val = min(max(1, math.ceil(round(len(samples) * val_fraction, 6))), len(samples) - 1)
+    return samples[:-n_val], samples[-n_val:]

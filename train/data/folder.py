@@ -1,0 +1,146 @@
+"""A folder of images and masks: `image/` with `label/` (or `labels/`, `masks/`, `mask/`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from runtime.errors import UserError
+from train.config import Foreground
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+IMAGE_DIRS = ("image", "images")
+MASK_DIRS = ("label", "labels", "masks", "mask")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One raw image (H, W[, C], uint8/uint16/float) and its class-index mask (H, W, uint8)."""
+
+    name: str
+    image: np.ndarray
+    mask: np.ndarray
+
+
+def natural_key(name: str) -> list[int | str]:
+    """Sorts "2" before "10", so slices of a stack keep their order."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Reads a PNG or TIFF as uint8, uint16 or float32, in full; a bad file is a UserError."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L"):
+                return np.array(img, dtype=np.uint16)
+            if img.mode == "I":  # 32-bit integer container, 16-bit content in practice
+                array = np.array(img)
+                if array.min() < 0 or array.max() > 65535:
+                    raise UserError(
+                        f"{path}: 32-bit integer pixels are not supported: save 8 or 16 bit"
+                    )
+                return array.astype(np.uint16)
+            if img.mode == "1":
+                return np.array(img, dtype=np.uint8)
+            if img.mode not in ("L", "LA", "RGB", "RGBA", "P", "F"):
+                img = img.convert("RGB")
+            return np.array(img)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+        raise UserError(
+            f"cannot read {path} ({type(error).__name__}: it is truncated or not an image): "
+            "replace or remove it"
+        ) from None
+
+
+def _files(folder: Path) -> dict[str, Path]:
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return {p.stem: p for p in files}
+
+
+def _subfolder(root: Path, names: tuple[str, ...], what: str) -> Path:
+    for name in names:
+        if (root / name).is_dir():
+            return root / name
+    raise UserError(f"{root} has no {what} folder ({' or '.join(names)}): put the {what}s there")
+
+
+def _pair_files(root: Path) -> list[tuple[str, Path, Path]]:
+    image_dir = _subfolder(root, IMAGE_DIRS, "image")
+    mask_dir = _subfolder(root, MASK_DIRS, "mask")
+    images, masks = _files(image_dir), _files(mask_dir)
+    if not images:
+        raise UserError(f"{image_dir} holds no PNG or TIFF images: add some")
+    for missing, have, where in ((images, masks, mask_dir), (masks, images, image_dir)):
+        unpaired = sorted(set(missing) - set(have), key=natural_key)
+        if unpaired:
+            shown = ", ".join(missing[s].name for s in unpaired[:3])
+            raise UserError(
+                f"{len(unpaired)} file(s) without a partner of the same name in {where}: {shown}"
+                f"{' ...' if len(unpaired) > 3 else ''}: add the partners or remove these"
+            )
+    stems = sorted(images, key=natural_key)
+    return [(stem, images[stem], masks[stem]) for stem in stems]
+
+
+def _mask_plane(mask: np.ndarray, path: Path) -> np.ndarray:
+    """A mask as one plane: grey, or a colour image whose channels are equal."""
+    if mask.ndim == 3:
+        if not all(np.array_equal(mask[..., 0], mask[..., c]) for c in range(1, mask.shape[-1])):
+            raise UserError(f"mask {path} is a colour image: save class indices as a grey image")
+        mask = mask[..., 0]
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise UserError(f"mask {path} holds {mask.dtype} values: save integer class indices")
+    return mask
+
+
+def _class_lookup(
+    raw: list[tuple[str, np.ndarray, np.ndarray, Path]], classes: int, foreground: Foreground
+) -> dict[int, int]:
+    """Maps every mask value in the data set to a class index."""
+    values = np.unique(np.concatenate([np.unique(mask) for _, _, mask, _ in raw]))
+    labels = max(classes, 2)
+    if len(values) == 1:
+        raise UserError(f"every mask holds the single value {values[0]}: there is nothing to learn")
+    if len(values) == 2 and labels == 2:  # a binary mask with any two values
+        low, high = int(values[0]), int(values[1])
+        fg = high if foreground is Foreground.BRIGHT else low
+        return {low: int(low == fg), high: int(high == fg)}
+    if values.max() >= labels:
+        path = next(path for _, _, mask, path in raw if mask.max() >= labels)
+        raise UserError(
+            f"mask {path} holds class {int(values.max())} but the model has {classes} class(es) "
+            f"(mask values {', '.join(map(str, values[:8]))}): pass --classes "
+            f"{int(values.max()) + 1} or fix the masks"
+        )
+    return {int(v): int(v) for v in values}
+
+
+def load_folder(root: str | Path, classes: int, foreground: Foreground) -> list[Sample]:
+    """Loads every image/mask pair, checked, in natural order of their names.
+
+    Raises:
+        UserError: a missing or empty folder, unpaired files, an unreadable image, a mask whose
+            size differs from its image, or more mask values than the model has classes.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"data folder {root} does not exist: give a folder with image/ and label/")
+    raw = []
+    for stem, image_path, mask_path in _pair_files(root):
+        image, mask = read_image(image_path), _mask_plane(read_image(mask_path), mask_path)
+        if image.shape[:2] != mask.shape:
+            raise UserError(
+                f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                f"{image.shape[1]}x{image.shape[0]}: masks must match their images"
+            )
+        raw.append((stem, image, mask, mask_path))
+    lookup = _class_lookup(raw, classes, foreground)
+    table = np.zeros(max(lookup) + 1, dtype=np.uint8)
+    for value, index in lookup.items():
+        table[value] = index
+    return [Sample(stem, image, table[mask]) for stem, image, mask, _ in raw]

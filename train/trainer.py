@@ -1,0 +1,300 @@
+"""One training run: data, model, `fit` with the callbacks that make it resumable, artifacts.
+
+The output folder after a finished run:
+
+    config.json    every config that made the model, the measured pre-processing, versions
+    model.keras    the final float32 model (whatever precision it trained in)
+    best.keras     the checkpoint with the best validation Dice; best.json says which epoch
+    history.csv    one row per epoch; logs/ holds TensorBoard's
+    metrics.json   the final model on every validation image at full size
+
+While it runs, backup/ holds Keras' BackupAndRestore state: re-running the same command after
+Ctrl-C or kill -9 continues from the last finished epoch. backup/ goes once model.keras is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import UserError
+from runtime.io import atomic_path, write_json_atomic
+from runtime.metrics import masks_from_probabilities, segmentation_scores
+from runtime.preprocess import Preprocessing, measure_preprocessing, normalize
+from runtime.tiling import predict_tiled
+from train.config import DataConfig, ModelConfig, Padding, TrainConfig
+from train.data import Sample, load_samples, split_samples
+from train.distribute import is_chief, make_strategy, precision_policy, wants_mixed_precision
+from train.losses import DiceScore, IoUScore, make_loss
+from train.model import build_unet, checked_output_size, output_size
+from train.pipeline import train_dataset, validation_dataset
+from train.tfk import keras
+
+VERSIONED_PACKAGES = ("tensorflow", "tf-keras", "numpy", "pillow")
+_ARTIFACTS = (
+    "model.keras",
+    "best.keras",
+    "best.json",
+    "history.csv",
+    "metrics.json",
+    "config.json",
+)
+_FOLDERS = ("logs", "backup")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says what was kept and what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    epochs: int
+    metrics: dict[str, Any]
+
+
+def package_versions(names: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _run_configs(model: ModelConfig, data: DataConfig, train: TrainConfig) -> dict[str, Any]:
+    return {"model": model.to_dict(), "data": data.to_dict(), "train": train.to_dict()}
+
+
+def _prepare_out_dir(out: Path, configs: dict[str, Any], overwrite: bool) -> bool:
+    """Checks the output folder; returns whether an interrupted run there will be resumed."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder")
+    if overwrite:
+        _remove_artifacts(out)
+    elif (out / "model.keras").exists():
+        raise UserError(f"{out} already holds a trained model: pass --overwrite or another --out")
+    resuming = (out / "backup").is_dir() and (out / "config.json").exists()
+    if resuming:
+        previous = json.loads((out / "config.json").read_text())
+        changed = _changed_fields(previous, configs)
+        if changed:
+            raise UserError(
+                f"{out} holds an interrupted run with other settings ({', '.join(changed)}): "
+                "re-run with the same settings to resume it, or pass --overwrite"
+            )
+    else:
+        _remove_artifacts(out)  # leftovers of a run that ended before its first epoch
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").touch()
+        (out / ".write-test").unlink()
+    except OSError as error:
+        raise UserError(
+            f"cannot write to --out {out} ({error.strerror}): choose another folder"
+        ) from None
+    return resuming
+
+
+def _changed_fields(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return [
+        f"{section}.{key}"
+        for section, fields in current.items()
+        for key, value in fields.items()
+        if previous.get(section, {}).get(key) != value
+    ]
+
+
+def _remove_artifacts(out: Path) -> None:
+    for name in _ARTIFACTS:
+        (out / name).unlink(missing_ok=True)
+    for name in _FOLDERS:
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def float32_copy(model: keras.Model, config: ModelConfig, input_size: int | None) -> keras.Model:
+    """The same weights in a float32 model outside any strategy: what later stages load."""
+    with precision_policy(False):
+        copy = build_unet(config, input_size)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def save_model_atomic(model: keras.Model, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+
+
+class BestCheckpoint(keras.callbacks.Callback):
+    """Saves the float32 model whenever validation Dice improves, atomically.
+
+    Unlike ModelCheckpoint it writes through a temporary file and remembers the best score in
+    best.json, so a resumed run does not overwrite a better checkpoint of its first part.
+    """
+
+    def __init__(self, out: Path, export, write: bool, monitor: str = "val_dice") -> None:
+        super().__init__()
+        self.path, self.state = out / "best.keras", out / "best.json"
+        self.export, self.write, self.monitor = export, write, monitor
+        self.best = -math.inf
+        if self.state.exists():
+            self.best = json.loads(self.state.read_text())[monitor]
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        logs = logs or {}
+        value, loss = logs.get(self.monitor), logs.get("loss", math.nan)
+        if value is None or not math.isfinite(value) or not math.isfinite(loss):
+            return  # a diverged epoch never becomes the best
+        if value > self.best:
+            self.best = value
+            if self.write:
+                save_model_atomic(self.export(self.model), self.path)
+                write_json_atomic(self.state, {"epoch": epoch + 1, self.monitor: value})
+
+
+def _diverged(history: keras.callbacks.History) -> bool:
+    losses = history.history.get("loss", [])
+    return bool(losses) and not math.isfinite(losses[-1])
+
+
+def evaluate_full_images(
+    model: keras.Model,
+    samples: list[Sample],
+    prep: Preprocessing,
+    config: ModelConfig,
+    in_size: int,
+) -> dict[str, Any]:
+    """Scores every image at its full size: whole image for 'same', overlap-tile for 'valid'."""
+    out_size = output_size(config, in_size)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return model(batch, training=False).numpy()
+
+    per_image, preds, truths = {}, [], []
+    for sample in samples:
+        image = normalize(sample.image, prep)
+        if config.padding is Padding.SAME:
+            multiple = 2**config.depth
+            h, w = image.shape[:2]
+            pad = ((0, -h % multiple), (0, -w % multiple), (0, 0))
+            probs = predict(np.pad(image, pad, mode="symmetric")[None])[0, :h, :w]
+        else:
+            probs = predict_tiled(image, predict, in_size, out_size, overlap=out_size // 8)
+        mask = masks_from_probabilities(probs)
+        per_image[sample.name] = segmentation_scores(mask, sample.mask, config.classes)
+        preds.append(mask.ravel())
+        truths.append(sample.mask.ravel())
+    overall = segmentation_scores(np.concatenate(preds), np.concatenate(truths), config.classes)
+    return {"overall": overall, "per_image": per_image}
+
+
+def _steps_per_epoch(samples: list[Sample], config: TrainConfig, out_size: int, batch: int) -> int:
+    """Enough random crops to cover the training pixels about once."""
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    pixels = sum(s.mask.size for s in samples)
+    return max(1, math.ceil(pixels / (out_size**2 * batch)))
+
+
+def run_training(
+    model_config: ModelConfig,
+    data_config: DataConfig,
+    train_config: TrainConfig,
+    out: str | Path,
+    overwrite: bool = False,
+    verbose: int | None = None,
+) -> TrainResult:
+    """Trains a U-Net and writes the artifacts described in the module docstring.
+
+    Raises:
+        UserError: bad data, sizes, or an output folder that cannot be used.
+        TrainingDiverged: the loss became NaN; best.keras keeps the last good checkpoint.
+    """
+    out = Path(out)
+    loss = make_loss(train_config.loss, model_config.classes)
+    in_size = train_config.input_size
+    out_size = checked_output_size(model_config, in_size)
+    configs = _run_configs(model_config, data_config, train_config)
+    resuming = _prepare_out_dir(out, configs, overwrite)
+    train_samples, val_samples = split_samples(
+        load_samples(data_config, model_config.classes, train_config.seed),
+        data_config.val_fraction,
+    )
+    prep = measure_preprocessing([s.image for s in train_samples], model_config.channels)
+    strategy = make_strategy(train_config.strategy)
+    chief = is_chief(strategy)
+    mixed = wants_mixed_precision(train_config.mixed_precision)
+    global_batch = train_config.batch_size * strategy.num_replicas_in_sync
+    steps = _steps_per_epoch(train_samples, train_config, out_size, global_batch)
+    model_input = in_size if model_config.padding is Padding.VALID else None
+    if chief:
+        write_json_atomic(
+            out / "config.json",
+            {**configs, "preprocessing": prep.to_dict(), "versions": package_versions()},
+        )
+    print(
+        f"{'resuming' if resuming else 'training'} in {out}: {len(train_samples)} training and "
+        f"{len(val_samples)} validation images, {strategy.num_replicas_in_sync} replica(s), "
+        f"global batch {global_batch}, {steps} steps x {train_config.epochs} epochs, "
+        f"{'mixed float16' if mixed else 'float32'}"
+    )
+    keras.utils.set_random_seed(train_config.seed)
+    with precision_policy(mixed), strategy.scope():
+        model = build_unet(model_config, model_input)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            train_config.learning_rate, decay_steps=train_config.epochs * steps, alpha=0.05
+        )
+        model.compile(
+            optimizer=keras.optimizers.Adam(schedule),
+            loss=loss,
+            metrics=[DiceScore(model_config.classes), IoUScore(model_config.classes)],
+            jit_compile=train_config.jit,
+        )
+
+    def export(trained: keras.Model) -> keras.Model:
+        return float32_copy(trained, model_config, model_input)
+
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        BestCheckpoint(out, export, write=chief),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(out / "logs"), profile_batch=0, write_graph=False),
+        # Last, so an epoch counts as finished only once the callbacks above have done their part.
+        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
+    ]
+    history = model.fit(
+        train_dataset(train_samples, prep, train_config, out_size, global_batch),
+        epochs=train_config.epochs,
+        steps_per_epoch=steps,
+        validation_data=validation_dataset(val_samples, prep, in_size, out_size, global_batch),
+        callbacks=callbacks,
+        verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
+    )
+    if _diverged(history):
+        shutil.rmtree(out / "backup", ignore_errors=True)  # never resume from NaN weights
+        kept = (
+            f"{out / 'best.keras'} is kept"
+            if (out / "best.keras").exists()
+            else "no checkpoint was good"
+        )
+        raise TrainingDiverged(
+            f"the loss became NaN or infinite after {len(history.history['loss'])} epoch(s); "
+            f"{kept}: lower --learning-rate or check the data"
+        )
+    final = export(model)
+    metrics: dict[str, Any] = {}
+    if chief:
+        save_model_atomic(final, out / "model.keras")
+        metrics = evaluate_full_images(final, val_samples, prep, model_config, in_size)
+        write_json_atomic(out / "metrics.json", metrics)
+    shutil.rmtree(out / "backup", ignore_errors=True)
+    return TrainResult(out=out, epochs=train_config.epochs, metrics=metrics)
