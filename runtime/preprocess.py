@@ -62,8 +62,11 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     have = image.shape[-1]
     if have == channels:
         return image
-    if channels == 1:  # colour to grey
-        return (image.astype(np.float32) @ _LUMA)[..., None].astype(image.dtype)
+    if channels == 1:  # colour to grey, rounded like Pillow for integer pixels
+        grey = image.astype(np.float32) @ _LUMA
+        if np.issubdtype(image.dtype, np.integer):
+            grey = np.rint(grey)
+        return grey[..., None].astype(image.dtype)
     return np.repeat(image, channels, axis=-1)  # grey to colour
 
 

@@ -7,7 +7,6 @@ import math
 from runtime.errors import UserError
 from train.config import DataConfig
 from train.data.folder import Sample, load_folder, natural_key, read_image
-from train.data.synthetic import generate_em
 
 SYNTHETIC = "synthetic"
 
@@ -17,6 +16,8 @@ __all__ = ["SYNTHETIC", "Sample", "load_samples", "natural_key", "read_image", "
 def load_samples(config: DataConfig, classes: int, seed: int = 0) -> list[Sample]:
     """All samples of the configured source, masks as class indices (1 = membrane for synthetic)."""
     if config.source == SYNTHETIC:
+        from train.data.synthetic import generate_em
+
         images, masks = generate_em(config.synthetic_count, config.synthetic_size, seed=seed)
         return [
             Sample(f"synthetic-{i}", image, mask)

@@ -1,0 +1,119 @@
+"""Folder sources: ISBI as is, bit depths and colour, class mapping, and every bad folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from runtime.errors import UserError
+from tests.conftest import write_pair
+from train.config import DataConfig, Foreground
+from train.data import load_samples, split_samples
+from train.data.folder import load_folder
+
+
+def test_isbi_loads_as_is_with_membranes_as_the_dark_foreground(isbi):
+    samples = load_folder(isbi, classes=1, foreground=Foreground.DARK)
+    assert [s.name for s in samples] == [str(i) for i in range(30)]  # natural order
+    first = samples[0]
+    assert first.image.shape == (512, 512) and first.image.dtype == np.uint8
+    assert set(np.unique(first.mask)) == {0, 1}
+    raw = np.array(Image.open(isbi / "label" / "0.png"))
+    np.testing.assert_array_equal(first.mask, (raw == 0).astype(np.uint8))
+    train, val = split_samples(samples, 0.2)
+    assert [s.name for s in val] == [str(i) for i in range(24, 30)]
+    assert len(train) == 24
+
+
+def test_bright_foreground_takes_the_higher_value_of_any_two(tmp_path):
+    write_pair(
+        tmp_path, "a", np.full((8, 8), 7, np.uint8), np.where(np.eye(8), 200, 30).astype(np.uint8)
+    )
+    write_pair(tmp_path, "b", np.full((8, 8), 9, np.uint8), np.full((8, 8), 30, np.uint8))
+    bright = load_folder(tmp_path, 1, Foreground.BRIGHT)
+    dark = load_folder(tmp_path, 1, Foreground.DARK)
+    np.testing.assert_array_equal(bright[0].mask, np.eye(8, dtype=np.uint8))
+    np.testing.assert_array_equal(dark[0].mask, 1 - np.eye(8, dtype=np.uint8))
+    assert bright[1].mask.max() == 0 and dark[1].mask.min() == 1
+
+
+def test_sixteen_bit_tiff_and_rgb_images_load_with_class_index_masks(tmp_path):
+    deep = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).astype(np.uint16)
+    (tmp_path / "image").mkdir()
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(deep).save(tmp_path / "image" / "deep.tif")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "image" / "rgb.png")
+    classes = np.arange(64, dtype=np.uint8).reshape(8, 8) % 3
+    Image.fromarray(classes).save(tmp_path / "masks" / "deep.tif")
+    Image.fromarray(classes[::-1]).save(tmp_path / "masks" / "rgb.png")
+    samples = {s.name: s for s in load_folder(tmp_path, 3, Foreground.BRIGHT)}
+    assert samples["deep"].image.dtype == np.uint16
+    np.testing.assert_array_equal(samples["deep"].image, deep)
+    assert samples["rgb"].image.shape == (8, 8, 3)
+    np.testing.assert_array_equal(samples["deep"].mask, classes)
+
+
+def _expect_error(root: Path, pattern: str, classes: int = 1) -> None:
+    with pytest.raises(UserError, match=pattern) as info:
+        load_folder(root, classes, Foreground.BRIGHT)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_and_empty_folders_are_clear_errors(tmp_path):
+    _expect_error(tmp_path / "nope", "does not exist")
+    (tmp_path / "image").mkdir()
+    _expect_error(tmp_path, "no mask folder")
+    (tmp_path / "label").mkdir()
+    _expect_error(tmp_path, "holds no PNG or TIFF")
+
+
+def test_unpaired_files_are_named(make_folder):
+    root = make_folder(3)
+    (root / "label" / "1.png").unlink()
+    _expect_error(root, r"without a partner.*1\.png")
+
+
+def test_truncated_image_is_named(make_folder):
+    root = make_folder(2)
+    data = (root / "image" / "0.png").read_bytes()
+    (root / "image" / "0.png").write_bytes(data[: len(data) // 2])
+    _expect_error(root, r"cannot read .*0\.png")
+
+
+def test_not_an_image_is_named(make_folder):
+    root = make_folder(2)
+    (root / "image" / "1.png").write_text("hello")
+    _expect_error(root, r"cannot read .*1\.png")
+
+
+def test_mask_of_another_size_is_named(make_folder):
+    root = make_folder(2)
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "label" / "1.png")
+    _expect_error(root, r"mask .*1\.png is 16x16 but its image is 32x32")
+
+
+def test_more_mask_classes_than_configured_names_the_file(make_folder):
+    root = make_folder(2)
+    five = (np.arange(32 * 32).reshape(32, 32) % 5).astype(np.uint8)
+    Image.fromarray(five).save(root / "label" / "1.png")
+    Image.fromarray(five % 2).save(root / "label" / "0.png")
+    _expect_error(root, r"mask .*1\.png holds class 4 .*--classes 5", classes=3)
+
+
+def test_masks_with_one_value_everywhere_are_refused(tmp_path):
+    for stem in ("a", "b"):
+        write_pair(tmp_path, stem, np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8))
+    _expect_error(tmp_path, "single value 0")
+
+
+def test_synthetic_source_and_split_are_deterministic():
+    config = DataConfig(synthetic_count=5, synthetic_size=32)
+    a, b = load_samples(config, 1, seed=3), load_samples(config, 1, seed=3)
+    np.testing.assert_array_equal(a[4].image, b[4].image)
+    train, val = split_samples(a, 0.2)
+    assert [s.name for s in val] == ["synthetic-4"] and len(train) == 4
+    with pytest.raises(UserError):
+        split_samples(a[:1], 0.2)
