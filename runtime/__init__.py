@@ -1,6 +1,11 @@
-"""On-device inference and the numpy pieces every stage shares. Never imports TensorFlow."""
+"""On-device inference and the numpy pieces every stage shares. Never imports TensorFlow.
+
+seg = Segmenter.from_bundle("bundle/", precision="int8")
+result = seg.predict("image.png")   # result.mask, result.probabilities
+"""
 
 from runtime.errors import UserError
 from runtime.preprocess import Preprocessing, normalize
+from runtime.segmenter import Prediction, Segmenter, overlay
 
-__all__ = ["Preprocessing", "UserError", "normalize"]
+__all__ = ["Prediction", "Preprocessing", "Segmenter", "UserError", "normalize", "overlay"]

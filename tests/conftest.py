@@ -48,3 +48,30 @@ def make_folder(tmp_path: Path):
 @pytest.fixture(autouse=True)
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _train_and_bundle(root: Path, padding: str, input_size: int) -> Path:
+    from optimize.export import bundle_from_run
+    from train.config import DataConfig, TrainConfig, preset
+    from train.trainer import run_training
+
+    run = root / f"run-{padding}"
+    model = preset("tiny").replace(padding=padding)
+    data = DataConfig(synthetic_count=6, synthetic_size=64)
+    train = TrainConfig(
+        input_size=input_size, batch_size=4, epochs=2, steps_per_epoch=10, learning_rate=1e-2
+    )
+    run_training(model, data, train, run, verbose=0)
+    return bundle_from_run(run, root / f"bundle-{padding}")
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A bundle (fp32 and int8 TFLite, fp32 ONNX) of a briefly trained tiny 'same' U-Net."""
+    return _train_and_bundle(tmp_path_factory.mktemp("tiny"), "same", 32)
+
+
+@pytest.fixture(scope="session")
+def tiny_valid_bundle(tmp_path_factory) -> Path:
+    """The same for a 'valid' U-Net: 60x60 input tiles, 20x20 output tiles."""
+    return _train_and_bundle(tmp_path_factory.mktemp("tiny-valid"), "valid", 60)

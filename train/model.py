@@ -14,6 +14,9 @@ from train.tfk import keras
 KernelSize = 3
 
 
+Widths = dict[str, int]  # convolution layer name -> filters, overriding the config's widths
+
+
 def _filters(config: ModelConfig, level: int) -> int:
     return config.base_filters * 2**level
 
@@ -85,11 +88,11 @@ def checked_output_size(model: ModelConfig, input_size: int) -> int:
         ) from None
 
 
-def _conv_block(x, config: ModelConfig, filters: int, name: str):
+def _conv_block(x, config: ModelConfig, filters: int, name: str, widths: Widths):
     """Two 3x3 convolutions, each followed by batch norm (optional) and ReLU."""
     for suffix in ("a", "b"):
         x = keras.layers.Conv2D(
-            filters,
+            widths.get(f"{name}_conv_{suffix}", filters),
             KernelSize,
             padding=config.padding.value,
             use_bias=not config.batch_norm,  # batch norm's offset makes a bias redundant
@@ -104,8 +107,9 @@ def _conv_block(x, config: ModelConfig, filters: int, name: str):
     return x
 
 
-def _up_convolution(x, config: ModelConfig, filters: int, name: str):
+def _up_convolution(x, config: ModelConfig, filters: int, name: str, widths: Widths):
     """The paper's 2x2 up-convolution that halves the channels."""
+    filters = widths.get(f"{name}_upconv", filters)
     if config.upsampling is Upsampling.TRANSPOSE:
         return keras.layers.Conv2DTranspose(filters, 2, strides=2, name=f"{name}_upconv")(x)
     x = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_upsample")(x)
@@ -122,7 +126,10 @@ def _center_crop(skip, skip_size: int, target: int, name: str):
 
 
 def build_unet(
-    config: ModelConfig, input_size: int | None = None, name: str = "unet"
+    config: ModelConfig,
+    input_size: int | None = None,
+    name: str = "unet",
+    widths: Widths | None = None,
 ) -> keras.Model:
     """Builds the U-Net.
 
@@ -131,10 +138,13 @@ def build_unet(
         input_size: the input side. Required for 'valid' padding (the skip crops are fixed);
             None for 'same' gives a model for any side that is a multiple of 2**depth.
         name: the model's name.
+        widths: filters per convolution name (`enc2_conv_a`, `dec1_upconv`, ...) where they
+            differ from the config's doubling rule: a filter-pruned U-Net is thinner.
 
     Raises:
         ValueError: the input size does not fit the U-Net (see `valid_input_sizes_near`).
     """
+    widths = widths or {}
     if input_size is None and config.padding is Padding.VALID:
         raise ValueError("a 'valid' U-Net needs a fixed input size")
     skip_sizes, up_sizes, _ = (
@@ -143,20 +153,20 @@ def build_unet(
     inputs = keras.Input((input_size, input_size, config.channels), name="image")
     x, skips = inputs, []
     for level in range(config.depth):
-        x = _conv_block(x, config, _filters(config, level), f"enc{level + 1}")
+        x = _conv_block(x, config, _filters(config, level), f"enc{level + 1}", widths)
         if level == config.depth - 1 and config.dropout:
             x = keras.layers.Dropout(config.dropout, name=f"enc{level + 1}_dropout")(x)
         skips.append(x)
         x = keras.layers.MaxPooling2D(2, name=f"enc{level + 1}_pool")(x)
-    x = _conv_block(x, config, _filters(config, config.depth), "bottleneck")
+    x = _conv_block(x, config, _filters(config, config.depth), "bottleneck", widths)
     if config.dropout:
         x = keras.layers.Dropout(config.dropout, name="bottleneck_dropout")(x)
     for step, level in enumerate(reversed(range(config.depth))):
         name_ = f"dec{level + 1}"
-        x = _up_convolution(x, config, _filters(config, level), name_)
+        x = _up_convolution(x, config, _filters(config, level), name_, widths)
         skip = _center_crop(skips[level], skip_sizes[level], up_sizes[step], f"{name_}_crop")
         x = keras.layers.Concatenate(name=f"{name_}_concat")([skip, x])
-        x = _conv_block(x, config, _filters(config, level), name_)
+        x = _conv_block(x, config, _filters(config, level), name_, widths)
     # float32 head: under mixed precision the probabilities and the loss stay in float32.
     outputs = keras.layers.Conv2D(
         config.classes, 1, activation=config.head_activation, dtype="float32", name="head"

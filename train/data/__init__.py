@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 from runtime.errors import UserError
+from runtime.image_io import read_image
 from train.config import DataConfig
-from train.data.folder import Sample, load_folder, natural_key, read_image
+from train.data.folder import Sample, load_folder, natural_key
 
 SYNTHETIC = "synthetic"
 

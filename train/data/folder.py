@@ -7,12 +7,13 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from runtime.errors import UserError
+from runtime.image_io import read_image
 from train.config import Foreground
 
-IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+# Lossless formats only: JPEG would smear the class values of masks.
+DATA_SUFFIXES = (".png", ".tif", ".tiff")
 IMAGE_DIRS = ("image", "images")
 MASK_DIRS = ("label", "labels", "masks", "mask")
 
@@ -31,34 +32,8 @@ def natural_key(name: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Reads a PNG or TIFF as uint8, uint16 or float32, in full; a bad file is a UserError."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode in ("I;16", "I;16B", "I;16L"):
-                return np.array(img, dtype=np.uint16)
-            if img.mode == "I":  # 32-bit integer container, 16-bit content in practice
-                array = np.array(img)
-                if array.min() < 0 or array.max() > 65535:
-                    raise UserError(
-                        f"{path}: 32-bit integer pixels are not supported: save 8 or 16 bit"
-                    )
-                return array.astype(np.uint16)
-            if img.mode == "1":
-                return np.array(img, dtype=np.uint8)
-            if img.mode not in ("L", "LA", "RGB", "RGBA", "P", "F"):
-                img = img.convert("RGB")
-            return np.array(img)
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
-        raise UserError(
-            f"cannot read {path} ({type(error).__name__}: it is truncated or not an image): "
-            "replace or remove it"
-        ) from None
-
-
 def _files(folder: Path) -> dict[str, Path]:
-    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in DATA_SUFFIXES]
     return {p.stem: p for p in files}
 
 

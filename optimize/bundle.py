@@ -1,0 +1,122 @@
+"""The bundle writer: files first, manifest.json last, the folder renamed into place whole."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from runtime.backends import litert_interpreter_class
+from runtime.bundle import FORMAT_VERSION, MANIFEST, read_manifest, sha256_of
+from runtime.errors import UserError
+from runtime.io import write_json_atomic
+
+
+def _tensor_info_tflite(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    interpreter = litert_interpreter_class()(model_path=str(path))
+
+    def info(detail: dict[str, Any]) -> dict[str, Any]:
+        scale, zero_point = detail["quantization"]
+        quantized = scale != 0.0
+        return {
+            "dtype": detail["dtype"].__name__,
+            "scale": float(scale) if quantized else None,
+            "zero_point": int(zero_point) if quantized else None,
+        }
+
+    return info(interpreter.get_input_details()[0]), info(interpreter.get_output_details()[0])
+
+
+def artifact_entry(folder: Path, file: str, fmt: str, precision: str) -> dict[str, Any]:
+    path = folder / file
+    if fmt == "tflite":
+        tensor_in, tensor_out = _tensor_info_tflite(path)
+    else:  # ONNX models keep float I/O; QDQ sits inside
+        tensor_in = tensor_out = {"dtype": "float32", "scale": None, "zero_point": None}
+    return {
+        "file": file,
+        "format": fmt,
+        "precision": precision.removesuffix("-onnx"),
+        "sha256": sha256_of(path),
+        "size": path.stat().st_size,
+        "input": tensor_in,
+        "output": tensor_out,
+    }
+
+
+def check_out_folder(out: Path, overwrite: bool) -> None:
+    """Refuses a folder that already holds a bundle (unless overwrite) or cannot be written."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder for the bundle")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        what = "a bundle" if (out / MANIFEST).exists() else "files"
+        raise UserError(f"{out} already holds {what}: pass --overwrite or choose another --out")
+    parent = out.resolve().parent
+    if not os.access(parent if parent.exists() else Path.cwd(), os.W_OK):
+        raise UserError(f"cannot write the bundle under {parent}: choose a writable --out")
+
+
+def write_bundle(
+    out: Path, files: dict[str, tuple[str, str, bytes]], manifest: dict[str, Any], overwrite: bool
+) -> Path:
+    """Writes a bundle so that a crash never leaves a folder that looks whole.
+
+    Args:
+        out: the bundle folder.
+        files: precision -> (file name, format, bytes).
+        manifest: every manifest field except `format_version` and `artifacts`.
+        overwrite: replace an existing bundle in `out`.
+    """
+    check_out_folder(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    staging.chmod(0o755)
+    try:
+        artifacts = []
+        for precision, (name, fmt, data) in files.items():
+            (staging / name).write_bytes(data)
+            artifacts.append(artifact_entry(staging, name, fmt, precision))
+        write_json_atomic(
+            staging / MANIFEST,
+            {"format_version": FORMAT_VERSION, **manifest, "artifacts": artifacts},
+        )
+        read_manifest(staging)  # what we wrote must be what the runtime reads
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(staging, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def manifest_fields(
+    run_config: dict[str, Any], input_size: int, output_size: int, versions: dict[str, str]
+) -> dict[str, Any]:
+    """The manifest's description of the model, from a training run's config.json."""
+    model = run_config["model"]
+    classes = model["classes"]
+    names = ["background", "foreground"] if classes == 1 else [f"class_{i}" for i in range(classes)]
+    return {
+        "input": {
+            "size": input_size,
+            "multiple": 2 ** model["depth"],
+            "channels": model["channels"],
+            "layout": "NHWC",
+            "padding": model["padding"],
+        },
+        "output": {"size": output_size, "classes": classes},
+        "preprocessing": run_config["preprocessing"],
+        "postprocessing": {
+            "activation": "sigmoid" if classes == 1 else "softmax",
+            "threshold": 0.5,
+            "class_names": names,
+        },
+        "configs": {k: run_config[k] for k in ("model", "data", "train")},
+        "versions": versions,
+    }

@@ -1,0 +1,138 @@
+"""Converters from a float tf_keras U-Net to TFLite and ONNX model bytes, at a fixed tile size.
+
+A fixed input tile (batch 1) is what edge interpreters run best, and the runtime tiles any image
+size onto it. Exporters are data: `EXPORTERS` maps a bundle precision to its converter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from optimize.bundle import check_out_folder, manifest_fields, write_bundle
+from optimize.finetune import Run
+from runtime.bundle import read_manifest
+from runtime.errors import UserError
+from train.tfk import keras, tf
+from train.trainer import package_versions
+
+ONNX_OPSET = 17  # tf2onnx 1.17 supports up to 18; 17 is what onnxruntime's tools know best
+
+
+def _serving_function(model: keras.Model, size: int) -> tuple[Any, tf.TensorSpec]:
+    """The model as a batch-1 function of a fixed (size, size) tile, and its input spec."""
+    spec = tf.TensorSpec([1, size, size, model.input_shape[-1]], tf.float32, name="image")
+
+    @tf.function(input_signature=[spec])
+    def serve(image: tf.Tensor) -> tf.Tensor:
+        return model(image, training=False)
+
+    return serve, spec
+
+
+def _converter(model: keras.Model, size: int) -> tf.lite.TFLiteConverter:
+    serve, _ = _serving_function(model, size)
+    return tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+
+
+def tflite_fp32(model: keras.Model, size: int) -> bytes:
+    return _converter(model, size).convert()
+
+
+def tflite_int8(model: keras.Model, size: int, calibration: Iterable[np.ndarray]) -> bytes:
+    """Full-integer model (int8 weights, activations, input and output) calibrated on tiles.
+
+    Args:
+        calibration: normalized (size, size, C) tiles, as the runtime feeds them.
+    """
+    tiles = [np.asarray(t, np.float32) for t in calibration]
+    if not tiles:
+        raise ValueError("int8 calibration needs at least one tile")
+    converter = _converter(model, size)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([tile[None]] for tile in tiles)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def onnx_fp32(model: keras.Model, size: int) -> bytes:
+    import tf2onnx
+
+    serve, spec = _serving_function(model, size)
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=ONNX_OPSET)
+    return proto.SerializeToString()
+
+
+# precision -> (file name, format, converter(model, size, calibration))
+EXPORTERS: dict[str, tuple[str, str, Callable[[keras.Model, int, list[np.ndarray]], bytes]]] = {
+    "fp32": ("model_fp32.tflite", "tflite", lambda m, s, _: tflite_fp32(m, s)),
+    "int8": ("model_int8.tflite", "tflite", tflite_int8),
+    "fp32-onnx": ("model_fp32.onnx", "onnx", lambda m, s, _: onnx_fp32(m, s)),
+}
+
+
+def bundle_from_run(
+    run_folder: str | Path,
+    out: str | Path,
+    precisions: Iterable[str] = tuple(EXPORTERS),
+    overwrite: bool = False,
+) -> Path:
+    """Exports a training run's model.keras to a bundle at the run's training tile size."""
+    out = Path(out)
+    check_out_folder(out, overwrite)
+    run = Run.load(run_folder)
+    model = run.load_model()
+    tiles = run.calibration_tiles()
+    files = {}
+    for precision in precisions:
+        name, fmt, convert = EXPORTERS[precision]
+        files[precision] = (name, fmt, convert(model, run.tile_size, tiles))
+    fields = manifest_fields(
+        run.raw_config, run.tile_size, run.output_tile_size, package_versions()
+    )
+    return write_bundle(out, files, fields, overwrite)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m optimize.export",
+        description="Export a training run's float model to a bundle: fp32 and post-training "
+        "int8 TFLite, fp32 ONNX, and manifest.json. (Pruning and QAT: optimize.quantize, to come.)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "run", type=Path, help="a `python -m train` output folder (model.keras, config.json)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a bundle already in --out"
+    )
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        for name in ("config.json", "model.keras"):
+            if not (args.run / name).is_file():
+                raise UserError(
+                    f"{args.run} has no {name}: give the --out folder of a finished `python -m train`"
+                )
+        out = bundle_from_run(args.run, args.out, overwrite=args.overwrite)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    for artifact in read_manifest(out).artifacts:
+        print(f"{artifact.file:20s} {artifact.precision:5s} {artifact.size / 1e6:7.2f} MB")
+    print(f"bundle: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,140 @@
+"""A training run, loaded back, and short fine-tuning on its own data (for pruning and QAT).
+
+Fine-tuning reuses the training pipeline as is: the same samples, split, pre-processing, crops
+and augmentation, so a pruned or quantized model sees exactly what the float model saw.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import zipfile
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import UserError
+from runtime.preprocess import Preprocessing
+from train.config import DataConfig, ModelConfig, TrainConfig
+from train.data import Sample, load_samples, split_samples
+from train.losses import DiceScore, IoUScore, make_loss
+from train.model import output_size
+from train.pipeline import train_dataset, validation_dataset, validation_tiles
+from train.tfk import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A finished `python -m train` folder: its configs, pre-processing and data."""
+
+    folder: Path
+    model_config: ModelConfig
+    data_config: DataConfig
+    train_config: TrainConfig
+    preprocessing: Preprocessing
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Run:
+        folder = Path(folder)
+        path = folder / "config.json"
+        if not path.is_file():
+            raise UserError(
+                f"{folder} has no config.json: give the --out folder of a finished `python -m train`"
+            )
+        try:
+            raw = json.loads(path.read_text())
+            return cls(
+                folder,
+                ModelConfig.from_dict(raw["model"]),
+                DataConfig.from_dict(raw["data"]),
+                TrainConfig.from_dict(raw["train"]),
+                Preprocessing.from_dict(raw["preprocessing"]),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise UserError(
+                f"{path} is not a training run's config ({error}): re-run the training"
+            ) from None
+
+    @property
+    def raw_config(self) -> dict:
+        return json.loads((self.folder / "config.json").read_text())
+
+    @property
+    def tile_size(self) -> int:
+        return self.train_config.input_size
+
+    @property
+    def output_tile_size(self) -> int:
+        return output_size(self.model_config, self.tile_size)
+
+    @cached_property
+    def splits(self) -> tuple[list[Sample], list[Sample]]:
+        samples = load_samples(self.data_config, self.model_config.classes, self.train_config.seed)
+        return split_samples(samples, self.data_config.val_fraction)
+
+    def load_model(self, name: str = "model.keras") -> keras.Model:
+        return load_keras_model(self.folder / name)
+
+    def calibration_tiles(self, limit: int = 32) -> list[np.ndarray]:
+        """Normalized input tiles of the training images, as the runtime will feed them."""
+        images, _ = validation_tiles(
+            self.splits[0], self.preprocessing, self.tile_size, self.output_tile_size
+        )
+        step = max(1, len(images) // limit)
+        return list(images[::step][:limit])
+
+    def validation_tiles(self) -> tuple[np.ndarray, np.ndarray]:
+        return validation_tiles(
+            self.splits[1], self.preprocessing, self.tile_size, self.output_tile_size
+        )
+
+
+def load_keras_model(path: Path) -> keras.Model:
+    """Loads a .keras model for inference; a missing or corrupt file is a UserError."""
+    if not path.is_file():
+        raise UserError(f"model {path} does not exist: train one with `python -m train`")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise UserError(
+            f"cannot load model {path} ({type(error).__name__}: corrupt or not a Keras model): retrain or re-copy it"
+        ) from None
+
+
+def compile_for_fine_tuning(model: keras.Model, run: Run, learning_rate: float) -> None:
+    classes = run.model_config.classes
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=make_loss(run.train_config.loss, classes),
+        metrics=[DiceScore(classes), IoUScore(classes)],
+    )
+
+
+def fine_tune(
+    model: keras.Model,
+    run: Run,
+    epochs: int,
+    learning_rate: float,
+    steps_per_epoch: int | None = None,
+    callbacks: list[keras.callbacks.Callback] | None = None,
+    verbose: int = 2,
+) -> keras.callbacks.History:
+    """Trains `model` (pruning- or QAT-wrapped) on the run's data for a few epochs."""
+    train_cfg = run.train_config
+    batch = train_cfg.batch_size
+    train_samples, val_samples = run.splits
+    if steps_per_epoch is None:
+        pixels = sum(s.mask.size for s in train_samples)
+        steps_per_epoch = max(1, -(-pixels // (run.output_tile_size**2 * batch)))
+    compile_for_fine_tuning(model, run, learning_rate)
+    return model.fit(
+        train_dataset(train_samples, run.preprocessing, train_cfg, run.output_tile_size, batch),
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        validation_data=validation_dataset(
+            val_samples, run.preprocessing, run.tile_size, run.output_tile_size, batch
+        ),
+        callbacks=callbacks or [],
+        verbose=verbose,
+    )

@@ -1,0 +1,132 @@
+"""Interpreters: LiteRT for .tflite, ONNX Runtime for .onnx. Each takes float input, gives float.
+
+What is supported is data: `BACKENDS` maps a name to the model format it runs and its loader.
+Integer models get their input quantized and their output dequantized with the scale and zero
+point the model file itself declares.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from runtime.errors import UserError
+
+
+class Backend(Protocol):
+    name: str
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) float32 normalized input -> (N, h, w, K) float32 probabilities."""
+        ...
+
+
+def _quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def litert_interpreter_class():
+    """ai_edge_litert (LiteRT), or the older tflite_runtime where only that is installed."""
+    if importlib.util.find_spec("ai_edge_litert"):
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter
+    if importlib.util.find_spec("tflite_runtime"):
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter
+    raise UserError("LiteRT is not installed: pip install ai-edge-litert (or use --backend onnx)")
+
+
+class LiteRTBackend:
+    name = "litert"
+
+    def __init__(self, path: Path, num_threads: int | None = None) -> None:
+        interpreter_class = litert_interpreter_class()
+        try:
+            self._interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise UserError(f"LiteRT cannot load {path} ({error}): re-export the bundle") from None
+        self._input = self._interpreter.get_input_details()[0]
+        self._output = self._interpreter.get_output_details()[0]
+
+    def _one(self, tile: np.ndarray) -> np.ndarray:
+        dtype = self._input["dtype"]
+        if np.issubdtype(dtype, np.integer):
+            scale, zero_point = self._input["quantization"]
+            tile = _quantize(tile, scale, zero_point, dtype)
+        self._interpreter.set_tensor(self._input["index"], tile[None].astype(dtype, copy=False))
+        self._interpreter.invoke()
+        out = self._interpreter.get_tensor(self._output["index"])[0]
+        if np.issubdtype(out.dtype, np.integer):
+            return _dequantize(out, *self._output["quantization"])
+        return out.astype(np.float32, copy=False)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        # Models are exported with batch 1, the edge case: tiles run one after another.
+        return np.stack([self._one(tile) for tile in batch])
+
+
+class OnnxBackend:
+    name = "onnx"
+
+    def __init__(self, path: Path, num_threads: int | None = None) -> None:
+        if not importlib.util.find_spec("onnxruntime"):
+            raise UserError(
+                "onnxruntime is not installed: pip install onnxruntime (or use --backend litert)"
+            )
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only: converter-style warnings are noise here
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        # The CPU provider always; accelerators when this onnxruntime build has them.
+        providers = ort.get_available_providers()
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as error:  # onnxruntime raises its own untyped exceptions
+            raise UserError(
+                f"onnxruntime cannot load {path} ({error}): re-export the bundle"
+            ) from None
+        self._input = self._session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [
+                self._session.run(None, {self._input: tile[None].astype(np.float32)})[0][0]
+                for tile in batch
+            ]
+        ).astype(np.float32, copy=False)
+
+
+# name -> (model file format, loader)
+BACKENDS: dict[str, tuple[str, Callable[[Path, int | None], Backend]]] = {
+    "litert": ("tflite", LiteRTBackend),
+    "onnx": ("onnx", OnnxBackend),
+}
+_PACKAGES = {"litert": ("ai_edge_litert", "tflite_runtime"), "onnx": ("onnxruntime",)}
+
+
+def installed_backends() -> list[str]:
+    return [
+        name
+        for name, packages in _PACKAGES.items()
+        if any(importlib.util.find_spec(p) for p in packages)
+    ]
+
+
+def check_backend(name: str) -> str:
+    if name != "auto" and name not in BACKENDS:
+        raise UserError(f"unknown backend {name!r}: choose auto, {', '.join(BACKENDS)}")
+    return name

@@ -1,0 +1,140 @@
+"""The bundle: a folder with manifest.json and the model files a device needs.
+
+The manifest is the contract between `optimize` (which writes it) and this runtime (which reads
+it first). A bundle is whole only when manifest.json is there: writers put it in last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from runtime.errors import UserError
+from runtime.preprocess import Preprocessing
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+_REQUIRED = ("format_version", "input", "output", "preprocessing", "postprocessing", "artifacts")
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """dtype and, for integer tensors, the affine quantization real = scale * (q - zero_point)."""
+
+    dtype: str
+    scale: float | None = None
+    zero_point: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Artifact:
+    file: str
+    format: str  # "tflite" or "onnx"
+    precision: str  # "fp32", "fp16", "dynamic", "int8", "int8_ptq", ...
+    sha256: str
+    size: int
+    input: TensorInfo
+    output: TensorInfo
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Artifact:
+        return cls(
+            **{
+                **data,
+                "input": TensorInfo(**data["input"]),
+                "output": TensorInfo(**data["output"]),
+            }
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """What the runtime needs to know: sizes, pre- and post-processing, the model files."""
+
+    input_size: int  # the side of the model's input tile
+    output_size: int  # the side of its output tile (smaller for a 'valid' U-Net)
+    size_multiple: int  # 2**depth: a 'same' model also takes any multiple of it
+    channels: int
+    classes: int
+    preprocessing: Preprocessing
+    activation: str  # "sigmoid" or "softmax"
+    threshold: float
+    class_names: tuple[str, ...]
+    artifacts: tuple[Artifact, ...]
+    raw: dict[str, Any]
+
+    def artifact(self, precision: str, fmt: str) -> Artifact:
+        for artifact in self.artifacts:
+            if artifact.precision == precision and artifact.format == fmt:
+                return artifact
+        have = ", ".join(sorted(f"{a.precision} ({a.format})" for a in self.artifacts))
+        raise UserError(f"the bundle has no {precision} {fmt} model: it has {have}")
+
+    @property
+    def precisions(self) -> list[str]:
+        return sorted({a.precision for a in self.artifacts})
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(bundle: str | Path) -> Manifest:
+    """Reads and checks manifest.json; a missing, broken or too new manifest is a UserError."""
+    path = Path(bundle) / MANIFEST
+    if not Path(bundle).is_dir():
+        raise UserError(f"bundle {bundle} is not a folder: give the folder optimize.quantize wrote")
+    if not path.exists():
+        raise UserError(
+            f"{bundle} has no {MANIFEST}: it is not a bundle, or its writing did not finish"
+        )
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read {path} ({error}): re-export the bundle") from None
+    missing = [key for key in _REQUIRED if key not in raw]
+    if missing:
+        raise UserError(f"{path} lacks {', '.join(missing)}: re-export the bundle")
+    if not isinstance(raw["format_version"], int) or raw["format_version"] > FORMAT_VERSION:
+        raise UserError(
+            f"{path} has format version {raw['format_version']}, this runtime reads up to "
+            f"{FORMAT_VERSION}: upgrade the runtime"
+        )
+    try:
+        return Manifest(
+            input_size=int(raw["input"]["size"]),
+            output_size=int(raw["output"]["size"]),
+            size_multiple=int(raw["input"]["multiple"]),
+            channels=int(raw["input"]["channels"]),
+            classes=int(raw["output"]["classes"]),
+            preprocessing=Preprocessing.from_dict(raw["preprocessing"]),
+            activation=raw["postprocessing"]["activation"],
+            threshold=float(raw["postprocessing"]["threshold"]),
+            class_names=tuple(raw["postprocessing"]["class_names"]),
+            artifacts=tuple(Artifact.from_dict(a) for a in raw["artifacts"]),
+            raw=raw,
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise UserError(
+            f"{path} has a missing or malformed field ({error}): re-export the bundle"
+        ) from None
+
+
+def verified_model_path(bundle: str | Path, artifact: Artifact) -> Path:
+    """The model file, after checking it exists and its SHA-256 matches the manifest."""
+    path = Path(bundle) / artifact.file
+    if not path.is_file():
+        raise UserError(f"model file {path} is missing: re-export the bundle")
+    if sha256_of(path) != artifact.sha256:
+        raise UserError(
+            f"model file {path} does not match its SHA-256 in the manifest (truncated or "
+            "changed): re-export or re-copy the bundle"
+        )
+    return path

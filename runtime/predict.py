@@ -1,0 +1,127 @@
+"""`python -m runtime.predict BUNDLE INPUT... --out DIR`: segment image files with a bundle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from runtime.backends import BACKENDS
+from runtime.errors import UserError
+from runtime.image_io import IMAGE_SUFFIXES, read_image
+from runtime.io import atomic_path
+from runtime.segmenter import Segmenter, overlay
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.predict",
+        description="Segment images with a bundle's model; writes one mask PNG per image.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bundle", type=Path, help="bundle folder (with manifest.json)")
+    parser.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the mask PNGs")
+    parser.add_argument(
+        "--precision", default="int8", help="which model of the bundle: int8, fp32, ..."
+    )
+    parser.add_argument("--backend", default="auto", help=f"auto, {', '.join(BACKENDS)}")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="interpreter threads (default: the interpreter's choice)",
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=None, help="sigmoid threshold (default: the manifest's)"
+    )
+    parser.add_argument(
+        "--overlay", action="store_true", help="also write the image with the mask tinted on it"
+    )
+    return parser.parse_args(argv)
+
+
+def collect_images(inputs: list[Path]) -> list[Path]:
+    """Files as given, and the image files of folders in name order; nothing is a UserError."""
+    found: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise UserError(f"input {path} does not exist: give image files or folders")
+    if not found:
+        raise UserError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(map(str, inputs))}")
+    return found
+
+
+def mask_image(mask: np.ndarray, classes: int) -> Image.Image:
+    """Binary masks as 0/255 so they can be looked at; class-index masks as they are."""
+    return Image.fromarray((mask * 255).astype(np.uint8) if classes == 1 else mask)
+
+
+def _save_png(image: Image.Image, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        images = collect_images(args.inputs)
+        segmenter = Segmenter.from_bundle(args.bundle, args.precision, args.backend, args.threads)
+        args.out.mkdir(parents=True, exist_ok=True)
+        progress = _progress(images)
+        for path in progress:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = segmenter.predict(path, args.threshold)
+            for warning in caught:
+                print(f"{path.name}: {warning.message}", file=sys.stderr)
+            _save_png(
+                mask_image(result.mask, segmenter.manifest.classes),
+                args.out / f"{path.stem}_mask.png",
+            )
+            if args.overlay:
+                _save_png(
+                    Image.fromarray(overlay(read_image(path), result.mask)),
+                    args.out / f"{path.stem}_overlay.png",
+                )
+            _report(progress, f"{path.name}: {result.seconds * 1000:.0f} ms")
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except OSError as error:
+        print(
+            f"error: cannot write to {args.out} ({error.strerror}): choose another --out",
+            file=sys.stderr,
+        )
+        return 2
+    print(f"{len(images)} mask(s) in {args.out}")
+    return 0
+
+
+def _progress(images: list[Path]):
+    """A tqdm bar for many files when tqdm is installed; the plain list otherwise."""
+    if len(images) < 5:
+        return images
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return images
+    return tqdm(images, unit="image", file=sys.stderr)
+
+
+def _report(progress, line: str) -> None:
+    if hasattr(progress, "write"):
+        progress.write(line, file=sys.stdout)
+    else:
+        print(line)
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,258 @@
+"""The on-device segmenter on real bundles of a tiny U-Net: parity, tiling, any input, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from runtime import Segmenter, UserError
+from runtime.bundle import read_manifest, sha256_of
+from runtime.preprocess import normalize
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    from train.data.synthetic import generate_em
+
+    return generate_em(1, (height, width), seed)[0][0]
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(bundle, tmp_path / "bundle"))
+
+
+def test_manifest_hashes_and_sizes_match_the_files(tiny_bundle):
+    manifest = read_manifest(tiny_bundle)
+    assert {(a.precision, a.format) for a in manifest.artifacts} == {
+        ("fp32", "tflite"),
+        ("int8", "tflite"),
+        ("fp32", "onnx"),
+    }
+    for artifact in manifest.artifacts:
+        path = tiny_bundle / artifact.file
+        assert artifact.sha256 == sha256_of(path) and artifact.size == path.stat().st_size
+    int8 = manifest.artifact("int8", "tflite")
+    assert (
+        int8.input.dtype == "int8" and int8.input.scale > 0 and int8.output.zero_point is not None
+    )
+
+
+def test_fp32_tflite_fp32_onnx_and_keras_agree_to_1e_4(tiny_bundle):
+    from train.tfk import keras
+
+    run = tiny_bundle.parent / "run-same"
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    manifest = read_manifest(tiny_bundle)
+    tile = normalize(_image(32, 32), manifest.preprocessing)[None]
+    keras_probs = model(tile, training=False).numpy()
+    for backend in ("litert", "onnx"):
+        seg = Segmenter.from_bundle(tiny_bundle, precision="fp32", backend=backend)
+        np.testing.assert_allclose(seg.backend.run(tile), keras_probs, atol=1e-4, err_msg=backend)
+
+
+def test_int8_masks_agree_with_fp32(tiny_bundle):
+    image = _image(64, 64, seed=5)
+    fp32 = Segmenter.from_bundle(tiny_bundle, precision="fp32", backend="litert").predict(image)
+    int8 = Segmenter.from_bundle(tiny_bundle, precision="int8", backend="litert").predict(image)
+    assert np.mean(fp32.mask == int8.mask) >= 0.95  # a 2-epoch tiny model: many pixels near 0.5
+
+
+def test_tiled_prediction_matches_the_whole_image_through_keras(tiny_bundle):
+    """A 'same' model sees zero padding at tile borders; overlap keeps those pixels out.
+
+    Tolerance: mean absolute probability error <= 0.02 and masks agree on >= 98% of pixels;
+    the tiny model's receptive field (about 30 px) is as large as its 32 px tile, so some
+    difference remains near tile seams by construction.
+    """
+    from train.tfk import keras
+
+    model = keras.models.load_model(tiny_bundle.parent / "run-same" / "model.keras", compile=False)
+    seg = Segmenter.from_bundle(tiny_bundle, precision="fp32", backend="litert", overlap=12)
+    image = _image(96, 96, seed=3)
+    whole = model(normalize(image, seg.manifest.preprocessing)[None], training=False).numpy()[0]
+    tiled = seg.predict(image)
+    assert np.mean(np.abs(tiled.probabilities - whole)) <= 0.02
+    assert np.mean(tiled.mask == (whole[..., 0] >= 0.5)) >= 0.98
+
+
+def test_valid_model_tiles_carry_their_context(tiny_valid_bundle):
+    seg = Segmenter.from_bundle(tiny_valid_bundle, precision="fp32", backend="onnx")
+    assert (seg.manifest.input_size, seg.manifest.output_size) == (60, 20)
+    image = _image(50, 70)
+    result = seg.predict(image)
+    assert result.mask.shape == (50, 70) and result.probabilities.shape == (50, 70, 1)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    height=st.integers(1, 80),
+    width=st.integers(1, 80),
+    dtype=st.sampled_from([np.uint8, np.uint16, np.float32]),
+    channels=st.sampled_from([None, 1, 2, 3, 4]),
+)
+def test_any_size_dtype_and_channel_count_gives_a_mask_of_the_input_shape(
+    tiny_bundle, height, width, dtype, channels
+):
+    seg = _segmenter(tiny_bundle)
+    rng = np.random.default_rng(height * 100 + width)
+    shape = (height, width) if channels is None else (height, width, channels)
+    image = rng.random(shape).astype(np.float32)
+    if dtype is not np.float32:
+        image = (image * np.iinfo(dtype).max).astype(dtype)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = seg.predict(image)
+    said_converted = any("RGB image to grey" in str(w.message) for w in caught)
+    assert said_converted == (channels in (3, 4))
+    assert result.mask.shape == (height, width) and set(np.unique(result.mask)) <= {0, 1}
+    assert np.all((result.probabilities >= 0) & (result.probabilities <= 1))
+
+
+_CACHE: dict[Path, Segmenter] = {}
+
+
+def _segmenter(bundle: Path) -> Segmenter:
+    if bundle not in _CACHE:
+        _CACHE[bundle] = Segmenter.from_bundle(bundle, precision="int8", backend="litert")
+    return _CACHE[bundle]
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (np.zeros((0, 5), np.uint8), "empty"),
+        (np.full((8, 8), np.inf, np.float32), "NaN or infinite"),
+        (np.zeros((8, 8), np.int64), "unsupported pixel type"),
+    ],
+)
+def test_bad_arrays_are_user_errors(tiny_bundle, bad, message):
+    with pytest.raises(UserError, match=message):
+        _segmenter(tiny_bundle).predict(bad)
+
+
+def test_a_file_that_is_not_an_image_is_a_user_error(tiny_bundle, tmp_path):
+    (tmp_path / "x.png").write_text("not an image")
+    with pytest.raises(UserError, match="cannot read"):
+        _segmenter(tiny_bundle).predict(tmp_path / "x.png")
+
+
+def test_tampered_truncated_and_missing_model_files_are_refused(tiny_bundle, tmp_path):
+    bundle = _copy(tiny_bundle, tmp_path)
+    model = bundle / "model_int8.tflite"
+    data = model.read_bytes()
+    model.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(UserError, match="does not match its SHA-256"):
+        Segmenter.from_bundle(bundle)
+    model.write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="does not match its SHA-256"):
+        Segmenter.from_bundle(bundle)
+    model.unlink()
+    with pytest.raises(UserError, match="is missing"):
+        Segmenter.from_bundle(bundle)
+
+
+def test_bad_manifests_are_refused_with_the_reason(tiny_bundle, tmp_path):
+    bundle = _copy(tiny_bundle, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    (bundle / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(UserError, match=r"format version 99.*upgrade"):
+        Segmenter.from_bundle(bundle)
+    del manifest["preprocessing"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="lacks preprocessing"):
+        Segmenter.from_bundle(bundle)
+    (bundle / "manifest.json").unlink()
+    with pytest.raises(UserError, match=r"has no manifest\.json"):
+        Segmenter.from_bundle(bundle)
+
+
+def test_unknown_precision_and_backend_list_the_known_ones(tiny_bundle):
+    with pytest.raises(UserError, match=r"unknown precision 'int4': the bundle has fp32, int8"):
+        Segmenter.from_bundle(tiny_bundle, precision="int4")
+    with pytest.raises(UserError, match=r"unknown backend 'tpu': choose auto, litert, onnx"):
+        Segmenter.from_bundle(tiny_bundle, backend="tpu")
+    with pytest.raises(UserError, match="no int8 onnx model"):
+        Segmenter.from_bundle(tiny_bundle, precision="int8", backend="onnx")
+
+
+BLOCKER = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'tf_keras', 'keras', 'train', 'optimize', 'benchmarks'):
+            raise ImportError(f'blocked import of {name}')
+sys.meta_path.insert(0, Block())
+import numpy as np
+from runtime import Segmenter
+seg = Segmenter.from_bundle(sys.argv[1], precision=sys.argv[2])
+print(seg.predict(np.zeros((40, 50), np.uint8)).mask.shape)
+"""
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_runtime_never_imports_tensorflow(tiny_bundle, precision):
+    done = subprocess.run(
+        [sys.executable, "-c", BLOCKER, str(tiny_bundle), precision],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "(40, 50)"
+
+
+def test_predict_cli_writes_masks_and_overlays(tiny_bundle, tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(6):
+        Image.fromarray(_image(40 + i, 48, seed=i)).save(images / f"{i}.png")
+    out = tmp_path / "masks"
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.predict", str(tiny_bundle), str(images), "--out", str(out), "--overlay", "--threads", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ms" in done.stdout and "6 mask(s)" in done.stdout
+    mask = np.array(Image.open(out / "5_mask.png"))
+    assert mask.shape == (45, 48) and set(np.unique(mask)) <= {0, 255}
+    assert np.array(Image.open(out / "5_overlay.png")).shape == (45, 48, 3)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["{bundle}", "/no/such.png"], "input /no/such.png does not exist"),
+        (["/no/bundle", "{image}"], "bundle /no/bundle is not a folder"),
+        (["{bundle}", "{image}", "--precision", "int3"], "unknown precision 'int3'"),
+    ],
+)
+def test_predict_cli_errors_are_one_line_with_exit_2(tiny_bundle, tmp_path, argv, message):
+    from PIL import Image
+
+    image = tmp_path / "a.png"
+    Image.fromarray(_image(20, 20)).save(image)
+    args = [a.format(bundle=tiny_bundle, image=image) for a in argv]
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.predict", *args, "--out", str(tmp_path / "o")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
