@@ -83,12 +83,13 @@ def bundle_from_run(
     out: str | Path,
     precisions: Iterable[str] = tuple(EXPORTERS),
     overwrite: bool = False,
+    checkpoint: str = "model.keras",
 ) -> Path:
-    """Exports a training run's model.keras to a bundle at the run's training tile size."""
+    """Exports a training run's model (final or best.keras) to a bundle at its tile size."""
     out = Path(out)
     check_out_folder(out, overwrite)
     run = Run.load(run_folder)
-    model = run.load_model()
+    model = run.load_model(checkpoint)
     tiles = run.calibration_tiles()
     files = {}
     for precision in precisions:
@@ -112,6 +113,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
     parser.add_argument(
+        "--checkpoint",
+        choices=["final", "best"],
+        default="final",
+        help="the run's final model.keras, or best.keras (best validation Dice)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace a bundle already in --out"
     )
     return parser.parse_args(argv)
@@ -124,7 +131,12 @@ def main(args: argparse.Namespace) -> int:
                 raise UserError(
                     f"{args.run} has no {name}: give the --out folder of a finished `python -m train`"
                 )
-        out = bundle_from_run(args.run, args.out, overwrite=args.overwrite)
+        out = bundle_from_run(
+            args.run,
+            args.out,
+            overwrite=args.overwrite,
+            checkpoint=f"{'model' if args.checkpoint == 'final' else 'best'}.keras",
+        )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -88,6 +88,7 @@ class Segmenter:
             m.input_size,
             m.output_size,
             self.overlap,
+            align=m.size_multiple,
         )
         mask = masks_from_probabilities(probs, m.threshold if threshold is None else threshold)
         return Prediction(mask, probs, time.perf_counter() - start)

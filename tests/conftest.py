@@ -57,7 +57,7 @@ def _train_and_bundle(root: Path, padding: str, input_size: int) -> Path:
 
     run = root / f"run-{padding}"
     model = preset("tiny").replace(padding=padding)
-    data = DataConfig(synthetic_count=6, synthetic_size=64)
+    data = DataConfig(synthetic_count=6, synthetic_size=96)
     train = TrainConfig(
         input_size=input_size, batch_size=4, epochs=2, steps_per_epoch=10, learning_rate=1e-2
     )
@@ -68,7 +68,7 @@ def _train_and_bundle(root: Path, padding: str, input_size: int) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A bundle (fp32 and int8 TFLite, fp32 ONNX) of a briefly trained tiny 'same' U-Net."""
-    return _train_and_bundle(tmp_path_factory.mktemp("tiny"), "same", 32)
+    return _train_and_bundle(tmp_path_factory.mktemp("tiny"), "same", 64)
 
 
 @pytest.fixture(scope="session")

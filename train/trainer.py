@@ -188,7 +188,9 @@ def evaluate_full_images(
             pad = ((0, -h % multiple), (0, -w % multiple), (0, 0))
             probs = predict(np.pad(image, pad, mode="symmetric")[None])[0, :h, :w]
         else:
-            probs = predict_tiled(image, predict, in_size, out_size, overlap=out_size // 8)
+            probs = predict_tiled(
+                image, predict, in_size, out_size, overlap=out_size // 8, align=2**config.depth
+            )
         mask = masks_from_probabilities(probs)
         per_image[sample.name] = segmentation_scores(mask, sample.mask, config.classes)
         preds.append(mask.ravel())

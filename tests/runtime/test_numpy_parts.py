@@ -68,6 +68,9 @@ def test_metrics_on_hand_counted_masks():
 def test_tile_starts_cover_and_end_flush():
     assert tile_starts(40, 16, 4) == [0, 12, 24]
     assert tile_starts(10, 16, 0) == [0]
+    assert tile_starts(512, 256, 32) == [0, 128, 256]  # spread: the most overlap for 3 tiles
+    assert tile_starts(160, 64, 24, align=16) == [0, 32, 64, 96]  # on the pooling grid
+    assert tile_starts(100, 64, 8, align=16) == [0, 32, 36]  # off the grid: one more, flush
     with pytest.raises(ValueError):
         tile_starts(40, 8, 8)
 

@@ -54,7 +54,7 @@ def test_fp32_tflite_fp32_onnx_and_keras_agree_to_1e_4(tiny_bundle):
     run = tiny_bundle.parent / "run-same"
     model = keras.models.load_model(run / "model.keras", compile=False)
     manifest = read_manifest(tiny_bundle)
-    tile = normalize(_image(32, 32), manifest.preprocessing)[None]
+    tile = normalize(_image(64, 64), manifest.preprocessing)[None]
     keras_probs = model(tile, training=False).numpy()
     for backend in ("litert", "onnx"):
         seg = Segmenter.from_bundle(tiny_bundle, precision="fp32", backend=backend)
@@ -71,19 +71,26 @@ def test_int8_masks_agree_with_fp32(tiny_bundle):
 def test_tiled_prediction_matches_the_whole_image_through_keras(tiny_bundle):
     """A 'same' model sees zero padding at tile borders; overlap keeps those pixels out.
 
-    Tolerance: mean absolute probability error <= 0.02 and masks agree on >= 98% of pixels;
-    the tiny model's receptive field (about 30 px) is as large as its 32 px tile, so some
-    difference remains near tile seams by construction.
+    With 48 px of overlap on 64 px tiles every kept pixel has >= 24 px of real context on each
+    side, most of the tiny model's receptive field, so the remaining difference is float noise
+    plus a faint trace of the borders: mean |error| <= 1e-3, masks agree on >= 99.9%. (With the
+    default overlap, an eighth of a tile, seams differ more; see the README.)
     """
     from train.tfk import keras
 
     model = keras.models.load_model(tiny_bundle.parent / "run-same" / "model.keras", compile=False)
-    seg = Segmenter.from_bundle(tiny_bundle, precision="fp32", backend="litert", overlap=12)
-    image = _image(96, 96, seed=3)
+    seg = Segmenter.from_bundle(tiny_bundle, precision="fp32", backend="litert", overlap=48)
+    image = _image(160, 136, seed=3)
     whole = model(normalize(image, seg.manifest.preprocessing)[None], training=False).numpy()[0]
     tiled = seg.predict(image)
-    assert np.mean(np.abs(tiled.probabilities - whole)) <= 0.02
-    assert np.mean(tiled.mask == (whole[..., 0] >= 0.5)) >= 0.98
+    print(
+        "TILED",
+        np.mean(np.abs(tiled.probabilities - whole)),
+        np.mean(tiled.mask == (whole[..., 0] >= 0.5)),
+        np.percentile(np.abs(tiled.probabilities - whole), 99),
+    )
+    assert np.mean(np.abs(tiled.probabilities - whole)) <= 1e-3
+    assert np.mean(tiled.mask == (whole[..., 0] >= 0.5)) >= 0.999
 
 
 def test_valid_model_tiles_carry_their_context(tiny_valid_bundle):

@@ -1,0 +1,253 @@
+"""Magnitude pruning of a trained U-Net with tfmot, and a sparsity report measured on the weights.
+
+The convolutions' smallest kernel weights are zeroed step by step while the model fine-tunes on
+its own training data, so the rest of the weights learn to make up for them. The zeros only pay
+off on a device whose kernels skip them (XNNPack's sparse inference, 2:4 sparse tensor cores)
+or in a compressed download; the QAT stage keeps them (`optimize.qat`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from optimize.finetune import Run, fine_tune
+from runtime.errors import UserError
+from train.tfk import keras
+
+# isort: split
+# After train.tfk, which makes TensorFlow pick Keras 2 (tf_keras), the one tfmot needs.
+import tensorflow_model_optimization as tfmot
+
+# The layer types whose kernels are pruned here (and counted as prunable in `sparsity_report`).
+PRUNABLE_TYPES: tuple[type, ...] = (keras.layers.Conv2D, keras.layers.Conv2DTranspose)
+# The first convolution has few weights that every pixel depends on; pruning the 1x1 head can
+# collapse the output to one class. Both stay dense unless the caller asks otherwise.
+DEFAULT_KEEP_DENSE = ("enc1_conv_a", "head")
+# Masks are recomputed at most this many times over a fine-tuning: each update sorts every kernel.
+_MASK_UPDATES = 16
+
+
+def _clone(model: keras.Model) -> keras.Model:
+    """A copy with its own weights: tfmot's wrappers share (and prune) the layers they wrap."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _unsupported_reason(layer: keras.layers.Layer) -> str | None:
+    """Why tfmot's pruning and quantization cannot take this layer, or None when they can."""
+    if isinstance(layer, keras.layers.InputLayer):
+        return None
+    if isinstance(layer, keras.Model):
+        return (
+            "is a nested model, which tfmot does not look inside: build one flat Functional model"
+        )
+    if isinstance(layer, keras.layers.Lambda):
+        return (
+            "is a Lambda layer, which tfmot cannot quantize and the toolkit cannot save safely: "
+            "replace it with built-in layers"
+        )
+    try:
+        # Ask tfmot itself, on a copy: wrapping marks the wrapped layer object as prunable.
+        tfmot.sparsity.keras.prune_low_magnitude(type(layer).from_config(layer.get_config()))
+    except (ValueError, TypeError, NotImplementedError):
+        return (
+            "is a layer type tfmot has no pruning rule for: use built-in Keras layers, "
+            "or make it a tfmot.sparsity.keras.PrunableLayer"
+        )
+    return None
+
+
+def check_prunable(model: keras.Model) -> None:
+    """Raises UserError naming the first thing tfmot cannot prune or quantize, with the fix.
+
+    tfmot rewrites Functional and Sequential models layer by layer and looks layers up by class,
+    so a subclassed model, a nested model, a Lambda or a custom layer fails deep inside it with
+    an unhelpful message; this check says which layer and what to do before any fine-tuning.
+    """
+    if not isinstance(model, keras.Model):
+        raise UserError(f"{type(model).__name__} is not a Keras model: give a tf_keras model")
+    if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        raise UserError(
+            f"model {model.name!r} is a subclassed keras.Model ({type(model).__name__}), which "
+            "tfmot cannot prune or quantize: rebuild it as a Functional model "
+            "(train.model.build_unet)"
+        )
+    for layer in model.layers:
+        reason = _unsupported_reason(layer)
+        if reason:
+            raise UserError(f"layer {layer.name!r} ({type(layer).__name__}) {reason}")
+
+
+def _kernel(layer: keras.layers.Layer) -> np.ndarray:
+    """The kernel variable's value, wherever a tfmot wrapper keeps it.
+
+    The QAT wrapper takes the variables away from the layer it wraps and sets `layer.kernel` to
+    the quantized tensor, so the variable is looked up by name among the outer layer's weights.
+    """
+    for weight in layer.weights:
+        if weight.name.split("/")[-1].split(":")[0] == "kernel":
+            return np.asarray(keras.backend.get_value(weight))
+    raise ValueError(f"layer {layer.name!r} has no kernel")
+
+
+def kernels(model: keras.Model) -> dict[str, np.ndarray]:
+    """The kernel of every prunable layer by the layer's own name, through tfmot's wrappers.
+
+    Works on a float model, a pruning-wrapped one and a QAT one alike, so sparsity can be
+    compared across the stages.
+    """
+    found = {}
+    for layer in model.layers:
+        inner = layer
+        while isinstance(inner, keras.layers.Wrapper):
+            inner = inner.layer
+        if isinstance(inner, PRUNABLE_TYPES):
+            found[inner.name] = _kernel(layer)
+    return found
+
+
+def sparsity_report(model: keras.Model) -> dict[str, Any]:
+    """How sparse the model really is, counted on its weights (not on what a schedule promised).
+
+    Works through tfmot's wrappers, like `kernels`.
+
+    Returns:
+        "layers": name -> {"params", "zeros", "sparsity"} of each prunable kernel;
+        "sparsity": the zero fraction over all those kernels; "params" and "nonzero_params":
+        over every weight of the model (biases, batch norm and quantizer ranges included).
+    """
+    layers = {}
+    for name, kernel in kernels(model).items():
+        zeros = int(kernel.size - np.count_nonzero(kernel))
+        layers[name] = {"params": int(kernel.size), "zeros": zeros, "sparsity": zeros / kernel.size}
+    kernel_params = sum(entry["params"] for entry in layers.values())
+    kernel_zeros = sum(entry["zeros"] for entry in layers.values())
+    weights = model.get_weights()
+    return {
+        "layers": layers,
+        "sparsity": kernel_zeros / kernel_params if kernel_params else 0.0,
+        "params": int(sum(w.size for w in weights)),
+        "nonzero_params": int(sum(np.count_nonzero(w) for w in weights)),
+    }
+
+
+def _check_arguments(
+    model: keras.Model,
+    sparsity: float,
+    m_by_n: tuple[int, int] | None,
+    keep_dense: tuple[str, ...],
+    epochs: int,
+    steps_per_epoch: int | None,
+) -> None:
+    if m_by_n is None and not 0.0 < sparsity < 1.0:
+        raise UserError(f"sparsity must be in (0, 1), got {sparsity}: e.g. 0.5")
+    if m_by_n is not None and (len(m_by_n) != 2 or not 0 < m_by_n[0] < m_by_n[1]):
+        raise UserError(f"m_by_n must be (m, n) with 0 < m < n, got {m_by_n}: e.g. (2, 4)")
+    if epochs < 1:
+        raise UserError(f"epochs must be >= 1, got {epochs}: pruning needs fine-tuning steps")
+    if steps_per_epoch is not None and steps_per_epoch < 1:
+        raise UserError(f"steps_per_epoch must be >= 1 or None, got {steps_per_epoch}")
+    names = {layer.name for layer in model.layers}
+    unknown = [name for name in keep_dense if name not in names]
+    if unknown:
+        raise UserError(
+            f"keep_dense names no layer of the model: {', '.join(unknown)}: "
+            f"choose among {', '.join(sorted(n for n in names if _is_prunable(model, n)))}"
+        )
+
+
+def _is_prunable(model: keras.Model, name: str) -> bool:
+    return isinstance(model.get_layer(name), PRUNABLE_TYPES)
+
+
+def steps_per_epoch_for(run: Run, steps_per_epoch: int | None = None) -> int:
+    """The steps of one fine-tuning epoch: as given, else the rule `fine_tune` uses.
+
+    The pruning schedule must know the total steps before training starts, so the default is
+    computed here the same way (crops enough to cover the training pixels once).
+    """
+    if steps_per_epoch is not None:
+        return steps_per_epoch
+    pixels = sum(sample.mask.size for sample in run.splits[0])
+    return max(1, math.ceil(pixels / (run.output_tile_size**2 * run.train_config.batch_size)))
+
+
+def _schedule(sparsity: float, total_steps: int) -> tfmot.sparsity.keras.PolynomialDecay:
+    """Sparsity 0 -> `sparsity` over the fine-tuning; the last mask update lands on the target.
+
+    Pruning happens at steps that are multiples of `frequency` up to `end_step` inclusive, and
+    the schedule reaches `sparsity` only at `end_step`: so `end_step` is the last multiple of
+    the frequency within the run (the total steps when it divides them).
+    """
+    frequency = max(1, total_steps // _MASK_UPDATES)
+    end_step = frequency * (total_steps // frequency)
+    return tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0,
+        final_sparsity=sparsity,
+        begin_step=0,
+        end_step=end_step,
+        frequency=frequency,
+    )
+
+
+def _wrap(
+    model: keras.Model, keep_dense: tuple[str, ...], pruning_args: dict[str, Any]
+) -> keras.Model:
+    """The model with `prune_low_magnitude` around each prunable layer not kept dense."""
+
+    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if isinstance(layer, PRUNABLE_TYPES) and layer.name not in keep_dense:
+            return tfmot.sparsity.keras.prune_low_magnitude(layer, **pruning_args)
+        return layer
+
+    return keras.models.clone_model(model, clone_function=wrap)
+
+
+def magnitude_prune(
+    model: keras.Model,
+    run: Run,
+    sparsity: float = 0.5,
+    m_by_n: tuple[int, int] | None = None,
+    keep_dense: tuple[str, ...] = DEFAULT_KEEP_DENSE,
+    epochs: int = 2,
+    learning_rate: float = 1e-4,
+    steps_per_epoch: int | None = None,
+    verbose: int = 2,
+) -> keras.Model:
+    """Prunes the convolution kernels to `sparsity` while fine-tuning on the run's data.
+
+    Args:
+        model: the trained float model; it is left unchanged (a copy is pruned).
+        run: the training run whose data, loss and pre-processing the fine-tuning reuses.
+        sparsity: the fraction of zeros each pruned kernel ends with (unstructured).
+        m_by_n: e.g. (2, 4) for structured sparsity instead: m zeros in every n consecutive
+            kernel weights along the input channels (what 2:4 sparse hardware runs); the masks
+            are set at the first step and kept. `sparsity` is then ignored.
+        keep_dense: layer names that stay dense.
+        epochs, learning_rate, steps_per_epoch, verbose: the fine-tuning (see `fine_tune`).
+
+    Returns:
+        A plain Functional model (pruning wrappers stripped) whose pruned kernels hold zeros.
+    """
+    check_prunable(model)
+    _check_arguments(model, sparsity, m_by_n, keep_dense, epochs, steps_per_epoch)
+    steps = steps_per_epoch_for(run, steps_per_epoch)
+    if m_by_n is None:
+        pruning_args: dict[str, Any] = {"pruning_schedule": _schedule(sparsity, epochs * steps)}
+    else:
+        pruning_args = {"sparsity_m_by_n": tuple(m_by_n)}
+    wrapped = _wrap(_clone(model), tuple(keep_dense), pruning_args)
+    fine_tune(
+        wrapped,
+        run,
+        epochs,
+        learning_rate,
+        steps,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        verbose=verbose,
+    )
+    return tfmot.sparsity.keras.strip_pruning(wrapped)

@@ -1,0 +1,189 @@
+"""Quantization-aware training (tfmot's default 8-bit scheme) and its full-integer TFLite export.
+
+QAT fine-tunes the model with int8 rounding simulated in the forward pass, so the weights learn
+to live with it; the converter then turns the simulated ranges into a real int8 model. Batch
+norm is folded by the scheme (Conv2D + BatchNormalization + ReLU quantize as one op) and the
+sigmoid head's output gets TFLite's fixed 1/256 scale. A pruned model keeps its zeros through
+QAT only with tfmot's prune-preserving scheme, which is picked when the model is sparse.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from optimize.export import _serving_function
+from optimize.finetune import Run, fine_tune
+from optimize.prune import check_prunable, sparsity_report, steps_per_epoch_for
+from runtime.errors import UserError
+from train.tfk import keras, tf
+
+# isort: split
+# After train.tfk, which makes TensorFlow pick Keras 2 (tf_keras), the one tfmot needs.
+import tensorflow_model_optimization as tfmot
+
+tfmot_q = tfmot.quantization.keras
+
+# A model whose prunable kernels are at least this sparse was pruned on purpose: keep the zeros.
+SPARSE_ENOUGH = 0.3
+
+
+class _SparsityPreservingQuantizer(tfmot_q.quantizers.Quantizer):
+    """Wraps a weight quantizer so the zeros of the kernel stay zero (the gradient too).
+
+    tfmot's prune-preserving scheme does this for Conv2D and Dense only: it has no rule for
+    Conv2DTranspose (the 'transpose' U-Net's up-convolution) and refuses the model. This applies
+    the same mask (weights / weights, 0 where a weight is 0) around the default 8-bit quantizer.
+    """
+
+    def __init__(self, inner: tfmot_q.quantizers.Quantizer) -> None:
+        self.inner = inner
+
+    def build(self, tensor_shape, name: str, layer) -> dict[str, Any]:
+        weights = getattr(layer.layer, name)
+        mask = tf.math.divide_no_nan(weights, weights)
+        return {**self.inner.build(tensor_shape, name, layer), "sparsity_mask": mask}
+
+    def __call__(self, inputs, training, weights, **kwargs):
+        return self.inner(inputs * weights["sparsity_mask"], training, weights, **kwargs)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"inner": keras.utils.serialize_keras_object(self.inner)}
+
+
+class _PrunePreserveRegistry(tfmot_q.QuantizeRegistry):
+    """tfmot's prune-preserving registry, plus the default 8-bit rule (masked) for the rest."""
+
+    def __init__(self, prune_preserve: tfmot_q.QuantizeRegistry) -> None:
+        self._prune_preserve = prune_preserve
+        self._default = tfmot_q.default_8bit.Default8BitQuantizeRegistry()
+
+    def supports(self, layer: keras.layers.Layer) -> bool:
+        return self._prune_preserve.supports(layer) or self._default.supports(layer)
+
+    def get_quantize_config(self, layer: keras.layers.Layer) -> tfmot_q.QuantizeConfig:
+        if self._prune_preserve.supports(layer):
+            return self._prune_preserve.get_quantize_config(layer)
+        config = self._default.get_quantize_config(layer)
+        if layer.trainable_weights and hasattr(config, "weight_quantizer"):
+            config.weight_quantizer = _SparsityPreservingQuantizer(config.weight_quantizer)
+        return config
+
+
+class _PrunePreserveScheme(tfmot_q.collab_opts.Default8BitPrunePreserveQuantizeScheme):
+    """`Default8BitPrunePreserveQuantizeScheme` that also takes Conv2DTranspose layers."""
+
+    def get_quantize_registry(self) -> tfmot_q.QuantizeRegistry:
+        return _PrunePreserveRegistry(super().get_quantize_registry())
+
+
+def _clone(model: keras.Model) -> keras.Model:
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def prepare_qat(model: keras.Model, preserve_sparsity: bool | None = None) -> keras.Model:
+    """The model wrapped for QAT, not trained yet (`quantize_aware` also fine-tunes it).
+
+    Args:
+        preserve_sparsity: keep the kernels' zeros through QAT; None: when the prunable kernels
+            are at least 30 % zeros (a pruned model). Plain QAT would let them grow back.
+
+    Raises:
+        UserError: a layer tfmot cannot quantize, named with the fix.
+    """
+    check_prunable(model)
+    if preserve_sparsity is None:
+        preserve_sparsity = sparsity_report(model)["sparsity"] >= SPARSE_ENOUGH
+    scheme = (
+        _PrunePreserveScheme()
+        if preserve_sparsity
+        else tfmot_q.default_8bit.Default8BitQuantizeScheme()
+    )
+    annotated = tfmot_q.quantize_annotate_model(_clone(model))
+    try:
+        return tfmot_q.quantize_apply(annotated, scheme)
+    except RuntimeError as error:  # tfmot: "Layer x:<class> is not supported. ..."
+        raise UserError(
+            f"tfmot cannot quantize the model ({error}): use built-in layers, or annotate that "
+            "layer with a tfmot QuantizeConfig"
+        ) from None
+
+
+def qat_training_steps(qat_model: keras.Model) -> int:
+    """How many optimizer steps the QAT model has taken (0 when it was never trained).
+
+    The weight quantizers learn their ranges from the weights in training steps only; before
+    the first one they hold tfmot's initial (-6, 6), which rounds small kernels to zero.
+    """
+    optimizer = getattr(qat_model, "optimizer", None)
+    if optimizer is None or not hasattr(optimizer, "iterations"):
+        return 0
+    return int(keras.backend.get_value(optimizer.iterations))
+
+
+def quantize_aware(
+    model: keras.Model,
+    run: Run,
+    epochs: int = 2,
+    learning_rate: float = 1e-4,
+    preserve_sparsity: bool | None = None,
+    steps_per_epoch: int | None = None,
+    verbose: int = 2,
+) -> keras.Model:
+    """Fine-tunes the model with int8 quantization simulated, on the run's training data.
+
+    Args:
+        model: the float (or pruned) model; left unchanged.
+        run: the training run whose data, loss and pre-processing the fine-tuning reuses.
+        preserve_sparsity: see `prepare_qat`.
+        epochs, learning_rate, steps_per_epoch, verbose: the fine-tuning (see `fine_tune`).
+            The activation ranges move slowly (an average over batches) from tfmot's initial
+            (-6, 6): a few hundred steps or more give tighter ones.
+
+    Returns:
+        The trained QAT model, ready for `qat_tflite_int8`.
+    """
+    if epochs < 1:
+        raise UserError(f"epochs must be >= 1, got {epochs}: QAT needs fine-tuning steps")
+    if steps_per_epoch is not None and steps_per_epoch < 1:
+        raise UserError(f"steps_per_epoch must be >= 1 or None, got {steps_per_epoch}")
+    qat_model = prepare_qat(model, preserve_sparsity)
+    steps = steps_per_epoch_for(run, steps_per_epoch)
+    fine_tune(qat_model, run, epochs, learning_rate, steps, verbose=verbose)
+    return qat_model
+
+
+def qat_tflite_int8(qat_model: keras.Model, size: int) -> bytes:
+    """Full-integer TFLite (int8 weights, activations, input and output) of a trained QAT model.
+
+    The ranges come from the QAT model itself, so no calibration data is needed. The input is
+    a fixed (1, size, size, C) tile, as for every exported model (see `optimize.export`).
+
+    Raises:
+        UserError: the model has had no training step (its weight ranges are still tfmot's
+            initial ones and the int8 kernels would be degenerate).
+    """
+    if qat_training_steps(qat_model) == 0:
+        raise UserError(
+            f"QAT model {qat_model.name!r} has had no training step, so its int8 weights would "
+            "be degenerate: fine-tune it first (quantize_aware with epochs >= 1)"
+        )
+    serve, _ = _serving_function(qat_model, size)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [serve.get_concrete_function()], qat_model
+    )
+    # The frozen-function path: the default detour through a SavedModel takes ~8 s more even
+    # for a tiny U-Net and gives the same int8 outputs.
+    converter.experimental_lower_to_saved_model = False
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    # No `supported_ops = [TFLITE_BUILTINS_INT8]`: TF 2.21's converter then demands a
+    # representative dataset before it looks for the QAT ranges. The fake-quant ops give every
+    # tensor its range, so the model is full-integer anyway (the tests check it has no float op).
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    with warnings.catch_warnings():
+        # The frozen path asks for input statistics the QAT input layer already carries.
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+        return converter.convert()

@@ -1,0 +1,167 @@
+"""QAT on a briefly trained tiny U-Net: sparsity kept, int8 TFLite export and its parity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optimize.finetune import Run
+from optimize.prune import kernels, sparsity_report
+from optimize.qat import prepare_qat, qat_tflite_int8, qat_training_steps, quantize_aware
+from runtime.errors import UserError
+from runtime.metrics import masks_from_probabilities, pixel_accuracy
+from train.config import DataConfig, TrainConfig, preset
+from train.model import build_unet
+from train.tfk import keras, tf
+
+KEEP_DENSE = ("enc1_conv_a", "head")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Run:
+    """A tiny 'same' U-Net trained for 20 steps on 6 synthetic 64 px images (32 px crops).
+
+    Trained once per session: test_prune.py and test_qat.py share the folder.
+    """
+    from train.trainer import run_training
+
+    folder: Path = tmp_path_factory.getbasetemp() / "optimize-tiny-run"
+    if not (folder / "model.keras").is_file():
+        run_training(
+            preset("tiny"),
+            DataConfig(synthetic_count=6, synthetic_size=64),
+            TrainConfig(
+                input_size=32, batch_size=4, epochs=2, steps_per_epoch=10, learning_rate=1e-2
+            ),
+            folder,
+            verbose=0,
+        )
+    return Run.load(folder)
+
+
+@pytest.fixture(scope="module")
+def float_model(run: Run) -> keras.Model:
+    return run.load_model()
+
+
+@pytest.fixture(scope="module")
+def qat_model(run: Run, float_model: keras.Model) -> keras.Model:
+    return quantize_aware(float_model, run, epochs=1, steps_per_epoch=4, verbose=0)
+
+
+def _interpreter(content: bytes):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=content)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _run_int8(interpreter, tile: np.ndarray) -> np.ndarray:
+    """One normalized float tile in, dequantized probabilities out (as the runtime does it)."""
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero_point = inp["quantization"]
+    q = np.clip(np.rint(tile / scale + zero_point), -128, 127).astype(np.int8)
+    interpreter.set_tensor(inp["index"], q[None])
+    interpreter.invoke()
+    scale, zero_point = out["quantization"]
+    return (interpreter.get_tensor(out["index"])[0].astype(np.float32) - zero_point) * scale
+
+
+@pytest.mark.slow
+def test_qat_int8_tflite_matches_the_qat_model_and_the_float_masks(
+    run: Run, float_model: keras.Model, qat_model: keras.Model
+) -> None:
+    assert qat_training_steps(qat_model) == 4
+    interpreter = _interpreter(qat_tflite_int8(qat_model, run.tile_size))
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    # Full integer: int8 tensors, int32 biases, no float op left behind.
+    assert {t["dtype"] for t in interpreter.get_tensor_details()} <= {np.int8, np.int32}
+    assert tuple(inp["shape"]) == (1, run.tile_size, run.tile_size, 1)
+    # The sigmoid head quantized as TFLite's int8 Logistic: fixed scale 1/256, zero point -128.
+    assert out["quantization"] == pytest.approx((1 / 256, -128))
+
+    tiles, _ = run.validation_tiles()
+    lite = np.stack([_run_int8(interpreter, tile) for tile in tiles])
+    keras_qat = qat_model.predict(tiles, verbose=0)
+    # The QAT graph simulates the same int8 rounding, but the converter folds batch norm into
+    # the kernels after QAT rounded them and the int8 kernels requantize with fixed-point
+    # multipliers: a step or two of an intermediate activation differs, which after the
+    # network is a few output steps (1/256 each) at most on a pixel, far less on average.
+    error = np.abs(lite - keras_qat)
+    assert error.max() <= 12 / 256, error.max()
+    assert error.mean() <= 2 / 256, error.mean()
+
+    float_masks = masks_from_probabilities(float_model.predict(tiles, verbose=0))
+    assert pixel_accuracy(masks_from_probabilities(lite), float_masks) >= 0.9
+
+
+def test_an_untrained_qat_model_is_not_converted() -> None:
+    qat = prepare_qat(build_unet(preset("tiny")))
+    assert qat_training_steps(qat) == 0
+    with pytest.raises(UserError, match="no training step"):
+        qat_tflite_int8(qat, 32)
+
+
+def _pruned_by_hand(model: keras.Model, sparsity: float) -> keras.Model:
+    """Each kernel's smallest weights zeroed: what `magnitude_prune` (tested on its own) gives."""
+    pruned = keras.models.clone_model(model)
+    pruned.set_weights(model.get_weights())
+    for layer in pruned.layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.name not in KEEP_DENSE:
+            kernel, *rest = layer.get_weights()
+            kernel[np.abs(kernel) < np.quantile(np.abs(kernel), sparsity)] = 0.0
+            layer.set_weights([kernel, *rest])
+    return pruned
+
+
+@pytest.mark.slow
+def test_prune_preserving_qat_keeps_the_zeros(run: Run, float_model: keras.Model) -> None:
+    pruned = _pruned_by_hand(float_model, 0.5)
+    pruned_before = [w.copy() for w in pruned.get_weights()]
+
+    qat = quantize_aware(pruned, run, epochs=1, steps_per_epoch=4, verbose=0)  # auto: preserve
+
+    zeros_kept = _zeros_kept(pruned, qat)
+    assert min(zeros_kept.values()) >= 0.95, zeros_kept
+    assert sparsity_report(qat)["sparsity"] >= 0.95 * sparsity_report(pruned)["sparsity"]
+    assert all(
+        np.array_equal(a, b) for a, b in zip(pruned_before, pruned.get_weights(), strict=True)
+    )
+
+
+def _zeros_kept(pruned: keras.Model, qat: keras.Model) -> dict[str, float]:
+    """Per pruned layer: the fraction of its zero weights that are still zero in the QAT model."""
+    after = kernels(qat)
+    return {
+        name: float(np.mean(after[name][kernel == 0] == 0))
+        for name, kernel in kernels(pruned).items()
+        if name not in KEEP_DENSE
+    }
+
+
+def test_prune_preserving_qat_masks_transposed_convolutions() -> None:
+    """tfmot's prune-preserving registry has no Conv2DTranspose rule: ours masks it as well."""
+    model = build_unet(preset("tiny").replace(upsampling="transpose"), input_size=16)
+    layer = model.get_layer("dec1_upconv")
+    kernel, bias = layer.get_weights()
+    kernel.flat[::2] = 0.0
+    layer.set_weights([kernel, bias])
+
+    qat = prepare_qat(model, preserve_sparsity=True)
+    wrapped = qat.get_layer("quant_dec1_upconv").layer
+    assert isinstance(wrapped, keras.layers.Conv2DTranspose)
+    optimizer = keras.optimizers.SGD(1.0)
+    x = tf.random.stateless_uniform((2, 16, 16, 1), seed=(1, 2))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(qat(x, training=True))
+    optimizer.apply_gradients(
+        zip(tape.gradient(loss, qat.trainable_variables), qat.trainable_variables, strict=True)
+    )
+
+    after = kernels(qat)["dec1_upconv"]
+    assert np.all(after.flat[::2] == 0.0)
+    assert not np.array_equal(after.flat[1::2], kernel.flat[1::2])  # the rest did train
