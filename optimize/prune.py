@@ -225,8 +225,11 @@ def magnitude_prune(
         run: the training run whose data, loss and pre-processing the fine-tuning reuses.
         sparsity: the fraction of zeros each pruned kernel ends with (unstructured).
         m_by_n: e.g. (2, 4) for structured sparsity instead: m zeros in every n consecutive
-            kernel weights along the input channels (what 2:4 sparse hardware runs); the masks
-            are set at the first step and kept. `sparsity` is then ignored.
+            kernel weights along the input channels, the last axis of TFLite's
+            [C_out, H, W, C_in] layout (what 2:4 sparse kernels run). Only full groups get
+            zeros, so a layer needs C_in divisible by n (a Conv2DTranspose is grouped along
+            its output channels, its kernel's axis 2). tfmot sets the masks at the first step
+            and keeps them; `sparsity` is then ignored.
         keep_dense: layer names that stay dense.
         epochs, learning_rate, steps_per_epoch, verbose: the fine-tuning (see `fine_tune`).
 

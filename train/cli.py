@@ -43,14 +43,15 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m train",
         description="Train a U-Net (Ronneberger et al., 2015) and write a resumable run folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        argument_default=None,
+        argument_default=None,  # None = not given: the preset or --config decides
     )
     run = parser.add_argument_group("run")
     run.add_argument(
         "--config", type=Path, help="YAML/JSON with model/data/train sections; flags override it"
     )
-    run.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder")
+    run.add_argument(
+        "--out", type=Path, default=Path("runs/train"), help="output folder (default: runs/train)"
+    )
     run.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
     run.add_argument(
         "--dry-run", action="store_true", help="build the model, print its size, train nothing"

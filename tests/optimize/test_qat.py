@@ -9,7 +9,13 @@ import pytest
 
 from optimize.finetune import Run
 from optimize.prune import kernels, sparsity_report
-from optimize.qat import prepare_qat, qat_tflite_int8, qat_training_steps, quantize_aware
+from optimize.qat import (
+    init_activation_ranges,
+    prepare_qat,
+    qat_tflite_int8,
+    qat_training_steps,
+    quantize_aware,
+)
 from runtime.errors import UserError
 from runtime.metrics import masks_from_probabilities, pixel_accuracy
 from train.config import DataConfig, TrainConfig, preset
@@ -87,16 +93,37 @@ def test_qat_int8_tflite_matches_the_qat_model_and_the_float_masks(
     tiles, _ = run.validation_tiles()
     lite = np.stack([_run_int8(interpreter, tile) for tile in tiles])
     keras_qat = qat_model.predict(tiles, verbose=0)
-    # The QAT graph simulates the same int8 rounding, but the converter folds batch norm into
-    # the kernels after QAT rounded them and the int8 kernels requantize with fixed-point
-    # multipliers: a step or two of an intermediate activation differs, which after the
-    # network is a few output steps (1/256 each) at most on a pixel, far less on average.
-    error = np.abs(lite - keras_qat)
-    assert error.max() <= 12 / 256, error.max()
-    assert error.mean() <= 2 / 256, error.mean()
+    # Both run int8 arithmetic, but not the same: Keras simulates it in float with batch norm
+    # after the rounded kernel, TFLite folds batch norm into int8 kernels, requantizes with
+    # fixed-point multipliers and requantizes each skip to its concat's range. A value on a
+    # rounding boundary lands one step off here and there; through 13 convolutions that is up
+    # to a few steps of the logits (range about (-6, 6): 0.047 a step), and the sigmoid's slope
+    # (up to 1/4) turns one logit step into up to 3 output steps (1/256 each). Measured: mean
+    # 1-1.5, 99th percentile 6-7, max 9-14 output steps. Masks move only where p is near 0.5.
+    error = np.abs(lite - keras_qat) * 256
+    assert error.mean() <= 2.5, error.mean()
+    assert np.quantile(error, 0.99) <= 10, np.quantile(error, 0.99)
+    assert error.max() <= 24, error.max()
+    assert (
+        pixel_accuracy(masks_from_probabilities(lite), masks_from_probabilities(keras_qat)) >= 0.99
+    )
 
     float_masks = masks_from_probabilities(float_model.predict(tiles, verbose=0))
     assert pixel_accuracy(masks_from_probabilities(lite), float_masks) >= 0.9
+
+
+def test_activation_ranges_start_at_the_float_models() -> None:
+    model = build_unet(preset("tiny"))
+    tiles = list(np.random.default_rng(0).normal(size=(3, 16, 16, 1)).astype(np.float32))
+    qat = prepare_qat(model)
+    ranges = {w.name.split("/")[-1]: w for w in qat.get_layer("quant_enc1_relu_a").weights}
+    assert float(ranges["output_min:0"].numpy()) == -6.0  # tfmot's start
+
+    init_activation_ranges(qat, model, tiles)
+
+    relu = keras.Model(model.inputs, model.get_layer("enc1_relu_a").output)(np.stack(tiles))
+    assert float(ranges["output_min:0"].numpy()) == 0.0
+    assert float(ranges["output_max:0"].numpy()) == pytest.approx(float(np.max(relu)))
 
 
 def test_an_untrained_qat_model_is_not_converted() -> None:
@@ -131,6 +158,11 @@ def test_prune_preserving_qat_keeps_the_zeros(run: Run, float_model: keras.Model
     assert all(
         np.array_equal(a, b) for a, b in zip(pruned_before, pruned.get_weights(), strict=True)
     )
+    # Plain QAT lets the pruned weights train back: most zeros are gone after a few steps.
+    plain = quantize_aware(
+        pruned, run, epochs=1, steps_per_epoch=4, preserve_sparsity=False, verbose=0
+    )
+    assert max(_zeros_kept(pruned, plain).values()) < 0.5
 
 
 def _zeros_kept(pruned: keras.Model, qat: keras.Model) -> dict[str, float]:
