@@ -8,13 +8,20 @@ or in a compressed download; the QAT stage keeps them (`optimize.qat`).
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import gzip
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from optimize.finetune import Run, fine_tune
+from runtime.config import Choice, ConfigBase, require
 from runtime.errors import UserError
+from runtime.io import atomic_path, write_json_atomic
 from train.tfk import keras
 
 # isort: split
@@ -254,3 +261,177 @@ def magnitude_prune(
         verbose=verbose,
     )
     return tfmot.sparsity.keras.strip_pruning(wrapped)
+
+
+# ----------------------------------------------------------------------------------------------
+# `python -m optimize.prune`: a trained run in, a pruned run folder out (model.keras,
+# config.json, prune_report.json), which `optimize.quantize --model` takes as it is.
+
+
+class PruneMethod(Choice):
+    MAGNITUDE = "magnitude"  # unstructured zeros: smaller compressed, not faster on CPUs
+    TWO_FOUR = "2:4"  # two zeros in every four weights: sparse tensor cores
+    FILTER = "filter"  # whole filters removed: fewer MACs, faster everywhere
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneConfig(ConfigBase):
+    method: PruneMethod = PruneMethod.MAGNITUDE
+    sparsity: float = 0.5  # magnitude
+    keep_ratio: float = 0.0  # filter: fraction of filters kept; 0 = derive from target_macs
+    target_macs: float = 0.5  # filter: fraction of the MACs to keep when keep_ratio is 0
+    criterion: str = "l1"  # filter: "l1" (kernel norm) or "bn" (batch-norm scale)
+    epochs: int = 3
+    learning_rate: float = 3e-4
+    steps_per_epoch: int = 0  # 0: as the training run
+
+    def check(self) -> None:
+        require(0 < self.sparsity < 1, f"sparsity must be in (0, 1), got {self.sparsity}")
+        require(0 <= self.keep_ratio <= 1, f"keep-ratio must be in (0, 1], got {self.keep_ratio}")
+        require(0 < self.target_macs <= 1, f"target-macs must be in (0, 1], got {self.target_macs}")
+        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        require(self.learning_rate > 0, f"learning-rate must be > 0, got {self.learning_rate}")
+
+
+def _sizes(path: Path) -> dict[str, int]:
+    data = path.read_bytes()
+    return {"raw_bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9))}
+
+
+def prune_run(
+    model_path: Path, out: Path, config: PruneConfig, overwrite: bool = False
+) -> dict[str, Any]:
+    """Prunes and fine-tunes a run's model; writes a run folder that later stages read."""
+    from optimize.filter_prune import count_macs, filter_prune, keep_ratio_for_macs
+
+    if (out / "model.keras").exists() and not overwrite:
+        raise UserError(f"{out} already holds a model: pass --overwrite or another --out")
+    run = Run.load(model_path.parent)
+    model = run.load_model(model_path.name)
+    check_prunable(model)
+    size = run.tile_size
+    steps = config.steps_per_epoch or None
+    widths: dict[str, int] = {}
+    if config.method is PruneMethod.FILTER:
+        ratio = config.keep_ratio or keep_ratio_for_macs(
+            model, run.model_config, size, config.target_macs, config.criterion
+        )
+        thin, widths = filter_prune(
+            model, run.model_config, model.input_shape[1], ratio, config.criterion
+        )
+        fine_tune(thin, run, config.epochs, config.learning_rate, steps_per_epoch_for(run, steps))
+        pruned = thin
+    else:
+        m_by_n = (2, 4) if config.method is PruneMethod.TWO_FOUR else None
+        pruned = magnitude_prune(
+            model,
+            run,
+            config.sparsity,
+            m_by_n,
+            epochs=config.epochs,
+            learning_rate=config.learning_rate,
+            steps_per_epoch=steps,
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "model.keras") as tmp:
+        pruned.save(tmp)
+    report = {
+        "method": config.method.value,
+        "sparsity": sparsity_report(pruned),
+        "params": {"before": model.count_params(), "after": pruned.count_params()},
+        "macs": {
+            "before": count_macs(model, size),
+            "after": count_macs(pruned, size),
+            "input_size": size,
+        },
+        "size": {"before": _sizes(model_path), "after": _sizes(out / "model.keras")},
+    }
+    write_json_atomic(out / "prune_report.json", report)
+    write_json_atomic(
+        out / "config.json", {**run.raw_config, "prune": config.to_dict(), "widths": widths}
+    )
+    return report
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    c = PruneConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m optimize.prune", description="Prune a trained U-Net and fine-tune it."
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        required=True,
+        help="model.keras inside a `python -m train` run folder",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for the pruned run")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    parser.add_argument(
+        "--method",
+        default=c.method.value,
+        choices=[m.value for m in PruneMethod],
+        help=f"(default: {c.method})",
+    )
+    parser.add_argument(
+        "--sparsity",
+        type=float,
+        default=c.sparsity,
+        help=f"magnitude: target sparsity (default: {c.sparsity})",
+    )
+    parser.add_argument(
+        "--keep-ratio",
+        type=float,
+        default=c.keep_ratio,
+        help="filter: fraction of filters kept per layer (default: from --target-macs)",
+    )
+    parser.add_argument(
+        "--target-macs",
+        type=float,
+        default=c.target_macs,
+        help=f"filter: fraction of MACs to keep (default: {c.target_macs})",
+    )
+    parser.add_argument(
+        "--criterion",
+        default=c.criterion,
+        choices=["l1", "bn"],
+        help=f"filter importance (default: {c.criterion})",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=c.epochs, help=f"fine-tuning epochs (default: {c.epochs})"
+    )
+    parser.add_argument(
+        "--learning-rate",
+        "--lr",
+        type=float,
+        default=c.learning_rate,
+        help=f"(default: {c.learning_rate})",
+    )
+    parser.add_argument(
+        "--steps-per-epoch",
+        type=int,
+        default=c.steps_per_epoch,
+        help="0: as the training run (default: 0)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    fields = {f.name for f in dataclasses.fields(PruneConfig)}
+    try:
+        config = PruneConfig.from_dict({k: v for k, v in vars(args).items() if k in fields})
+        report = prune_run(args.model, args.out, config, args.overwrite)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    macs, params, size = report["macs"], report["params"], report["size"]
+    print(
+        f"sparsity {report['sparsity']['sparsity']:.3f}; parameters {params['before']:,} -> {params['after']:,}; "
+        f"MACs at {macs['input_size']} px {macs['before'] / 1e9:.2f} G -> {macs['after'] / 1e9:.2f} G; "
+        f"gzip size {size['before']['gzip_bytes'] / 1e6:.2f} MB -> {size['after']['gzip_bytes'] / 1e6:.2f} MB"
+    )
+    print(f"pruned model: {args.out / 'model.keras'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -214,8 +214,11 @@ def quantize_aware(
     return qat_model
 
 
-def qat_tflite_int8(qat_model: keras.Model, size: int) -> bytes:
+def qat_tflite_int8(qat_model: keras.Model, size: int, float_io: bool = False) -> bytes:
     """Full-integer TFLite (int8 weights, activations, input and output) of a trained QAT model.
+
+    With `float_io` the input and output stay float32 (quantize and dequantize ops inside), for
+    callers that cannot quantize themselves.
 
     The ranges come from the QAT model itself, so no calibration data is needed. The input is
     a fixed (1, size, size, C) tile, as for every exported model (see `optimize.export`).
@@ -240,8 +243,8 @@ def qat_tflite_int8(qat_model: keras.Model, size: int) -> bytes:
     # No `supported_ops = [TFLITE_BUILTINS_INT8]`: TF 2.21's converter then demands a
     # representative dataset before it looks for the QAT ranges. The fake-quant ops give every
     # tensor its range, so the model is full-integer anyway (the tests check it has no float op).
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    io_type = tf.float32 if float_io else tf.int8
+    converter.inference_input_type = converter.inference_output_type = io_type
     with warnings.catch_warnings():
         # The frozen path asks for input statistics the QAT input layer already carries.
         warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")

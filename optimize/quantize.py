@@ -1,0 +1,261 @@
+"""`python -m optimize.quantize`: a float (or pruned) U-Net to a bundle whose models are proven.
+
+QAT fine-tune (sparsity kept when the model is pruned) or post-training quantization, every
+export (TFLite fp32, fp16, dynamic-range, int8 with int8 or float I/O, int8 post-training; ONNX
+fp32 and QDQ int8), the parity gate against the float model, then the bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from optimize.bundle import check_out_folder, manifest_fields, write_bundle
+from optimize.export import onnx_fp32, tflite_dynamic, tflite_fp16, tflite_fp32, tflite_int8
+from optimize.finetune import Run
+from optimize.onnx_int8 import onnx_int8_qdq
+from optimize.parity import ParityGateFailed, Reference, check_gate, parity_report
+from optimize.prune import check_prunable, sparsity_report
+from optimize.qat import qat_tflite_int8, quantize_aware
+from runtime.config import Choice, ConfigBase, require
+from runtime.errors import UserError
+from train.config import DataConfig, TrainConfig, preset
+from train.tfk import keras
+from train.trainer import package_versions, run_training
+
+DEFAULT_RUN = Path("runs/default-float")
+VERSIONED = (
+    "tensorflow",
+    "tf-keras",
+    "tensorflow-model-optimization",
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+    "ai-edge-litert",
+    "numpy",
+)
+
+
+class Method(Choice):
+    QAT = "qat"  # quantization-aware fine-tuning: needs labels
+    PTQ = "ptq"  # post-training calibration only: the path when there are no labels
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizeConfig(ConfigBase):
+    method: Method = Method.QAT
+    qat_epochs: int = 3
+    learning_rate: float = 1e-4
+    steps_per_epoch: int = 0  # 0: as many as the training run used per epoch
+    max_dice_drop: float = 0.01
+    calibration_tiles: int = 32
+
+    def check(self) -> None:
+        require(self.qat_epochs >= 1, f"qat-epochs must be >= 1, got {self.qat_epochs}")
+        require(self.learning_rate > 0, f"learning-rate must be > 0, got {self.learning_rate}")
+        require(
+            self.steps_per_epoch >= 0, f"steps-per-epoch must be >= 0, got {self.steps_per_epoch}"
+        )
+        require(self.max_dice_drop >= 0, f"max-dice-drop must be >= 0, got {self.max_dice_drop}")
+        require(
+            self.calibration_tiles >= 1,
+            f"calibration-tiles must be >= 1, got {self.calibration_tiles}",
+        )
+
+
+# bundle key -> (file name, format); "int8" is the model that passed the gate.
+FILES = {
+    "fp32": ("model_fp32.tflite", "tflite"),
+    "fp16": ("model_fp16.tflite", "tflite"),
+    "dynamic": ("model_dynamic.tflite", "tflite"),
+    "int8": ("model_int8.tflite", "tflite"),
+    "int8_float_io": ("model_int8_float_io.tflite", "tflite"),
+    "int8_ptq": ("model_int8_ptq.tflite", "tflite"),
+    "fp32-onnx": ("model_fp32.onnx", "onnx"),
+    "int8-onnx": ("model_int8.onnx", "onnx"),
+}
+GATED = ["int8", "int8_float_io", "int8-onnx"]
+
+
+def default_run(out: Path = DEFAULT_RUN) -> Path:
+    """The embedded default: the `small` U-Net trained on synthetic data (kept for reuse)."""
+    if not (out / "model.keras").exists():
+        print(f"no --model given: training the small U-Net on synthetic data in {out} first")
+        run_training(preset("small"), DataConfig(), TrainConfig(epochs=15), out)
+    return out / "model.keras"
+
+
+def _export_all(
+    float_model: keras.Model, qat_model: keras.Model | None, run: Run, tiles: list
+) -> dict[str, bytes]:
+    size = run.tile_size
+    exports: dict[str, bytes] = {}
+    steps = [
+        ("fp32", lambda: tflite_fp32(float_model, size)),
+        ("fp16", lambda: tflite_fp16(float_model, size)),
+        ("dynamic", lambda: tflite_dynamic(float_model, size)),
+        ("int8_ptq", lambda: tflite_int8(float_model, size, tiles)),
+        ("fp32-onnx", lambda: onnx_fp32(float_model, size)),
+        ("int8-onnx", lambda: onnx_int8_qdq(exports["fp32-onnx"], tiles)),
+    ]
+    if qat_model is not None:
+        steps += [
+            ("int8", lambda: qat_tflite_int8(qat_model, size)),
+            ("int8_float_io", lambda: qat_tflite_int8(qat_model, size, float_io=True)),
+        ]
+    for key, make in steps:
+        print(f"exporting {FILES[key][0]}", flush=True)
+        exports[key] = make()
+    if qat_model is None:  # post-training quantization is the int8 model
+        exports["int8"] = exports.pop("int8_ptq")
+    return exports
+
+
+def quantize(
+    model_path: Path, out: Path, config: QuantizeConfig, data: str | None, overwrite: bool
+) -> dict[str, Any]:
+    """Runs the whole stage; returns the parity report. Raises UserError or ParityGateFailed."""
+    check_out_folder(out, overwrite)
+    run = Run.load(model_path.parent)
+    if data:
+        run = dataclasses.replace(run, data_config=run.data_config.replace(source=data))
+    model = run.load_model(model_path.name)
+    check_prunable(model)
+    tiles = run.calibration_tiles(config.calibration_tiles)
+    if not tiles:
+        raise UserError(f"no calibration images in {run.data_config.source}: add images")
+    sparsity = sparsity_report(model)["sparsity"]
+    qat_model = None
+    if config.method is Method.QAT:
+        print(
+            f"QAT fine-tuning {config.qat_epochs} epoch(s) (model sparsity {sparsity:.2f})",
+            flush=True,
+        )
+        qat_model = quantize_aware(
+            model,
+            run,
+            config.qat_epochs,
+            config.learning_rate,
+            steps_per_epoch=config.steps_per_epoch or None,
+        )
+    exports = _export_all(model, qat_model, run, tiles)
+    images, labels = run.validation_tiles()
+    reference = Reference.of(model, images, labels, run.model_config.classes)
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = {}
+        for key, data_bytes in exports.items():
+            path = Path(scratch) / FILES[key][0]
+            path.write_bytes(data_bytes)
+            paths[key] = (path, FILES[key][1])
+        report = parity_report(reference, paths)
+    report["float_sparsity"] = sparsity
+    print_table(report, exports)
+    check_gate(report, GATED, config.max_dice_drop)
+    fields = manifest_fields(
+        run.raw_config, run.tile_size, run.output_tile_size, package_versions(VERSIONED)
+    )
+    fields["configs"]["quantize"] = config.to_dict()
+    fields["parity"] = report
+    files = {key: (*FILES[key], data_bytes) for key, data_bytes in exports.items()}
+    write_bundle(out, files, fields, overwrite)
+    return report
+
+
+def print_table(report: dict[str, Any], exports: dict[str, bytes]) -> None:
+    print(f"\n{'model':28s} {'size MB':>8s} {'Dice (truth)':>12s} {'agree w/ float':>15s}")
+    print(f"{'float (Keras)':28s} {'':>8s} {report['float']['dice_vs_truth']:12.4f} {1.0:15.4f}")
+    for key, scores in report["models"].items():
+        print(
+            f"{FILES[key][0]:28s} {len(exports[key]) / 1e6:8.2f} {scores['dice_vs_truth']:12.4f} {scores['agreement_with_float']:15.4f}"
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    q = QuantizeConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m optimize.quantize", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="a float or pruned .keras inside its run folder (default: train the small U-Net on synthetic data first)",
+    )
+    parser.add_argument(
+        "--data", help="data for fine-tuning, calibration and parity (default: the run's)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/bundle"), help="bundle folder (default: runs/bundle)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a bundle already in --out"
+    )
+    parser.add_argument(
+        "--config", type=Path, help="YAML with QuantizeConfig fields; flags override it"
+    )
+    parser.add_argument(
+        "--method", choices=[m.value for m in Method], help=f"qat or ptq (default: {q.method})"
+    )
+    parser.add_argument(
+        "--qat-epochs", type=int, help=f"QAT fine-tuning epochs (default: {q.qat_epochs})"
+    )
+    parser.add_argument(
+        "--learning-rate",
+        "--lr",
+        type=float,
+        help=f"QAT learning rate (default: {q.learning_rate})",
+    )
+    parser.add_argument("--steps-per-epoch", type=int, help="0: as the training run (default: 0)")
+    parser.add_argument(
+        "--max-dice-drop",
+        type=float,
+        help=f"largest Dice an int8 model may lose (default: {q.max_dice_drop})",
+    )
+    parser.add_argument(
+        "--calibration-tiles",
+        type=int,
+        help=f"tiles for calibration (default: {q.calibration_tiles})",
+    )
+    return parser.parse_args(argv)
+
+
+def _config(args: argparse.Namespace) -> QuantizeConfig:
+    settings: dict[str, Any] = {}
+    if args.config:
+        import yaml
+
+        try:
+            settings = yaml.safe_load(args.config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise UserError(f"cannot read --config {args.config} ({error}): fix the file") from None
+        settings = settings.get("quantize", settings)
+    fields = {f.name for f in dataclasses.fields(QuantizeConfig)}
+    settings.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
+    return QuantizeConfig.from_dict(settings)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        config = _config(args)
+        check_out_folder(args.out, args.overwrite)
+        model_path = args.model or default_run()
+        if model_path.suffix != ".keras":
+            raise UserError(
+                f"--model {model_path} is not a .keras file: give the model.keras of a run"
+            )
+        quantize(model_path, args.out, config, args.data, args.overwrite)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    except ParityGateFailed as error:
+        print(f"error: {error}; no bundle written", file=sys.stderr)
+        return 1
+    print(f"\nbundle: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))
