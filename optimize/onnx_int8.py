@@ -115,8 +115,11 @@ def _drop_unused_domains(content: bytes) -> bytes:
 
 
 def _quantize(fp32_onnx: bytes, tiles: list[np.ndarray], per_channel: bool) -> bytes:
+    import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    # Calibration sessions would repeat tf2onnx's Resize deprecation warning for every model.
+    onnxruntime.set_default_logger_severity(3)
     # onnxruntime's tools read and write paths, and calibrate through a model they write.
     with tempfile.TemporaryDirectory(prefix="onnx-int8-") as tmp:
         folder = Path(tmp)

@@ -306,6 +306,10 @@ def prune_run(
 
     if (out / "model.keras").exists() and not overwrite:
         raise UserError(f"{out} already holds a model: pass --overwrite or another --out")
+    if not model_path.is_file():
+        raise UserError(
+            f"--model {model_path} does not exist: give the model.keras of a `python -m train` run"
+        )
     run = Run.load(model_path.parent)
     model = run.load_model(model_path.name)
     check_prunable(model)

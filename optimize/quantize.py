@@ -242,9 +242,10 @@ def main(args: argparse.Namespace) -> int:
         config = _config(args)
         check_out_folder(args.out, args.overwrite)
         model_path = args.model or default_run()
-        if model_path.suffix != ".keras":
+        if model_path.suffix != ".keras" or not model_path.is_file():
             raise UserError(
-                f"--model {model_path} is not a .keras file: give the model.keras of a run"
+                f"--model {model_path} does not exist or is not a .keras file: "
+                "give the model.keras of a `python -m train` run"
             )
         quantize(model_path, args.out, config, args.data, args.overwrite)
     except UserError as error:

@@ -50,28 +50,41 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _train_and_bundle(root: Path, padding: str, input_size: int) -> Path:
-    from optimize.export import bundle_from_run
+def _train(root: Path, padding: str, input_size: int, epochs: int) -> Path:
     from train.config import DataConfig, TrainConfig, preset
     from train.trainer import run_training
 
     run = root / f"run-{padding}"
     model = preset("tiny").replace(padding=padding)
-    data = DataConfig(synthetic_count=6, synthetic_size=96)
+    data = DataConfig(synthetic_count=8, synthetic_size=96)
     train = TrainConfig(
-        input_size=input_size, batch_size=4, epochs=2, steps_per_epoch=10, learning_rate=1e-2
+        input_size=input_size, batch_size=4, epochs=epochs, steps_per_epoch=10, learning_rate=1e-2
     )
     run_training(model, data, train, run, verbose=0)
-    return bundle_from_run(run, root / f"bundle-{padding}")
+    return run
 
 
 @pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory) -> Path:
-    """A bundle (fp32 and int8 TFLite, fp32 ONNX) of a briefly trained tiny 'same' U-Net."""
-    return _train_and_bundle(tmp_path_factory.mktemp("tiny"), "same", 64)
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny 'same' U-Net trained for 80 steps on synthetic data: a run folder (64 px tiles).
+
+    Long enough that its masks mean something: int8 agreement with float is then a real test.
+    """
+    return _train(tmp_path_factory.mktemp("tiny"), "same", 64, epochs=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_run: Path) -> Path:
+    """fp32 and int8 TFLite and fp32 ONNX of the tiny run, with manifest.json."""
+    from optimize.export import bundle_from_run
+
+    return bundle_from_run(tiny_run, tiny_run.parent / "bundle-same")
 
 
 @pytest.fixture(scope="session")
 def tiny_valid_bundle(tmp_path_factory) -> Path:
     """The same for a 'valid' U-Net: 60x60 input tiles, 20x20 output tiles."""
-    return _train_and_bundle(tmp_path_factory.mktemp("tiny-valid"), "valid", 60)
+    from optimize.export import bundle_from_run
+
+    run = _train(tmp_path_factory.mktemp("tiny-valid"), "valid", 60, epochs=2)
+    return bundle_from_run(run, run.parent / "bundle-valid")

@@ -11,26 +11,16 @@ from optimize.export import onnx_fp32, tflite_int8
 from optimize.finetune import Run
 from optimize.onnx_int8 import onnx_int8_qdq
 from runtime.metrics import masks_from_probabilities, pixel_accuracy
-from train.config import DataConfig, TrainConfig, preset
+from train.config import preset
 from train.model import build_unet
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Run:
-    """A tiny 'same' U-Net trained for 20 steps on 6 synthetic 96 px images (64 px tiles)."""
-    from train.trainer import run_training
-
-    folder: Path = tmp_path_factory.mktemp("onnx-int8-run")
-    run_training(
-        preset("tiny"),
-        DataConfig(synthetic_count=6, synthetic_size=96),
-        TrainConfig(input_size=64, batch_size=4, epochs=2, steps_per_epoch=10, learning_rate=1e-2),
-        folder,
-        verbose=0,
-    )
-    return Run.load(folder)
+def run(tiny_run: Path) -> Run:
+    """The session's briefly trained tiny U-Net (tests/conftest.py)."""
+    return Run.load(tiny_run)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from optimize.qat import (
 )
 from runtime.errors import UserError
 from runtime.metrics import masks_from_probabilities, pixel_accuracy
-from train.config import DataConfig, TrainConfig, preset
+from train.config import preset
 from train.model import build_unet
 from train.tfk import keras, tf
 
@@ -26,25 +26,9 @@ KEEP_DENSE = ("enc1_conv_a", "head")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Run:
-    """A tiny 'same' U-Net trained for 20 steps on 6 synthetic 64 px images (32 px crops).
-
-    Trained once per session: test_prune.py and test_qat.py share the folder.
-    """
-    from train.trainer import run_training
-
-    folder: Path = tmp_path_factory.getbasetemp() / "optimize-tiny-run"
-    if not (folder / "model.keras").is_file():
-        run_training(
-            preset("tiny"),
-            DataConfig(synthetic_count=6, synthetic_size=64),
-            TrainConfig(
-                input_size=32, batch_size=4, epochs=2, steps_per_epoch=10, learning_rate=1e-2
-            ),
-            folder,
-            verbose=0,
-        )
-    return Run.load(folder)
+def run(tiny_run: Path) -> Run:
+    """The session's briefly trained tiny U-Net (tests/conftest.py)."""
+    return Run.load(tiny_run)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,154 @@
+"""`python -m optimize.quantize` and `python -m optimize.prune` end to end on the tiny run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from optimize.parity import ParityGateFailed, check_gate
+from optimize.prune import main as prune_main
+from optimize.prune import parse_args as prune_args
+from optimize.quantize import FILES, main, parse_args
+from runtime.bundle import read_manifest, sha256_of
+
+pytestmark = pytest.mark.slow
+QUICK = ["--qat-epochs", "2", "--steps-per-epoch", "10"]
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_run: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("quantize") / "bundle"
+    assert (
+        main(parse_args(["--model", str(tiny_run / "model.keras"), "--out", str(out), *QUICK])) == 0
+    )
+    return out
+
+
+def test_the_bundle_holds_every_export_with_matching_hashes(bundle):
+    manifest = read_manifest(bundle)
+    assert {a.file for a in manifest.artifacts} == {name for name, _ in FILES.values()}
+    for artifact in manifest.artifacts:
+        assert sha256_of(bundle / artifact.file) == artifact.sha256
+    raw = json.loads((bundle / "manifest.json").read_text())
+    assert raw["configs"]["quantize"]["qat_epochs"] == 2
+    assert {"tensorflow-model-optimization", "onnxruntime"} <= set(raw["versions"])
+
+
+def test_int8_masks_agree_with_float_on_held_out_pixels(bundle):
+    parity = json.loads((bundle / "manifest.json").read_text())["parity"]["models"]
+    assert parity["int8"]["agreement_with_float"] >= 0.97  # QAT, after 80 training steps
+    assert parity["int8_ptq"]["agreement_with_float"] >= 0.97
+    assert parity["int8-onnx"]["agreement_with_float"] >= 0.97
+    assert parity["fp32"]["max_abs_error"] <= 1e-4  # the same float model, another interpreter
+    manifest = read_manifest(bundle)
+    assert manifest.artifact("int8", "tflite").input.dtype == "int8"
+    assert manifest.artifact("int8_float_io", "tflite").input.dtype == "float32"
+
+
+def test_the_gate_names_the_model_and_the_numbers():
+    report = {
+        "float": {"dice_vs_truth": 0.80},
+        "models": {
+            "int8": {"dice_drop": 0.03, "dice_vs_truth": 0.77, "agreement_with_float": 0.95},
+            "int8_ptq": {"dice_drop": 0.2, "dice_vs_truth": 0.6, "agreement_with_float": 0.8},
+        },
+    }
+    with pytest.raises(
+        ParityGateFailed, match=r"int8 loses 0\.0300 Dice .*float 0\.8000, int8 0\.7700"
+    ):
+        check_gate(report, ["int8"], 0.01)
+    check_gate(report, ["int8"], 0.05)  # within the limit; int8_ptq is not gated
+
+
+def _error(argv: list[str], capsys) -> str:
+    assert main(parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_bad_inputs_are_one_line_errors(tiny_run, bundle, tmp_path, capsys):
+    assert "does not exist" in _error(
+        ["--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "o")], capsys
+    )
+    assert "already holds a bundle" in _error(
+        ["--model", str(tiny_run / "model.keras"), "--out", str(bundle)], capsys
+    )
+    corrupt = tmp_path / "run"
+    shutil.copytree(tiny_run, corrupt, ignore=shutil.ignore_patterns("logs"))
+    (corrupt / "model.keras").write_bytes(b"not a zip")
+    assert "cannot load model" in _error(
+        ["--model", str(corrupt / "model.keras"), "--out", str(tmp_path / "o")], capsys
+    )
+    empty = tmp_path / "empty"
+    (empty / "image").mkdir(parents=True)
+    (empty / "label").mkdir()
+    message = _error(
+        [
+            "--model",
+            str(tiny_run / "model.keras"),
+            "--data",
+            str(empty),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
+    assert "holds no PNG or TIFF images" in message
+
+
+def test_filter_pruning_halves_the_macs_and_its_run_quantizes(tiny_run, tmp_path):
+    out = tmp_path / "thin"
+    argv = [
+        "--model",
+        str(tiny_run / "model.keras"),
+        "--out",
+        str(out),
+        "--method",
+        "filter",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "5",
+    ]
+    assert prune_main(prune_args(argv)) == 0
+    report = json.loads((out / "prune_report.json").read_text())
+    assert report["macs"]["after"] <= 0.5 * report["macs"]["before"]
+    assert report["params"]["after"] < report["params"]["before"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["prune"]["method"] == "filter" and config["widths"]["enc1_conv_a"] < 4
+    bundle = tmp_path / "thin-bundle"
+    assert (
+        main(
+            parse_args(
+                ["--model", str(out / "model.keras"), "--out", str(bundle), "--method", "ptq"]
+            )
+        )
+        == 0
+    )
+    assert read_manifest(bundle).artifact("int8", "tflite").size > 0
+
+
+def test_magnitude_pruning_cli_reports_the_sparsity(tiny_run, tmp_path):
+    out = tmp_path / "sparse"
+    argv = [
+        "--model",
+        str(tiny_run / "model.keras"),
+        "--out",
+        str(out),
+        "--sparsity",
+        "0.5",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "8",
+    ]
+    assert prune_main(prune_args(argv)) == 0
+    report = json.loads((out / "prune_report.json").read_text())
+    assert report["sparsity"]["sparsity"] == pytest.approx(0.5, abs=0.03)
+    assert report["size"]["after"]["gzip_bytes"] < report["size"]["before"]["gzip_bytes"]
+    assert np.isfinite(report["macs"]["after"])
