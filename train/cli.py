@@ -249,8 +249,8 @@ def main(args: argparse.Namespace) -> int:
             f"\ninterrupted: run the same command again to resume from {args.out}", file=sys.stderr
         )
         return 130
-    overall = result.metrics.get("overall", {})
-    if overall:
-        print("validation at full size: " + ", ".join(f"{k} {v:.4f}" for k, v in overall.items()))
+    for name, scores in result.metrics.items():
+        overall = ", ".join(f"{k} {v:.4f}" for k, v in scores["overall"].items())
+        print(f"{name} model on the validation images at full size: {overall}")
     print(f"model: {result.out / 'model.keras'}")
     return 0

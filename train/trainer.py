@@ -6,7 +6,7 @@ The output folder after a finished run:
     model.keras    the final float32 model (whatever precision it trained in)
     best.keras     the checkpoint with the best validation Dice; best.json says which epoch
     history.csv    one row per epoch; logs/ holds TensorBoard's
-    metrics.json   the final model on every validation image at full size
+    metrics.json   the final and the best model on every validation image at full size
 
 While it runs, backup/ holds Keras' BackupAndRestore state: re-running the same command after
 Ctrl-C or kill -9 continues from the last finished epoch. backup/ goes once model.keras is written.
@@ -296,7 +296,13 @@ def run_training(
     metrics: dict[str, Any] = {}
     if chief:
         save_model_atomic(final, out / "model.keras")
-        metrics = evaluate_full_images(final, val_samples, prep, model_config, in_size)
+        models = {"final": final}
+        if (out / "best.keras").exists():
+            models["best"] = keras.models.load_model(out / "best.keras", compile=False)
+        metrics = {
+            name: evaluate_full_images(m, val_samples, prep, model_config, in_size)
+            for name, m in models.items()
+        }
         write_json_atomic(out / "metrics.json", metrics)
     shutil.rmtree(out / "backup", ignore_errors=True)
     return TrainResult(out=out, epochs=train_config.epochs, metrics=metrics)

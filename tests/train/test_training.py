@@ -47,7 +47,8 @@ def test_short_training_lowers_the_loss_and_writes_every_artifact(tmp_path):
     assert ModelConfig.from_dict(written["model"]) == TINY
     assert TrainConfig.from_dict(written["train"]) == QUICK.replace(epochs=4)
     assert {"mean", "std"} <= set(written["preprocessing"]) and "tensorflow" in written["versions"]
-    overall = result.metrics["overall"]
+    assert set(result.metrics) == {"final", "best"}
+    overall = result.metrics["final"]["overall"]
     assert 0.0 <= overall["dice"] <= 1.0 and overall["pixel_accuracy"] > 0.5
     assert not (tmp_path / "backup").exists() and (tmp_path / "logs").is_dir()
     with pytest.raises(UserError, match="already holds a trained model"):
