@@ -14,10 +14,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-## The main job on the embedded synthetic data (no files needed): train, export a bundle.
+## The main job on the embedded default (no files needed): train the small U-Net on synthetic
+## data (kept in runs/default-float), QAT, export every format, parity gate, bundle.
 demo: $(STAMP)
-	$(PY) -m train --preset small --data synthetic --epochs 15 --out runs/demo --overwrite
-	$(PY) -m optimize.export runs/demo --out runs/demo-bundle --overwrite
+	$(PY) -m optimize.quantize --out runs/bundle --overwrite
 
 ## Lint and the whole test suite.
 test: $(STAMP)
