@@ -13,6 +13,19 @@ from runtime.bundle import FORMAT_VERSION, MANIFEST, read_manifest, sha256_of
 from runtime.errors import UserError
 from runtime.io import write_json_atomic
 
+# Bundle key -> (file name, format). "int8" is always the int8 model that passed the parity
+# gate; keys ending in "-onnx" are the ONNX files of that precision.
+BUNDLE_FILES: dict[str, tuple[str, str]] = {
+    "fp32": ("model_fp32.tflite", "tflite"),
+    "fp16": ("model_fp16.tflite", "tflite"),
+    "dynamic": ("model_dynamic.tflite", "tflite"),
+    "int8": ("model_int8.tflite", "tflite"),
+    "int8_float_io": ("model_int8_float_io.tflite", "tflite"),
+    "int8_ptq": ("model_int8_ptq.tflite", "tflite"),
+    "fp32-onnx": ("model_fp32.onnx", "onnx"),
+    "int8-onnx": ("model_int8.onnx", "onnx"),
+}
+
 
 def _tensor_info_tflite(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     interpreter = litert_interpreter_class()(model_path=str(path))

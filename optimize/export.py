@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from optimize.bundle import check_out_folder, manifest_fields, write_bundle
+from optimize.bundle import BUNDLE_FILES, check_out_folder, manifest_fields, write_bundle
 from optimize.finetune import Run
 from runtime.bundle import read_manifest
 from runtime.errors import UserError
@@ -91,10 +91,11 @@ def onnx_fp32(model: keras.Model, size: int) -> bytes:
 
 
 # precision -> (file name, format, converter(model, size, calibration))
-EXPORTERS: dict[str, tuple[str, str, Callable[[keras.Model, int, list[np.ndarray]], bytes]]] = {
-    "fp32": ("model_fp32.tflite", "tflite", lambda m, s, _: tflite_fp32(m, s)),
-    "int8": ("model_int8.tflite", "tflite", tflite_int8),
-    "fp32-onnx": ("model_fp32.onnx", "onnx", lambda m, s, _: onnx_fp32(m, s)),
+# The quick path's exports (no QAT): bundle key -> converter(model, size, calibration tiles).
+EXPORTERS: dict[str, Callable[[keras.Model, int, list[np.ndarray]], bytes]] = {
+    "fp32": lambda m, s, _: tflite_fp32(m, s),
+    "int8": tflite_int8,
+    "fp32-onnx": lambda m, s, _: onnx_fp32(m, s),
 }
 
 
@@ -113,8 +114,10 @@ def bundle_from_run(
     tiles = run.calibration_tiles()
     files = {}
     for precision in precisions:
-        name, fmt, convert = EXPORTERS[precision]
-        files[precision] = (name, fmt, convert(model, run.tile_size, tiles))
+        files[precision] = (
+            *BUNDLE_FILES[precision],
+            EXPORTERS[precision](model, run.tile_size, tiles),
+        )
     fields = manifest_fields(
         run.raw_config, run.tile_size, run.output_tile_size, package_versions()
     )

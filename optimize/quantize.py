@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from optimize.bundle import BUNDLE_FILES as FILES
 from optimize.bundle import check_out_folder, manifest_fields, write_bundle
 from optimize.export import onnx_fp32, tflite_dynamic, tflite_fp16, tflite_fp32, tflite_int8
 from optimize.finetune import Run
@@ -49,7 +50,10 @@ class Method(Choice):
 class QuantizeConfig(ConfigBase):
     method: Method = Method.QAT
     qat_epochs: int = 3
-    learning_rate: float = 1e-4
+    # Small: QAT only has to adapt the weights to rounding; larger steps retrain the model away
+    # from the float model it must agree with (synthetic default: 98.8% agreement at 1e-4,
+    # 99.4% at 2e-5, with the same Dice).
+    learning_rate: float = 2e-5
     steps_per_epoch: int = 0  # 0: as many as the training run used per epoch
     max_dice_drop: float = 0.01
     calibration_tiles: int = 32
@@ -67,17 +71,6 @@ class QuantizeConfig(ConfigBase):
         )
 
 
-# bundle key -> (file name, format); "int8" is the model that passed the gate.
-FILES = {
-    "fp32": ("model_fp32.tflite", "tflite"),
-    "fp16": ("model_fp16.tflite", "tflite"),
-    "dynamic": ("model_dynamic.tflite", "tflite"),
-    "int8": ("model_int8.tflite", "tflite"),
-    "int8_float_io": ("model_int8_float_io.tflite", "tflite"),
-    "int8_ptq": ("model_int8_ptq.tflite", "tflite"),
-    "fp32-onnx": ("model_fp32.onnx", "onnx"),
-    "int8-onnx": ("model_int8.onnx", "onnx"),
-}
 GATED = ["int8", "int8_float_io", "int8-onnx"]
 
 
