@@ -74,11 +74,26 @@ def run_exported(path: Path, fmt: str, tiles: np.ndarray) -> np.ndarray:
     return loader(path, None).run(tiles)
 
 
-def parity_report(reference: Reference, files: dict[str, tuple[Path, str]]) -> dict[str, Any]:
-    """`files`: bundle key -> (path, format). Returns float's own scores and each model's."""
-    report: dict[str, Any] = {"float": reference.truth_scores(reference.masks), "models": {}}
+def parity_report(
+    reference: Reference,
+    files: dict[str, tuple[Path, str]],
+    pairs: tuple[tuple[str, str], ...] = (("int8-onnx", "int8"),),
+) -> dict[str, Any]:
+    """`files`: bundle key -> (path, format). Returns float's own scores, each model's, and the
+    mask agreement of the `pairs` of exported models with each other (ONNX and TFLite int8)."""
+    report: dict[str, Any] = {
+        "float": reference.truth_scores(reference.masks),
+        "models": {},
+        "pairs": {},
+    }
+    masks = {}
     for key, (path, fmt) in files.items():
-        report["models"][key] = compare(reference, run_exported(path, fmt, reference.tiles))
+        probabilities = run_exported(path, fmt, reference.tiles)
+        report["models"][key] = compare(reference, probabilities)
+        masks[key] = masks_from_probabilities(probabilities)
+    for a, b in pairs:
+        if a in masks and b in masks:
+            report["pairs"][f"{a} vs {b}"] = pixel_accuracy(masks[a], masks[b])
     return report
 
 

@@ -338,7 +338,7 @@ def prune_run(
         )
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.keras") as tmp:
-        pruned.save(tmp)
+        pruned.save(tmp, include_optimizer=False)  # the fine-tuning's Adam state is not the model
     report = {
         "method": config.method.value,
         "sparsity": sparsity_report(pruned),

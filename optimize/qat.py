@@ -249,3 +249,25 @@ def qat_tflite_int8(qat_model: keras.Model, size: int, float_io: bool = False) -
         # The frozen path asks for input statistics the QAT input layer already carries.
         warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
         return converter.convert()
+
+
+def _base_name(weight: Any) -> str:
+    return weight.name.split("/")[-1].split(":")[0]
+
+
+def fine_tuned_float(qat_model: keras.Model, float_model: keras.Model) -> keras.Model:
+    """A float model with the QAT model's fine-tuned weights (the rounding simulation removed).
+
+    ONNX int8 quantized from these weights sits next to the TFLite int8 of the QAT model, not
+    next to the float model QAT started from: the two int8 models then agree.
+    """
+    copy = keras.models.clone_model(float_model)
+    wrapped = {other.name for other in qat_model.layers}
+    for layer in copy.layers:
+        if not layer.weights:
+            continue
+        name = f"quant_{layer.name}"
+        source = qat_model.get_layer(name if name in wrapped else layer.name)
+        values = {_base_name(w): keras.backend.get_value(w) for w in source.weights}
+        layer.set_weights([values[_base_name(w)] for w in layer.weights])
+    return copy

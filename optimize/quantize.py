@@ -21,7 +21,7 @@ from optimize.finetune import Run
 from optimize.onnx_int8 import onnx_int8_qdq
 from optimize.parity import ParityGateFailed, Reference, check_gate, parity_report
 from optimize.prune import check_prunable, sparsity_report
-from optimize.qat import qat_tflite_int8, quantize_aware
+from optimize.qat import fine_tuned_float, qat_tflite_int8, quantize_aware
 from runtime.config import Choice, ConfigBase, require
 from runtime.errors import UserError
 from train.config import DataConfig, TrainConfig, preset
@@ -87,13 +87,20 @@ def _export_all(
 ) -> dict[str, bytes]:
     size = run.tile_size
     exports: dict[str, bytes] = {}
+    tuned = fine_tuned_float(qat_model, float_model) if qat_model is not None else None
     steps = [
         ("fp32", lambda: tflite_fp32(float_model, size)),
         ("fp16", lambda: tflite_fp16(float_model, size)),
         ("dynamic", lambda: tflite_dynamic(float_model, size)),
         ("int8_ptq", lambda: tflite_int8(float_model, size, tiles)),
         ("fp32-onnx", lambda: onnx_fp32(float_model, size)),
-        ("int8-onnx", lambda: onnx_int8_qdq(exports["fp32-onnx"], tiles)),
+        # From the QAT-tuned weights when there are some, so ONNX and TFLite int8 agree.
+        (
+            "int8-onnx",
+            lambda: onnx_int8_qdq(
+                onnx_fp32(tuned, size) if qat_model else exports["fp32-onnx"], tiles
+            ),
+        ),
     ]
     if qat_model is not None:
         steps += [
@@ -159,12 +166,15 @@ def quantize(
 
 
 def print_table(report: dict[str, Any], exports: dict[str, bytes]) -> None:
+    """The closing table: size, Dice against the labels, agreement with the float masks."""
     print(f"\n{'model':28s} {'size MB':>8s} {'Dice (truth)':>12s} {'agree w/ float':>15s}")
     print(f"{'float (Keras)':28s} {'':>8s} {report['float']['dice_vs_truth']:12.4f} {1.0:15.4f}")
     for key, scores in report["models"].items():
         print(
             f"{FILES[key][0]:28s} {len(exports[key]) / 1e6:8.2f} {scores['dice_vs_truth']:12.4f} {scores['agreement_with_float']:15.4f}"
         )
+    for pair, agreement in report["pairs"].items():
+        print(f"mask agreement {pair}: {agreement:.4f}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
