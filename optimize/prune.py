@@ -337,8 +337,10 @@ def prune_run(
             steps_per_epoch=steps,
         )
     out.mkdir(parents=True, exist_ok=True)
+    plain = keras.models.clone_model(pruned)  # without the fine-tuning's optimizer state
+    plain.set_weights(pruned.get_weights())
     with atomic_path(out / "model.keras") as tmp:
-        pruned.save(tmp, include_optimizer=False)  # the fine-tuning's Adam state is not the model
+        plain.save(tmp)
     report = {
         "method": config.method.value,
         "sparsity": sparsity_report(pruned),
