@@ -61,11 +61,17 @@ def test_fp32_tflite_fp32_onnx_and_keras_agree_to_1e_4(tiny_bundle):
         np.testing.assert_allclose(seg.backend.run(tile), keras_probs, atol=1e-4, err_msg=backend)
 
 
-def test_int8_masks_agree_with_fp32(tiny_bundle):
-    image = _image(64, 64, seed=5)
-    fp32 = Segmenter.from_bundle(tiny_bundle, precision="fp32", backend="litert").predict(image)
-    int8 = Segmenter.from_bundle(tiny_bundle, precision="int8", backend="litert").predict(image)
-    assert np.mean(fp32.mask == int8.mask) >= 0.95  # a 2-epoch tiny model: many pixels near 0.5
+def test_int8_masks_agree_with_fp32_in_batch_prediction(tiny_bundle):
+    images = [_image(64, 64, seed=5), _image(80, 72, seed=6)]
+    fp32 = Segmenter.from_bundle(tiny_bundle, precision="fp32", backend="litert").predict_batch(
+        images
+    )
+    int8 = Segmenter.from_bundle(tiny_bundle, precision="int8", backend="litert").predict_batch(
+        images
+    )
+    assert [p.mask.shape for p in int8] == [(64, 64), (80, 72)]
+    for a, b in zip(fp32, int8, strict=True):
+        assert np.mean(a.mask == b.mask) >= 0.97  # post-training int8 of the 80-step tiny run
 
 
 def test_tiled_prediction_matches_the_whole_image_through_keras(tiny_bundle):
