@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from optimize.finetune import Run, fine_tune
-from runtime.config import Choice, ConfigBase, require
+from runtime.config import Choice, ConfigBase, require, stage_config
 from runtime.errors import UserError
 from runtime.io import atomic_path, write_json_atomic
 from train.tfk import keras
@@ -373,58 +373,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="folder for the pruned run")
     parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
     parser.add_argument(
+        "--config",
+        type=Path,
+        help="YAML with PruneConfig fields (or a `prune` section); flags override it",
+    )
+    parser.add_argument(
         "--method",
-        default=c.method.value,
         choices=[m.value for m in PruneMethod],
         help=f"(default: {c.method})",
     )
     parser.add_argument(
         "--sparsity",
         type=float,
-        default=c.sparsity,
         help=f"magnitude: target sparsity (default: {c.sparsity})",
     )
     parser.add_argument(
         "--keep-ratio",
         type=float,
-        default=c.keep_ratio,
         help="filter: fraction of filters kept per layer (default: from --target-macs)",
     )
     parser.add_argument(
         "--target-macs",
         type=float,
-        default=c.target_macs,
         help=f"filter: fraction of MACs to keep (default: {c.target_macs})",
     )
     parser.add_argument(
         "--criterion",
-        default=c.criterion,
         choices=["l1", "bn"],
         help=f"filter importance (default: {c.criterion})",
     )
-    parser.add_argument(
-        "--epochs", type=int, default=c.epochs, help=f"fine-tuning epochs (default: {c.epochs})"
-    )
+    parser.add_argument("--epochs", type=int, help=f"fine-tuning epochs (default: {c.epochs})")
     parser.add_argument(
         "--learning-rate",
         "--lr",
         type=float,
-        default=c.learning_rate,
         help=f"(default: {c.learning_rate})",
     )
     parser.add_argument(
         "--steps-per-epoch",
         type=int,
-        default=c.steps_per_epoch,
         help="0: as the training run (default: 0)",
     )
     return parser.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> int:
-    fields = {f.name for f in dataclasses.fields(PruneConfig)}
     try:
-        config = PruneConfig.from_dict({k: v for k, v in vars(args).items() if k in fields})
+        config = stage_config(PruneConfig, args.config, "prune", vars(args))
         report = prune_run(args.model, args.out, config, args.overwrite)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

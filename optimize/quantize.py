@@ -22,7 +22,7 @@ from optimize.onnx_int8 import onnx_int8_qdq
 from optimize.parity import ParityGateFailed, Reference, check_gate, parity_report
 from optimize.prune import check_prunable, sparsity_report
 from optimize.qat import fine_tuned_float, qat_tflite_int8, quantize_aware
-from runtime.config import Choice, ConfigBase, require
+from runtime.config import Choice, ConfigBase, require, stage_config
 from runtime.errors import UserError
 from train.config import DataConfig, TrainConfig, preset
 from train.tfk import keras
@@ -226,18 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def _config(args: argparse.Namespace) -> QuantizeConfig:
-    settings: dict[str, Any] = {}
-    if args.config:
-        import yaml
-
-        try:
-            settings = yaml.safe_load(args.config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise UserError(f"cannot read --config {args.config} ({error}): fix the file") from None
-        settings = settings.get("quantize", settings)
-    fields = {f.name for f in dataclasses.fields(QuantizeConfig)}
-    settings.update({k: v for k, v in vars(args).items() if k in fields and v is not None})
-    return QuantizeConfig.from_dict(settings)
+    return stage_config(QuantizeConfig, args.config, "quantize", vars(args))
 
 
 def main(args: argparse.Namespace) -> int:

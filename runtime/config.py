@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import typing
+from pathlib import Path
 from typing import Any, Self
 
 from runtime.errors import UserError
@@ -69,3 +70,32 @@ def require(condition: bool, message: str) -> None:
     """Raises UserError(message) unless condition holds; keeps `check()` bodies one line a rule."""
     if not condition:
         raise UserError(message)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML (or JSON) file of settings as a mapping; any problem with it is a UserError.
+
+    PyYAML is imported here, not at module import: devices never read config files.
+    """
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise UserError(f"cannot read --config {path} ({error.strerror}): check the path") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"--config {path} is not valid YAML/JSON ({error}): fix it") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"--config {path} must hold a mapping of settings")
+    return raw
+
+
+def stage_config(
+    cls: type[ConfigBase], path: Path | None, section: str, flags: dict[str, Any]
+) -> Any:
+    """One stage's config: the file's `section` (or its flat keys), then the flags given."""
+    settings = read_config_file(path) if path else {}
+    settings = dict(settings.get(section, settings))
+    names = {f.name for f in dataclasses.fields(cls)}
+    settings.update({k: v for k, v in flags.items() if k in names and v is not None})
+    return cls.from_dict(settings)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runtime.config import ConfigBase
+from runtime.config import ConfigBase, read_config_file
 from runtime.errors import UserError
 from train.config import (
     PRESETS,
@@ -163,18 +163,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _load_config_file(path: Path) -> dict[str, Any]:
     """Flattens a config file (sections model/data/train, or flat keys) into field values."""
-    import yaml
-
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except OSError as error:
-        raise UserError(f"cannot read --config {path} ({error.strerror}): check the path") from None
-    except yaml.YAMLError as error:
-        raise UserError(f"--config {path} is not valid YAML/JSON ({error}): fix it") from None
-    if not isinstance(raw, dict):
-        raise UserError(f"--config {path} must hold a mapping of settings")
     flat: dict[str, Any] = {}
-    for key, value in raw.items():
+    for key, value in read_config_file(path).items():
         if key in SECTIONS and isinstance(value, dict):
             flat.update(value)
         elif key not in _WRITTEN_ONLY:

@@ -135,18 +135,10 @@ def test_filter_pruning_halves_the_macs_and_its_run_quantizes(tiny_run, tmp_path
 
 def test_magnitude_pruning_cli_reports_the_sparsity(tiny_run, tmp_path):
     out = tmp_path / "sparse"
-    argv = [
-        "--model",
-        str(tiny_run / "model.keras"),
-        "--out",
-        str(out),
-        "--sparsity",
-        "0.5",
-        "--epochs",
-        "1",
-        "--steps-per-epoch",
-        "8",
-    ]
+    config = tmp_path / "prune.yaml"  # the file sets defaults, the flag overrides its sparsity
+    config.write_text("prune: {sparsity: 0.9, epochs: 1, steps_per_epoch: 8}\n")
+    model = str(tiny_run / "model.keras")
+    argv = ["--model", model, "--out", str(out), "--config", str(config), "--sparsity", "0.5"]
     assert prune_main(prune_args(argv)) == 0
     report = json.loads((out / "prune_report.json").read_text())
     assert report["sparsity"]["sparsity"] == pytest.approx(0.5, abs=0.03)
