@@ -24,7 +24,7 @@ from train.trainer import package_versions
 ONNX_OPSET = 17  # tf2onnx 1.17 supports up to 18; 17 is what onnxruntime's tools know best
 
 
-def _serving_function(model: keras.Model, size: int) -> tuple[Any, tf.TensorSpec]:
+def serving_function(model: keras.Model, size: int) -> tuple[Any, tf.TensorSpec]:
     """The model as a batch-1 function of a fixed (size, size) tile, and its input spec."""
     spec = tf.TensorSpec([1, size, size, model.input_shape[-1]], tf.float32, name="image")
 
@@ -36,7 +36,7 @@ def _serving_function(model: keras.Model, size: int) -> tuple[Any, tf.TensorSpec
 
 
 def _converter(model: keras.Model, size: int) -> tf.lite.TFLiteConverter:
-    serve, _ = _serving_function(model, size)
+    serve, _ = serving_function(model, size)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function()], model
     )
@@ -85,7 +85,7 @@ def tflite_int8(model: keras.Model, size: int, calibration: Iterable[np.ndarray]
 def onnx_fp32(model: keras.Model, size: int) -> bytes:
     import tf2onnx
 
-    serve, spec = _serving_function(model, size)
+    serve, spec = serving_function(model, size)
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=ONNX_OPSET)
     return proto.SerializeToString()
 

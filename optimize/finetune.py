@@ -20,7 +20,7 @@ from train.config import DataConfig, ModelConfig, TrainConfig
 from train.data import Sample, load_samples, split_samples
 from train.losses import DiceScore, IoUScore, make_loss
 from train.model import output_size
-from train.pipeline import train_dataset, validation_dataset, validation_tiles
+from train.pipeline import steps_to_cover, train_dataset, validation_dataset, validation_tiles
 from train.tfk import keras
 
 
@@ -84,6 +84,14 @@ class Run:
         step = max(1, len(images) // limit)
         return list(images[::step][:limit])
 
+    def steps_per_epoch(self, given: int | None = None) -> int:
+        """Fine-tuning steps per epoch: as given, else as the training run had them."""
+        return (
+            given
+            or self.train_config.steps_per_epoch
+            or steps_to_cover(self.splits[0], self.output_tile_size, self.train_config.batch_size)
+        )
+
     def validation_tiles(self) -> tuple[np.ndarray, np.ndarray]:
         return validation_tiles(
             self.splits[1], self.preprocessing, self.tile_size, self.output_tile_size
@@ -124,14 +132,11 @@ def fine_tune(
     train_cfg = run.train_config
     batch = train_cfg.batch_size
     train_samples, val_samples = run.splits
-    if steps_per_epoch is None:
-        pixels = sum(s.mask.size for s in train_samples)
-        steps_per_epoch = max(1, -(-pixels // (run.output_tile_size**2 * batch)))
     compile_for_fine_tuning(model, run, learning_rate)
     return model.fit(
         train_dataset(train_samples, run.preprocessing, train_cfg, run.output_tile_size, batch),
         epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=run.steps_per_epoch(steps_per_epoch),
         validation_data=validation_dataset(
             val_samples, run.preprocessing, run.tile_size, run.output_tile_size, batch
         ),

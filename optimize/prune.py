@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gzip
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -171,18 +170,6 @@ def _is_prunable(model: keras.Model, name: str) -> bool:
     return isinstance(model.get_layer(name), PRUNABLE_TYPES)
 
 
-def steps_per_epoch_for(run: Run, steps_per_epoch: int | None = None) -> int:
-    """The steps of one fine-tuning epoch: as given, else the rule `fine_tune` uses.
-
-    The pruning schedule must know the total steps before training starts, so the default is
-    computed here the same way (crops enough to cover the training pixels once).
-    """
-    if steps_per_epoch is not None:
-        return steps_per_epoch
-    pixels = sum(sample.mask.size for sample in run.splits[0])
-    return max(1, math.ceil(pixels / (run.output_tile_size**2 * run.train_config.batch_size)))
-
-
 def _schedule(sparsity: float, total_steps: int) -> tfmot.sparsity.keras.PolynomialDecay:
     """Sparsity 0 -> `sparsity` over the fine-tuning; the last mask update lands on the target.
 
@@ -245,7 +232,7 @@ def magnitude_prune(
     """
     check_prunable(model)
     _check_arguments(model, sparsity, m_by_n, keep_dense, epochs, steps_per_epoch)
-    steps = steps_per_epoch_for(run, steps_per_epoch)
+    steps = run.steps_per_epoch(steps_per_epoch)
     if m_by_n is None:
         pruning_args: dict[str, Any] = {"pruning_schedule": _schedule(sparsity, epochs * steps)}
     else:
@@ -323,7 +310,7 @@ def prune_run(
         thin, widths = filter_prune(
             model, run.model_config, model.input_shape[1], ratio, config.criterion
         )
-        fine_tune(thin, run, config.epochs, config.learning_rate, steps_per_epoch_for(run, steps))
+        fine_tune(thin, run, config.epochs, config.learning_rate, run.steps_per_epoch(steps))
         pruned = thin
     else:
         m_by_n = (2, 4) if config.method is PruneMethod.TWO_FOUR else None

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from optimize.export import _serving_function
+from optimize.export import serving_function
 from optimize.finetune import Run, fine_tune
-from optimize.prune import check_prunable, sparsity_report, steps_per_epoch_for
+from optimize.prune import check_prunable, sparsity_report
 from runtime.errors import UserError
 from train.tfk import keras, tf
 
@@ -209,7 +209,7 @@ def quantize_aware(
     qat_model = prepare_qat(model, preserve_sparsity)
     if init_ranges:
         init_activation_ranges(qat_model, model, run.calibration_tiles())
-    steps = steps_per_epoch_for(run, steps_per_epoch)
+    steps = run.steps_per_epoch(steps_per_epoch)
     fine_tune(qat_model, run, epochs, learning_rate, steps, verbose=verbose)
     return qat_model
 
@@ -232,7 +232,7 @@ def qat_tflite_int8(qat_model: keras.Model, size: int, float_io: bool = False) -
             f"QAT model {qat_model.name!r} has had no training step, so its int8 weights would "
             "be degenerate: fine-tune it first (quantize_aware with epochs >= 1)"
         )
-    serve, _ = _serving_function(qat_model, size)
+    serve, _ = serving_function(qat_model, size)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [serve.get_concrete_function()], qat_model
     )

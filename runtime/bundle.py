@@ -64,7 +64,6 @@ class Manifest:
     threshold: float
     class_names: tuple[str, ...]
     artifacts: tuple[Artifact, ...]
-    raw: dict[str, Any]
 
     def artifact(self, precision: str, fmt: str) -> Artifact:
         for artifact in self.artifacts:
@@ -119,7 +118,6 @@ def read_manifest(bundle: str | Path) -> Manifest:
             threshold=float(raw["postprocessing"]["threshold"]),
             class_names=tuple(raw["postprocessing"]["class_names"]),
             artifacts=tuple(Artifact.from_dict(a) for a in raw["artifacts"]),
-            raw=raw,
         )
     except (KeyError, TypeError, ValueError) as error:
         raise UserError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +42,6 @@ def make_folder(tmp_path: Path):
         return root
 
     return make
-
-
-@pytest.fixture(autouse=True)
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _train(root: Path, padding: str, input_size: int, epochs: int) -> Path:

@@ -35,6 +35,12 @@ def _prepared(sample: Sample, prep: Preprocessing, in_size: int, out_size: int):
     return image, mask
 
 
+def steps_to_cover(samples: list[Sample], out_size: int, batch: int) -> int:
+    """Batches of random crops that add up to the training pixels once: one epoch's steps."""
+    pixels = sum(s.mask.size for s in samples)
+    return max(1, -(-pixels // (out_size**2 * batch)))
+
+
 def _random_crop(image, mask, seed, in_size: int, out_size: int):
     seeds = tf.random.experimental.stateless_split(seed, 2)
     y = tf.random.stateless_uniform([], seeds[0], 0, tf.shape(mask)[0] - out_size + 1, tf.int32)

@@ -35,7 +35,7 @@ from train.data import Sample, load_samples, split_samples
 from train.distribute import is_chief, make_strategy, precision_policy, wants_mixed_precision
 from train.losses import DiceScore, IoUScore, make_loss
 from train.model import build_unet, checked_output_size, output_size
-from train.pipeline import train_dataset, validation_dataset
+from train.pipeline import steps_to_cover, train_dataset, validation_dataset
 from train.tfk import keras
 
 VERSIONED_PACKAGES = ("tensorflow", "tf-keras", "numpy", "pillow")
@@ -199,14 +199,6 @@ def evaluate_full_images(
     return {"overall": overall, "per_image": per_image}
 
 
-def _steps_per_epoch(samples: list[Sample], config: TrainConfig, out_size: int, batch: int) -> int:
-    """Enough random crops to cover the training pixels about once."""
-    if config.steps_per_epoch:
-        return config.steps_per_epoch
-    pixels = sum(s.mask.size for s in samples)
-    return max(1, math.ceil(pixels / (out_size**2 * batch)))
-
-
 def run_training(
     model_config: ModelConfig,
     data_config: DataConfig,
@@ -236,7 +228,7 @@ def run_training(
     chief = is_chief(strategy)
     mixed = wants_mixed_precision(train_config.mixed_precision)
     global_batch = train_config.batch_size * strategy.num_replicas_in_sync
-    steps = _steps_per_epoch(train_samples, train_config, out_size, global_batch)
+    steps = train_config.steps_per_epoch or steps_to_cover(train_samples, out_size, global_batch)
     model_input = in_size if model_config.padding is Padding.VALID else None
     if chief:
         write_json_atomic(

@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 
 from runtime.errors import UserError
-from runtime.image_io import read_image
 from train.config import DataConfig
-from train.data.folder import Sample, load_folder, natural_key
+from train.data.folder import Sample, load_folder
 
 SYNTHETIC = "synthetic"
 
-__all__ = ["SYNTHETIC", "Sample", "load_samples", "natural_key", "read_image", "split_samples"]
+__all__ = ["SYNTHETIC", "Sample", "load_samples", "split_samples"]
 
 
 def load_samples(config: DataConfig, classes: int, seed: int = 0) -> list[Sample]:
