@@ -109,9 +109,17 @@ def write_bundle(
 
 
 def manifest_fields(
-    run_config: dict[str, Any], input_size: int, output_size: int, versions: dict[str, str]
+    run_config: dict[str, Any],
+    input_size: int,
+    output_size: int,
+    versions: dict[str, str],
+    source_model: Path,
 ) -> dict[str, Any]:
-    """The manifest's description of the model, from a training run's config.json."""
+    """The manifest's description of the model, from a training run's config.json.
+
+    `source_model` is the .keras the bundle was made from: the benchmarks measure it as the
+    float reference (the SHA-256 tells whether the file there is still the same one).
+    """
     model = run_config["model"]
     classes = model["classes"]
     names = ["background", "foreground"] if classes == 1 else [f"class_{i}" for i in range(classes)]
@@ -132,4 +140,5 @@ def manifest_fields(
         },
         "configs": {k: run_config[k] for k in ("model", "data", "train")},
         "versions": versions,
+        "source_model": {"path": str(source_model.resolve()), "sha256": sha256_of(source_model)},
     }

@@ -119,7 +119,11 @@ def bundle_from_run(
             EXPORTERS[precision](model, run.tile_size, tiles),
         )
     fields = manifest_fields(
-        run.raw_config, run.tile_size, run.output_tile_size, package_versions()
+        run.raw_config,
+        run.tile_size,
+        run.output_tile_size,
+        package_versions(),
+        run.folder / checkpoint,
     )
     return write_bundle(out, files, fields, overwrite)
 

@@ -156,7 +156,7 @@ def quantize(
     print_table(report, exports)
     check_gate(report, GATED, config.max_dice_drop)
     fields = manifest_fields(
-        run.raw_config, run.tile_size, run.output_tile_size, package_versions(VERSIONED)
+        run.raw_config, run.tile_size, run.output_tile_size, package_versions(VERSIONED), model_path
     )
     fields["configs"]["quantize"] = config.to_dict()
     fields["parity"] = report

@@ -28,7 +28,7 @@ def bundle(tiny_run: Path, tmp_path_factory) -> Path:
     return out
 
 
-def test_the_bundle_holds_every_export_with_matching_hashes(bundle):
+def test_the_bundle_holds_every_export_with_matching_hashes(bundle, tiny_run):
     manifest = read_manifest(bundle)
     assert {a.file for a in manifest.artifacts} == {name for name, _ in FILES.values()}
     for artifact in manifest.artifacts:
@@ -36,6 +36,9 @@ def test_the_bundle_holds_every_export_with_matching_hashes(bundle):
     raw = json.loads((bundle / "manifest.json").read_text())
     assert raw["configs"]["quantize"]["qat_epochs"] == 2
     assert {"tensorflow-model-optimization", "onnxruntime"} <= set(raw["versions"])
+    source = raw["source_model"]  # the float reference the benchmarks measure
+    assert Path(source["path"]) == (tiny_run / "model.keras").resolve()
+    assert source["sha256"] == sha256_of(tiny_run / "model.keras")
 
 
 def test_int8_masks_agree_with_float_on_held_out_pixels(bundle):
