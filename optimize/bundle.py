@@ -138,7 +138,8 @@ def manifest_fields(
             "threshold": 0.5,
             "class_names": names,
         },
-        "configs": {k: run_config[k] for k in ("model", "data", "train")},
+        # "prune" when the model was pruned: the benchmarks tell filter-pruned bundles by it.
+        "configs": {k: run_config[k] for k in ("model", "data", "train", "prune") if k in run_config},
         "versions": versions,
         "source_model": {"path": str(source_model.resolve()), "sha256": sha256_of(source_model)},
     }

@@ -39,6 +39,20 @@ def _owned_spans(starts: list[int], tile: int, length: int) -> list[tuple[int, i
     return list(itertools.pairwise(cuts))
 
 
+def _grid(side: int, out_size: int, overlap: int, align: int) -> tuple[int, list[int]]:
+    """The padded length of one image side and its tile starts: a small image grows to a
+    tile, every image to a length whose last tile starts on the alignment grid."""
+    padded = side + max(out_size - side, 0) + (-max(side - out_size, 0)) % align
+    return padded, tile_starts(padded, out_size, overlap, align)
+
+
+def tile_count(height: int, width: int, out_size: int, overlap: int = 0, align: int = 1) -> int:
+    """How many tiles `predict_tiled` runs for a (height, width) image."""
+    return len(_grid(height, out_size, overlap, align)[1]) * len(
+        _grid(width, out_size, overlap, align)[1]
+    )
+
+
 def predict_tiled(
     image: np.ndarray,
     predict: Predict,
@@ -63,18 +77,13 @@ def predict_tiled(
     """
     height, width = image.shape[:2]
     context = (in_size - out_size) // 2
-    # Mirror so every tile, border ones included, has its context; small images grow to a
-    # tile, and every image to a size whose last tile starts on the alignment grid.
-    pad_y, pad_x = (
-        max(out_size - side, 0) + (-max(side - out_size, 0)) % align for side in (height, width)
-    )
+    (full_h, ys), (full_w, xs) = (_grid(side, out_size, overlap, align) for side in (height, width))
+    # Mirror so every tile, border ones included, has its context.
     padded = np.pad(
         image,
-        ((context, context + pad_y), (context, context + pad_x), (0, 0)),
+        ((context, context + full_h - height), (context, context + full_w - width), (0, 0)),
         mode="symmetric",
     )
-    full_h, full_w = height + pad_y, width + pad_x
-    ys, xs = (tile_starts(side, out_size, overlap, align) for side in (full_h, full_w))
     corners = [(y, x) for y in ys for x in xs]
     outputs: list[np.ndarray] = []
     for i in range(0, len(corners), batch_size):
