@@ -211,7 +211,10 @@ def _sections(report: dict) -> list[_Section]:
 
 def _header_section(report: dict) -> _Section:
     env = report.get("environment") or {}
-    flags = [name for name, on in (env.get("flags") or {}).items() if on]
+    checked = env.get("flags") or {}
+    flags = ", ".join(name for name, on in checked.items() if on)
+    if checked and not flags:
+        flags = f"none of {', '.join(checked)}"
     machine = str(env.get("cpu") or DASH) + (f" ({env['machine']})" if env.get("machine") else "")
     git = env.get("git") or {}
     revision = str(git.get("revision") or DASH) + (
@@ -221,7 +224,7 @@ def _header_section(report: dict) -> _Section:
     accuracy = _accuracy(report)
     facts = [
         ("Machine", f"{machine}, {env.get('cores', DASH)} cores"),
-        ("CPU flags", ", ".join(flags) or "none of those checked"),
+        ("CPU flags", flags or DASH),
         ("OS", str(env.get("os", DASH))),
         ("Python", f"{env.get('python', DASH)}" + (f"; {packages}" if packages else "")),
         ("Git revision", revision),
@@ -664,7 +667,7 @@ def _plot_latency(report: dict) -> tuple[str, bytes] | None:
     names = [
         n
         for n in _variant_order(report)
-        if any(e["variant"] == n for g in groups.values() for e in g)
+        if any(e.get("variant") == n for g in groups.values() for e in g)
     ]
     if not groups or not names:
         return None
