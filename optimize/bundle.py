@@ -139,7 +139,9 @@ def manifest_fields(
             "class_names": names,
         },
         # "prune" when the model was pruned: the benchmarks tell filter-pruned bundles by it.
-        "configs": {k: run_config[k] for k in ("model", "data", "train", "prune") if k in run_config},
+        "configs": {
+            k: run_config[k] for k in ("model", "data", "train", "prune") if k in run_config
+        },
         "versions": versions,
         "source_model": {"path": str(source_model.resolve()), "sha256": sha256_of(source_model)},
     }

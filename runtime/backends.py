@@ -87,8 +87,10 @@ class OnnxBackend:
             )
         import onnxruntime as ort
 
+        # Errors only: tf2onnx's models draw deprecation warnings at every run otherwise.
+        ort.set_default_logger_severity(3)
         options = ort.SessionOptions()
-        options.log_severity_level = 3  # errors only: converter-style warnings are noise here
+        options.log_severity_level = 3
         if num_threads:
             options.intra_op_num_threads = num_threads
         # The CPU provider always; accelerators when this onnxruntime build has them.

@@ -1,0 +1,118 @@
+"""Parity with the float Keras model and accuracy against ground truth, per image and overall.
+
+Every bundle model segments the held-out images through the runtime (what a device runs);
+the float Keras model runs on the same tiles, so a difference is the model's, not the tiling's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from benchmarks.report import Example
+from benchmarks.variants import Variant, manifest_json
+from optimize.parity import Reference, compare
+from runtime.bundle import read_manifest
+from runtime.metrics import masks_from_probabilities
+from runtime.preprocess import normalize, scale_to_unit, to_channels
+from runtime.segmenter import Segmenter
+from runtime.tiling import predict_tiled
+from train.config import DataConfig
+from train.data import Sample, load_samples, split_samples
+
+EXAMPLE_VARIANT = "tflite int8"  # the overlays show the gated int8 model against float
+EXAMPLES = 2
+
+
+def held_out_samples(variant: Variant, source: str | None, limit: int) -> list[Sample]:
+    """The bundle's own validation split, of `source` when given (the same split rule)."""
+    configs = manifest_json(variant.bundle_path)["configs"]
+    data = DataConfig.from_dict(configs["data"])
+    if source:
+        data = data.replace(source=source)
+    classes = configs["model"]["classes"]
+    return split_samples(load_samples(data, classes), data.val_fraction)[1][:limit]
+
+
+def _keras_probabilities(variant: Variant, images: list[np.ndarray]) -> list[np.ndarray]:
+    from train.tfk import keras
+
+    model = keras.models.load_model(variant.path, compile=False)
+    prep = read_manifest(variant.bundle_path).preprocessing
+    return [
+        predict_tiled(
+            normalize(image, prep),
+            lambda tiles: model(tiles, training=False).numpy(),
+            variant.tile,
+            variant.out_tile,
+            variant.overlap,
+            align=variant.multiple,
+        )
+        for image in images
+    ]
+
+
+def _runtime_probabilities(variant: Variant, images: list[np.ndarray]) -> list[np.ndarray]:
+    backend = "litert" if variant.format == "tflite" else "onnx"
+    segmenter = Segmenter.from_bundle(variant.bundle_path, variant.precision, backend)
+    return [segmenter.predict(image).probabilities for image in images]
+
+
+def _pooled(arrays: list[np.ndarray]) -> np.ndarray:
+    """All pixels of all images as one (P, K) array: overall scores weigh every pixel alike."""
+    return np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays])
+
+
+def measure_accuracy(
+    reference_variant: Variant, variants: list[Variant], samples: list[Sample], classes: int
+) -> tuple[dict[str, Any], list[Example]]:
+    """Scores of every variant against the float model and the labels; overlay examples."""
+    images = [s.image for s in samples]
+    labels = [s.mask for s in samples]
+    float_probs = _keras_probabilities(reference_variant, images)
+    per_image_refs = {
+        s.name: Reference(None, label, probs, classes)
+        for s, label, probs in zip(samples, labels, float_probs, strict=True)
+    }
+    truth = np.concatenate([label.ravel() for label in labels])
+    overall_ref = Reference(None, truth, _pooled(float_probs), classes)
+    result: dict[str, Any] = {
+        "images": [s.name for s in samples],
+        "has_labels": True,
+        "float": {
+            "overall": overall_ref.truth_scores(overall_ref.masks),
+            "per_image": {n: r.truth_scores(r.masks) for n, r in per_image_refs.items()},
+        },
+        "variants": {},
+    }
+    examples = []
+    for variant in tqdm(variants, desc="parity and accuracy"):
+        probs = (
+            float_probs
+            if variant is reference_variant
+            else _keras_probabilities(variant, images)
+            if variant.format == "keras"
+            else _runtime_probabilities(variant, images)
+        )
+        result["variants"][variant.name] = {
+            "overall": compare(overall_ref, _pooled(probs)),
+            "per_image": {
+                name: compare(per_image_refs[name], p)
+                for name, p in zip(per_image_refs, probs, strict=True)
+            },
+        }
+        if variant.name == EXAMPLE_VARIANT:
+            examples = [
+                Example(
+                    name=s.name,
+                    image=to_channels(scale_to_unit(s.image), 1)[..., 0],
+                    truth=s.mask,
+                    float_mask=masks_from_probabilities(fp),
+                    mask=masks_from_probabilities(p),
+                    variant=variant.name,
+                )
+                for s, fp, p in list(zip(samples, float_probs, probs, strict=True))[:EXAMPLES]
+            ]
+    return result, examples

@@ -1,0 +1,218 @@
+"""`python -m benchmarks`: measure a bundle (and the float model it came from), write a report.
+
+    python -m benchmarks --bundle runs/bundle [--bundle thin=runs/bundle-thin ...] \\
+        [--data SOURCE] [--sizes 256,512] [--threads 1,0] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.config import BenchmarkConfig
+from benchmarks.environment import environment
+from benchmarks.variants import MAIN, Variant, bundle_variants, keras_variant
+from runtime.backends import installed_backends
+from runtime.config import stage_config
+from runtime.errors import UserError
+
+SCHEMA = 1
+BASELINE = "tflite fp32"
+REPORT = "report.json"
+_FORMAT_BACKEND = {"tflite": "litert", "onnx": "onnx"}
+
+
+def _bundles(given: list[str]) -> dict[str, Path]:
+    """`--bundle PATH` or `--bundle LABEL=PATH`; the first is the main one (label "main")."""
+    bundles: dict[str, Path] = {}
+    for i, item in enumerate(given):
+        label, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        label = MAIN if i == 0 else label or Path(path).name
+        if label in bundles:
+            raise UserError(f"--bundle label {label!r} is given twice: name them LABEL=PATH")
+        if not (Path(path) / "manifest.json").is_file():
+            raise UserError(
+                f"--bundle {path} is not a bundle (no manifest.json): give a folder written "
+                "by python -m optimize.quantize or optimize.export"
+            )
+        bundles[label] = Path(path)
+    return bundles
+
+
+def collect_variants(
+    bundles: dict[str, Path], keras_path: Path | None
+) -> tuple[list[Variant], list[dict[str, str]]]:
+    """Every variant to measure, and the skipped ones with the reason."""
+    found = {label: bundle_variants(label, path) for label, path in bundles.items()}
+    keras, why = keras_variant(found[MAIN], keras_path)
+    skipped = [] if keras else [{"name": "keras fp32", "reason": why}]
+    variants = ([keras] if keras else []) + [v for vs in found.values() for v in vs]
+    installed = set(installed_backends())
+    usable = []
+    for v in variants:
+        backend = _FORMAT_BACKEND.get(v.format)
+        if backend and backend not in installed:
+            skipped.append(
+                {"name": v.name, "reason": f"the {backend} interpreter is not installed"}
+            )
+        else:
+            usable.append(v)
+    if not any(v.key == "int8" and v.bundle != MAIN for v in usable):
+        skipped.append(
+            {
+                "name": "pruned / filter-pruned int8",
+                "reason": "no further bundle given: add --bundle LABEL=PATH for each",
+            }
+        )
+    return usable, skipped
+
+
+def measure(
+    bundles: dict[str, Path], keras_path: Path | None, data: str | None, config: BenchmarkConfig
+) -> tuple[dict[str, Any], list]:
+    """The whole report and the overlay examples."""
+    from benchmarks.accuracy import held_out_samples, measure_accuracy
+    from benchmarks.coldstart import measure_cold_start
+    from benchmarks.latency import measure_latency
+    from benchmarks.targets import check_targets
+    from runtime.bundle import read_manifest
+
+    started = time.perf_counter()
+    variants, skipped = collect_variants(bundles, keras_path)
+    if not variants:
+        raise UserError("nothing to measure: install ai-edge-litert or onnxruntime")
+    names = {v.name for v in variants}
+    baseline = BASELINE if BASELINE in names else variants[0].name
+    print(f"measuring {len(variants)} variants: {', '.join(sorted(names))}", flush=True)
+    samples = held_out_samples(variants[0], data, config.images)  # a data error fails early
+    latency, ceilings = measure_latency(variants, config)
+    largest = max(config.sizes)
+    cold = []
+    if config.cold_start:
+        for v in variants:
+            print(f"cold start: {v.name}", file=sys.stderr, flush=True)
+            cold.append(measure_cold_start(v, largest))
+    reference = next((v for v in variants if v.format == "keras"), None) or next(
+        v for v in variants if v.name == baseline
+    )
+    classes = read_manifest(bundles[MAIN]).classes
+    accuracy, examples = measure_accuracy(reference, variants, samples, classes)
+    accuracy |= {"data": data or "the bundle's own", "reference": reference.name}
+    report = {
+        "schema": SCHEMA,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "config": {
+            "bundles": {k: str(v) for k, v in bundles.items()},
+            "keras": next((v.path for v in variants if v.format == "keras"), None),
+            "data": data or "the bundle's own",
+            **config.to_dict(),
+        },
+        "environment": environment(),
+        "ceiling": ceilings,
+        "baseline": baseline,
+        "variants": [v.describe(config.sizes) for v in variants],
+        "skipped": skipped,
+        "latency": latency,
+        "cold_start": cold,
+        "accuracy": accuracy,
+        "targets": check_targets(variants, latency, accuracy, largest, max(config.thread_counts)),
+    }
+    report["wall_seconds"] = time.perf_counter() - started
+    return report, examples
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integers"
+        ) from None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    c = BenchmarkConfig()
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--bundle",
+        action="append",
+        required=True,
+        help="a bundle folder; repeat as LABEL=PATH for more (pruned, filter-pruned) bundles. "
+        "The first is the main one: its float model is the reference",
+    )
+    parser.add_argument(
+        "--keras", type=Path, help="the float .keras (default: the main manifest's source_model)"
+    )
+    parser.add_argument(
+        "--data", help="held-out images: synthetic or a folder (default: the bundle's own data)"
+    )
+    parser.add_argument("--out", type=Path, help="report folder (default: BUNDLE/report)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace a report already in --out"
+    )
+    parser.add_argument(
+        "--config", type=Path, help="YAML with BenchmarkConfig fields; flags override it"
+    )
+    parser.add_argument(
+        "--sizes", type=_ints, help=f"image sides (default: {','.join(map(str, c.sizes))})"
+    )
+    parser.add_argument(
+        "--threads", type=_ints, help="interpreter threads, 0 = every core (default: 1,0)"
+    )
+    parser.add_argument(
+        "--batch", type=int, help=f"throughput batch, 0 = none (default: {c.batch})"
+    )
+    parser.add_argument("--warmup", type=int, help=f"untimed runs first (default: {c.warmup})")
+    parser.add_argument("--min-runs", type=int, help=f"timed runs at least (default: {c.min_runs})")
+    parser.add_argument(
+        "--seconds", type=float, help=f"time per variant and setting (default: {c.seconds})"
+    )
+    parser.add_argument("--max-runs", type=int, help=f"timed runs at most (default: {c.max_runs})")
+    parser.add_argument(
+        "--images", type=int, help=f"held-out images scored, at most (default: {c.images})"
+    )
+    parser.add_argument(
+        "--cold-start",
+        action=argparse.BooleanOptionalAction,
+        help="measure a fresh process per variant (default: on)",
+    )
+    return parser.parse_args(argv)
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file: give a folder for the report")
+    if (out / REPORT).exists() and not overwrite:
+        raise UserError(f"{out} already holds a report: pass --overwrite or choose another --out")
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    for target in report["targets"]:
+        mark = "met   " if target["met"] else "MISSED"
+        print(f"{mark} {target['claim']}: {target['measured']:.3g} (target {target['target']:g})")
+
+
+def main(args: argparse.Namespace) -> int:
+    from benchmarks.report import write_report
+
+    try:
+        config = stage_config(BenchmarkConfig, args.config, "benchmark", vars(args))
+        bundles = _bundles(args.bundle)
+        out = args.out or bundles[MAIN] / "report"
+        _check_out(out, args.overwrite)
+        if args.keras and not args.keras.is_file():
+            raise UserError(f"--keras {args.keras} does not exist: give the bundle's float .keras")
+        report, examples = measure(bundles, args.keras, args.data, config)
+        paths = write_report(report, examples, out)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    _print_summary(report)
+    print(f"\nreport: {paths.get('html', out)} ({report['wall_seconds']:.0f} s)")
+    return 0

@@ -1,0 +1,114 @@
+"""Cold start: a fresh process imports, loads a model and segments one image; its peak RSS.
+
+What a device pays before its first mask. The child (`python -m benchmarks.coldstart`) imports
+nothing before it starts its clock; the parent times the whole process, interpreter start-up
+included, and reads the child's own phase times and peak resident memory.
+"""
+
+from __future__ import annotations
+
+import time
+
+_STARTED = time.perf_counter()
+
+import dataclasses
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks.environment import quiet_env
+from benchmarks.variants import Variant
+
+
+def _segment_with_runtime(variant: Variant, image: Any) -> tuple[float, float]:
+    from runtime.segmenter import Segmenter
+
+    imported = time.perf_counter()
+    segmenter = Segmenter.from_bundle(
+        variant.bundle_path, variant.precision, "litert" if variant.format == "tflite" else "onnx"
+    )
+    loaded = time.perf_counter()
+    segmenter.predict(image)
+    return imported, loaded
+
+
+def _segment_with_keras(variant: Variant, image: Any) -> tuple[float, float]:
+    from runtime.bundle import read_manifest
+    from runtime.preprocess import normalize
+    from runtime.tiling import predict_tiled
+    from train.tfk import keras
+
+    imported = time.perf_counter()
+    model = keras.models.load_model(variant.path, compile=False)
+    manifest = read_manifest(variant.bundle_path)
+    loaded = time.perf_counter()
+    predict_tiled(
+        normalize(image, manifest.preprocessing),
+        lambda tiles: model(tiles, training=False).numpy(),
+        variant.tile,
+        variant.out_tile,
+        variant.overlap,
+        align=variant.multiple,
+    )
+    return imported, loaded
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (10^6 bytes).
+
+    Linux's VmHWM belongs to the address space that exec made; ru_maxrss would also count
+    the parent's pages that the child had before exec (600 MB of a TensorFlow parent).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # KiB on Linux
+
+
+def _child(variant: Variant, size: int) -> dict[str, float]:
+    import numpy as np
+
+    image = np.random.default_rng(0).integers(0, 256, (size, size), dtype=np.uint8)
+    segment = _segment_with_keras if variant.format == "keras" else _segment_with_runtime
+    imported, loaded = segment(variant, image)
+    done = time.perf_counter()
+    return {
+        "import_s": imported - _STARTED,
+        "load_s": loaded - imported,
+        "first_inference_s": done - loaded,
+        "peak_rss_mb": peak_rss_mb(),
+        "tensorflow_imported": "tensorflow" in sys.modules,  # a device path must not need it
+    }
+
+
+def measure_cold_start(variant: Variant, size: int) -> dict[str, Any]:
+    """Wall seconds of a fresh process segmenting one size x size image, and its phases."""
+    start = time.perf_counter()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.coldstart",
+            json.dumps(dataclasses.asdict(variant)),
+            str(size),
+        ],
+        capture_output=True,
+        text=True,
+        env=quiet_env(),
+    )
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"variant": variant.name, "size": size, "error": last}
+    phases = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"variant": variant.name, "size": size, "seconds": seconds, **phases}
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(Variant(**json.loads(sys.argv[1])), int(sys.argv[2]))))

@@ -1,0 +1,246 @@
+"""Latency: every variant's interpreter on the tiles of one image (or a batch of images).
+
+One process per thread count (TensorFlow fixes its thread pools when it starts), in which the
+variants take turns run after run, so that machine noise falls on all of them alike. Timed is
+the interpreter's work on all the tiles the runtime would run for a size x size image:
+pre-processing, quantizing the input and stitching are not (they are the same for all).
+
+Run as `python -m benchmarks.latency SPEC.json OUT.json` by `measure_latency`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.config import BenchmarkConfig
+from benchmarks.environment import gemm_ceiling, quiet_env
+from benchmarks.variants import Variant
+
+Runner = Callable[[], None]
+
+
+def _inputs(variant: Variant, count: int, dtype: np.dtype, quantization=(0.0, 0)) -> np.ndarray:
+    """Normalized-looking random tiles, quantized the way the model's input wants them."""
+    shape = (count, variant.tile, variant.tile, variant.channels)
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    scale, zero_point = quantization
+    if np.issubdtype(dtype, np.integer) and scale:
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def _litert_interpreter(variant: Variant, threads: int, count: int) -> tuple[Any, Runner] | None:
+    from runtime.backends import litert_interpreter_class
+
+    interpreter = litert_interpreter_class()(model_path=variant.path, num_threads=threads)
+    detail = interpreter.get_input_details()[0]
+    if count != 1:
+        try:  # XNNPack resizes the batch of a fully convolutional model
+            interpreter.resize_tensor_input(detail["index"], [count, *detail["shape"][1:]])
+        except (ValueError, RuntimeError):
+            return None
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError:
+        return None
+    detail = interpreter.get_input_details()[0]
+    x = _inputs(variant, count, detail["dtype"], detail["quantization"])
+    output = interpreter.get_output_details()[0]["index"]
+
+    def run() -> None:
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+        interpreter.get_tensor(output)
+
+    return interpreter, run
+
+
+def litert_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tuple[Runner, bool]:
+    """Runs `tiles` tiles, `batch` per invoke when the model takes a batch; (runner, batched)."""
+    chunks = [min(batch, tiles - i) for i in range(0, tiles, batch)]
+    made = {n: _litert_interpreter(variant, threads, n) for n in set(chunks)}
+    if any(m is None for m in made.values()):
+        made, chunks = {1: _litert_interpreter(variant, threads, 1)}, [1] * tiles
+    runs = [made[n][1] for n in chunks]
+
+    def run_all() -> None:
+        for run in runs:
+            run()
+
+    return run_all, max(chunks) > 1
+
+
+def onnx_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tuple[Runner, bool]:
+    """The bundle's ONNX models have a fixed batch of 1 (as exported): tiles one by one."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(variant.path, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x = _inputs(variant, 1, np.float32)
+
+    def run() -> None:
+        for _ in range(tiles):
+            session.run(None, {name: x})
+
+    return run, False
+
+
+def keras_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tuple[Runner, bool]:
+    """A compiled tf.function call (not model.predict, whose per-call set-up is not inference)."""
+    from train.tfk import keras, tf
+
+    model = keras.models.load_model(variant.path, compile=False)
+    spec = tf.TensorSpec([None, variant.tile, variant.tile, variant.channels], tf.float32)
+    call = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    chunks = [
+        tf.constant(_inputs(variant, min(batch, tiles - i), np.float32))
+        for i in range(0, tiles, batch)
+    ]
+
+    def run() -> None:
+        for chunk in chunks:
+            call(chunk).numpy()
+
+    return run, batch > 1
+
+
+RUNNERS: dict[str, Callable[[Variant, int, int, int], tuple[Runner, bool]]] = {
+    "tflite": litert_runner,
+    "onnx": onnx_runner,
+    "keras": keras_runner,
+}
+
+
+def round_robin(
+    runners: dict[str, Runner], warmup: int, min_runs: int, seconds: float, max_runs: int
+) -> dict[str, list[float]]:
+    """Seconds of each run, variants taking turns, until every one has `min_runs` and about
+    `seconds` each has passed (or `max_runs`)."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    start, budget = time.perf_counter(), seconds * len(runners)
+    for done in range(1, max_runs + 1):
+        for name, run in runners.items():
+            begin = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - begin)
+        if done >= min_runs and time.perf_counter() - start >= budget:
+            break
+    return times
+
+
+def summarize(seconds: list[float], images: int, macs: int, ceiling: float) -> dict[str, Any]:
+    """Percentiles in ms; throughput and GMAC/s from the median."""
+    ms = np.asarray(seconds) * 1e3
+    p50, p90, p99 = (float(np.percentile(ms, q)) for q in (50, 90, 99))
+    gmacs = macs * images / (p50 / 1e3) / 1e9
+    return {
+        "runs": len(ms),
+        "p50_ms": p50,
+        "p90_ms": p90,
+        "p99_ms": p99,
+        "mean_ms": float(ms.mean()),
+        "ms_per_image": p50 / images,
+        "images_per_s": images / (p50 / 1e3),
+        "gmacs_per_s": gmacs,
+        "of_ceiling": gmacs / ceiling if ceiling else None,
+    }
+
+
+def _settings(config: BenchmarkConfig, threads: int) -> list[tuple[int, int]]:
+    """(size, batch) pairs: batch 1 always, the throughput batch with the most threads."""
+    batches = [1] + (
+        [config.batch] if config.batch > 1 and threads == max(config.thread_counts) else []
+    )
+    return [(size, batch) for size in config.sizes for batch in batches]
+
+
+def measure_threads(
+    variants: list[Variant], config: BenchmarkConfig, threads: int
+) -> tuple[list[dict[str, Any]], float]:
+    """Every variant at every setting for one thread count; returns entries and the ceiling."""
+    from tqdm import tqdm
+
+    ceiling = gemm_ceiling(threads)
+    entries = []
+    settings = _settings(config, threads)
+    for size, batch in tqdm(settings, desc=f"latency, {threads} thread(s)", file=sys.stderr):
+        runners, batched = {}, {}
+        for v in variants:
+            tiles = v.tiles(size) * batch
+            runners[v.name], batched[v.name] = RUNNERS[v.format](v, threads, tiles, batch)
+        times = round_robin(
+            runners, config.warmup, config.min_runs, config.seconds, config.max_runs
+        )
+        for v in variants:
+            entry = {"variant": v.name, "size": size, "threads": threads, "batch": batch}
+            entry |= {"tiles": v.tiles(size), "batched": batched[v.name]}
+            entries.append(
+                entry | summarize(times[v.name], batch, v.tiles(size) * v.macs_per_tile, ceiling)
+            )
+        del runners
+        gc.collect()
+    return entries, ceiling
+
+
+def measure_latency(
+    variants: list[Variant], config: BenchmarkConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Latency entries and the GEMM ceiling for each thread count, a fresh process each."""
+    entries, ceilings = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for threads in config.thread_counts:
+            spec, out = Path(scratch) / f"spec{threads}.json", Path(scratch) / f"out{threads}.json"
+            spec.write_text(
+                json.dumps(
+                    {
+                        "threads": threads,
+                        "config": config.to_dict(),
+                        "variants": [dataclasses.asdict(v) for v in variants],
+                    }
+                )
+            )
+            subprocess.run(
+                [sys.executable, "-m", "benchmarks.latency", str(spec), str(out)],
+                check=True,
+                env=quiet_env(),
+            )
+            result = json.loads(out.read_text())
+            entries += result["entries"]
+            ceilings.append({"threads": threads, "gmacs_per_s": result["ceiling"]})
+    return entries, ceilings
+
+
+def _worker(spec_path: Path, out_path: Path) -> None:
+    spec = json.loads(spec_path.read_text())
+    threads = spec["threads"]
+    variants = [Variant(**v) for v in spec["variants"]]
+    if any(v.format == "keras" for v in variants):
+        from train.tfk import tf  # before any TensorFlow op: its thread pools are fixed then
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    entries, ceiling = measure_threads(variants, BenchmarkConfig.from_dict(spec["config"]), threads)
+    out_path.write_text(json.dumps({"entries": entries, "ceiling": ceiling}))
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]), Path(sys.argv[2]))

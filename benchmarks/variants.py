@@ -1,0 +1,132 @@
+"""The variants a benchmark measures: every model of the bundles, and the float Keras model.
+
+A variant is plain data (it crosses into the worker and cold-start processes as JSON); the
+callers that run it build what they need from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmarks.macs import tflite_macs
+from runtime.bundle import MANIFEST, Manifest, read_manifest, sha256_of
+from runtime.tiling import tile_count
+
+MAIN = "main"  # the label of the first --bundle; its float Keras model is the reference
+# Bundle keys measured in the further bundles (pruned, filter-pruned): the deployable ones.
+FURTHER_KEYS = ("fp32", "int8", "int8-onnx")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    name: str  # "tflite int8", "onnx fp32 [thin]", "keras fp32"
+    bundle: str  # the bundle's label
+    bundle_path: str
+    key: str  # the bundle key (fp32, int8, int8-onnx, ...) or "keras"
+    path: str
+    format: str  # tflite | onnx | keras
+    precision: str
+    tile: int  # the model's input side
+    out_tile: int
+    channels: int
+    multiple: int  # tile starts are multiples of this (2**depth)
+    macs_per_tile: int
+
+    @property
+    def overlap(self) -> int:
+        return self.out_tile // 8  # the runtime's default (Segmenter.from_bundle)
+
+    def tiles(self, size: int) -> int:
+        """Tiles the runtime runs for a size x size image."""
+        return tile_count(size, size, self.out_tile, self.overlap, self.multiple)
+
+    def describe(self, sizes: tuple[int, ...]) -> dict[str, Any]:
+        """The report's entry: file, sizes on disk, MACs per image at each size."""
+        data = Path(self.path).read_bytes()
+        return {
+            "name": self.name,
+            "bundle": self.bundle,
+            "key": self.key,
+            "file": Path(self.path).name,
+            "format": self.format,
+            "precision": self.precision,
+            "size_bytes": len(data),
+            "gzip_bytes": len(gzip.compress(data, 9)),
+            "tile": self.tile,
+            "macs": {str(s): self.tiles(s) * self.macs_per_tile for s in sizes},
+        }
+
+
+def _name(fmt: str, precision: str, label: str) -> str:
+    base = f"{fmt} {precision.replace('_', ' ')}"
+    return base if label == MAIN else f"{base} [{label}]"
+
+
+def _bundle_key(fmt: str, precision: str) -> str:
+    return precision if fmt == "tflite" else f"{precision}-{fmt}"
+
+
+def _macs(bundle: Path, manifest: Manifest) -> int:
+    """MACs of one tile, counted on a TFLite model of the bundle (all share the graph)."""
+    tflite = [a for a in manifest.artifacts if a.format == "tflite"]
+    return tflite_macs(bundle / (tflite[0].file if tflite else "")) if tflite else 0
+
+
+def bundle_variants(label: str, bundle: Path) -> list[Variant]:
+    """The bundle's models (all for the main bundle, FURTHER_KEYS for the others)."""
+    manifest = read_manifest(bundle)
+    macs = _macs(bundle, manifest)
+    found = []
+    for artifact in manifest.artifacts:
+        key = _bundle_key(artifact.format, artifact.precision)
+        if label != MAIN and key not in FURTHER_KEYS:
+            continue
+        found.append(
+            Variant(
+                name=_name(artifact.format, artifact.precision, label),
+                bundle=label,
+                bundle_path=str(bundle),
+                key=key,
+                path=str(bundle / artifact.file),
+                format=artifact.format,
+                precision=artifact.precision,
+                tile=manifest.input_size,
+                out_tile=manifest.output_size,
+                channels=manifest.channels,
+                multiple=manifest.size_multiple,
+                macs_per_tile=macs,
+            )
+        )
+    return found
+
+
+def keras_variant(
+    main: list[Variant], keras_path: Path | None
+) -> tuple[Variant | None, str | None]:
+    """The float Keras model the main bundle was made from, or why there is none.
+
+    `keras_path` overrides the manifest's `source_model`; a recorded source whose SHA-256 no
+    longer matches is not the bundle's source and is left out (the reason goes in the report).
+    """
+    if not main:
+        return None, "the main bundle has no model to take sizes from"
+    if keras_path is None:
+        source = manifest_json(main[0].bundle_path).get("source_model")
+        if source is None:
+            return None, "the manifest records no source model: pass --keras MODEL.keras"
+        keras_path = Path(source["path"])
+        if not keras_path.is_file():
+            return None, f"the source model {keras_path} is gone: pass --keras MODEL.keras"
+        if sha256_of(keras_path) != source["sha256"]:
+            return None, f"{keras_path} changed since the bundle was made: pass --keras"
+    fields = {"name": "keras fp32", "key": "keras", "format": "keras", "precision": "fp32"}
+    return dataclasses.replace(main[0], path=str(keras_path), **fields), None
+
+
+def manifest_json(bundle: str | Path) -> dict[str, Any]:
+    """The manifest's raw fields (configs, source_model) that the runtime does not model."""
+    return json.loads((Path(bundle) / MANIFEST).read_text())

@@ -1,0 +1,179 @@
+"""The benchmark harness measures what it says: MACs, sizes, latency statistics, cold starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import collect_variants, main, parse_args
+from benchmarks.coldstart import measure_cold_start, peak_rss_mb
+from benchmarks.config import BenchmarkConfig
+from benchmarks.latency import measure_latency, round_robin, summarize
+from benchmarks.macs import tflite_macs
+from benchmarks.variants import bundle_variants, keras_variant
+from optimize.filter_prune import count_macs
+from runtime.errors import UserError
+from train.tfk import keras
+
+
+def _hand_count(model: keras.Model) -> int:
+    """Conv2D: every output value costs kh*kw*Cin MACs; Conv2DTranspose: every input value
+    scatters kh*kw*Cout."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            _, h, w, c_in = layer.input_shape
+            kh, kw, c_out, _ = layer.kernel.shape
+            total += h * w * c_in * kh * kw * c_out
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output_shape
+            kh, kw, c_in, _ = layer.kernel.shape
+            total += h * w * c_out * kh * kw * c_in
+    return total
+
+
+@pytest.mark.parametrize("upsampling", ["nearest", "transpose"])
+def test_macs_counted_from_the_tflite_file_match_a_hand_count(upsampling, tmp_path):
+    from optimize.export import tflite_fp32
+    from train.config import preset
+    from train.model import build_unet
+
+    model = build_unet(preset("tiny").replace(upsampling=upsampling), 32)
+    path = tmp_path / "m.tflite"
+    path.write_bytes(tflite_fp32(model, 32))
+    assert tflite_macs(path) == _hand_count(model) == count_macs(model, 32) > 0
+
+
+def test_variants_describe_their_files_and_per_image_macs(tiny_bundle):
+    variants = bundle_variants("main", tiny_bundle)
+    assert {v.name for v in variants} == {"tflite fp32", "tflite int8", "onnx fp32"}
+    for v in variants:
+        entry = v.describe((64, 96))
+        data = Path(v.path).read_bytes()
+        assert entry["size_bytes"] == len(data) > entry["gzip_bytes"] > 0
+        assert v.tiles(64) == 1 and v.tiles(96) == 4  # 96 px: 2 x 2 tiles of 64
+        assert entry["macs"] == {"64": v.macs_per_tile, "96": 4 * v.macs_per_tile}
+
+
+def test_the_float_model_comes_from_the_manifest_and_a_changed_file_is_refused(
+    tiny_bundle, tiny_run, tmp_path
+):
+    variants = bundle_variants("main", tiny_bundle)
+    keras_model, why = keras_variant(variants, None)
+    assert why is None and Path(keras_model.path) == (tiny_run / "model.keras").resolve()
+    moved = tmp_path / "bundle"
+    moved.mkdir()
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    manifest["source_model"]["sha256"] = "0" * 64
+    (moved / "manifest.json").write_text(json.dumps(manifest))
+    fake = [dataclasses.replace(v, bundle_path=str(moved)) for v in variants]
+    keras_model, why = keras_variant(fake, None)
+    assert keras_model is None and "changed since the bundle was made" in why
+
+
+def test_round_robin_alternates_variants_and_counts_warmup_apart():
+    calls: list[str] = []
+    runners = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    times = round_robin(runners, warmup=2, min_runs=4, seconds=0.0, max_runs=10)
+    assert calls[:6] == ["a", "a", "b", "b", "c", "c"]  # warm-up first
+    assert calls[6:] == ["a", "b", "c"] * 4  # then turns, so noise falls on all alike
+    assert all(len(t) == 4 for t in times.values())
+
+
+def test_summarize_gives_percentiles_throughput_and_gmacs():
+    entry = summarize([0.1, 0.2, 0.3, 0.4, 0.5], images=2, macs=10**9, ceiling=20.0)
+    assert entry["p50_ms"] == pytest.approx(300.0)
+    assert entry["p50_ms"] <= entry["p90_ms"] <= entry["p99_ms"] <= 500.0
+    assert entry["ms_per_image"] == pytest.approx(150.0)
+    assert entry["gmacs_per_s"] == pytest.approx(2 / 0.3)  # 2 images of 1 GMAC in 0.3 s
+    assert entry["of_ceiling"] == pytest.approx(2 / 0.3 / 20.0)
+
+
+@pytest.mark.slow
+def test_latency_entries_cover_every_setting_and_are_sane(tiny_bundle):
+    variants, _ = collect_variants({"main": tiny_bundle}, None)
+    config = BenchmarkConfig(sizes=(64, 96), threads=(1, 2), batch=2, min_runs=3, seconds=0.0)
+    entries, ceilings = measure_latency(variants, config)
+    assert [c["threads"] for c in ceilings] == [1, 2] and all(
+        c["gmacs_per_s"] > 0 for c in ceilings
+    )
+    settings = {(e["variant"], e["size"], e["threads"], e["batch"]) for e in entries}
+    names = {v.name for v in variants}
+    assert "keras fp32" in names
+    expected = {(n, s, t, 1) for n in names for s in (64, 96) for t in (1, 2)}
+    expected |= {(n, s, 2, 2) for n in names for s in (64, 96)}  # throughput: most threads
+    assert settings == expected
+    macs = {v.name: v.macs_per_tile for v in variants}
+    for e in entries:
+        assert e["runs"] >= 3
+        assert 0 < e["p50_ms"] <= e["p90_ms"] <= e["p99_ms"]
+        assert e["ms_per_image"] == pytest.approx(e["p50_ms"] / e["batch"])
+        work = macs[e["variant"]] * e["tiles"] * e["batch"]
+        assert e["gmacs_per_s"] == pytest.approx(work / (e["p50_ms"] / 1e3) / 1e9)
+    batched = {e["variant"]: e["batched"] for e in entries if e["batch"] == 2}
+    assert batched == {
+        "keras fp32": True,
+        "tflite fp32": True,
+        "tflite int8": True,
+        "onnx fp32": False,
+    }
+
+
+@pytest.mark.slow
+def test_cold_start_runs_a_fresh_process_without_tensorflow(tiny_bundle):
+    int8 = next(v for v in bundle_variants("main", tiny_bundle) if v.name == "tflite int8")
+    result = measure_cold_start(int8, 96)
+    assert "error" not in result, result
+    assert result["seconds"] > result["first_inference_s"] > 0
+    assert result["import_s"] > 0 and result["load_s"] > 0
+    # The child's own peak, not the pages of this TensorFlow-laden parent it was forked from.
+    assert 10 < result["peak_rss_mb"] < peak_rss_mb() / 2
+    assert result["tensorflow_imported"] is False
+
+
+@pytest.fixture(scope="module")
+def report_folder(tiny_bundle, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench") / "report"
+    argv = ["--bundle", str(tiny_bundle), "--out", str(out), "--sizes", "64,96"]
+    argv += ["--threads", "1", "--min-runs", "3", "--seconds", "0", "--images", "2", "--batch", "0"]
+    assert main(parse_args(argv)) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_a_run_writes_every_report_file_with_sane_numbers(report_folder, tiny_bundle):
+    report = json.loads((report_folder / "report.json").read_text())
+    assert {"report.md", "report.html"} <= {p.name for p in report_folder.iterdir()}
+    names = {v["name"] for v in report["variants"]}
+    assert names == {"keras fp32", "tflite fp32", "tflite int8", "onnx fp32"}
+    for v in report["variants"]:
+        if v["format"] != "keras":
+            assert v["size_bytes"] == (tiny_bundle / v["file"]).stat().st_size
+    assert {c["variant"] for c in report["cold_start"]} == names
+    scores = report["accuracy"]["variants"]
+    assert scores["keras fp32"]["overall"]["agreement_with_float"] == 1.0  # the reference
+    assert scores["tflite fp32"]["overall"]["agreement_with_float"] > 0.999
+    assert 0.9 < scores["tflite int8"]["overall"]["agreement_with_float"] <= 1.0
+    assert len(scores["tflite int8"]["per_image"]) == len(report["accuracy"]["images"]) == 2
+    claims = {t["claim"].split(" (")[0]: t for t in report["targets"]}
+    assert "tflite int8 >= 1.3x faster than tflite fp32" in claims
+    assert any("no further bundle" in s["reason"] for s in report["skipped"])
+    assert report["environment"]["cores"] >= 1 and "avx2" in report["environment"]["flags"]
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, tiny_bundle):
+    assert main(parse_args(["--bundle", str(tmp_path / "none")])) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is not a bundle" in err
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "report.json").write_text("{}")
+    assert main(parse_args(["--bundle", str(tiny_bundle), "--out", str(out)])) == 2
+    assert "already holds a report" in capsys.readouterr().err
+    with pytest.raises(UserError, match="min-runs"):
+        BenchmarkConfig(min_runs=1)
+    with pytest.raises(SystemExit):
+        parse_args(["--bundle", str(tiny_bundle), "--sizes", "big"])
