@@ -177,3 +177,21 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, tiny_bundle):
         BenchmarkConfig(min_runs=1)
     with pytest.raises(SystemExit):
         parse_args(["--bundle", str(tiny_bundle), "--sizes", "big"])
+
+
+@pytest.mark.slow
+def test_the_command_line_dispatches_compare(report_folder, tmp_path):
+    import subprocess
+    import sys
+
+    report = json.loads((report_folder / "report.json").read_text())
+    report["variants"][0]["size_bytes"] *= 2  # a planted regression
+    worse = tmp_path / "worse.json"
+    worse.write_text(json.dumps(report))
+    same = [sys.executable, "-m", "benchmarks", "compare", str(report_folder / "report.json")]
+    done = subprocess.run(
+        [*same, str(report_folder / "report.json")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([*same, str(worse)], capture_output=True, text=True)
+    assert done.returncode == 1 and "larger" in done.stdout
