@@ -41,7 +41,8 @@ def _inputs(variant: Variant, count: int, dtype: np.dtype, quantization=(0.0, 0)
     return x.astype(dtype)
 
 
-def _litert_interpreter(variant: Variant, threads: int, count: int) -> tuple[Any, Runner] | None:
+def _litert_invoke(variant: Variant, threads: int, count: int) -> Runner | None:
+    """One invoke on `count` tiles, or None when the model cannot take that batch."""
     from runtime.backends import litert_interpreter_class
 
     interpreter = litert_interpreter_class()(model_path=variant.path, num_threads=threads)
@@ -64,16 +65,16 @@ def _litert_interpreter(variant: Variant, threads: int, count: int) -> tuple[Any
         interpreter.invoke()
         interpreter.get_tensor(output)
 
-    return interpreter, run
+    return run
 
 
 def litert_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tuple[Runner, bool]:
     """Runs `tiles` tiles, `batch` per invoke when the model takes a batch; (runner, batched)."""
     chunks = [min(batch, tiles - i) for i in range(0, tiles, batch)]
-    made = {n: _litert_interpreter(variant, threads, n) for n in set(chunks)}
+    made = {n: _litert_invoke(variant, threads, n) for n in set(chunks)}
     if any(m is None for m in made.values()):
-        made, chunks = {1: _litert_interpreter(variant, threads, 1)}, [1] * tiles
-    runs = [made[n][1] for n in chunks]
+        made, chunks = {1: _litert_invoke(variant, threads, 1)}, [1] * tiles
+    runs = [made[n] for n in chunks]
 
     def run_all() -> None:
         for run in runs:

@@ -472,14 +472,34 @@ def _cold_start_section(report: dict) -> _Section | None:
             _num(e.get("load_s"), 3),
             _num(e.get("first_inference_s"), 3),
             _num(e.get("peak_rss_mb"), 1),
+            {True: "yes", False: "no"}.get(e.get("tensorflow_imported"), DASH),
+            str(e.get("error", "")),
         )
         for e in entries
     ]
-    headers = ("variant", "total s", "import s", "load s", "first inference s", "peak RSS MB")
+    errors = any("error" in e for e in entries)
+    headers = (
+        "variant",
+        "total s",
+        "import s",
+        "load s",
+        "first inference s",
+        "peak RSS MB",
+        "TensorFlow loaded",
+        "error",
+    )
+    if not errors:  # the column only when a process failed
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
+    sizes = sorted({e["size"] for e in entries if "size" in e})
+    image = f"one {' / '.join(map(str, sizes))} px image" if sizes else "one image"
     return _Section(
         "Cold start and memory",
-        tables=[_Table(headers, rows, "lrrrrr")],
-        notes=["A fresh process: import the interpreter, load the model, run one image."],
+        tables=[_Table(headers, rows, "lrrrrrll"[: len(headers)])],
+        notes=[
+            f"A fresh process: import, load the model (SHA-256 checked), segment {image} "
+            "through the runtime; total includes starting Python. Peak RSS is the process's "
+            "high-water mark (VmHWM), MB = 10^6 bytes."
+        ],
     )
 
 
