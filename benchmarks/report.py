@@ -273,6 +273,7 @@ _LATENCY_HEADERS = (
     "speedup",
     "GMAC/s",
     "% of ceiling",
+    "tiles / image",
     "runs",
 )
 
@@ -297,8 +298,12 @@ def _latency_section(report: dict) -> _Section | None:
         tables.append(_Table(("threads", "GMAC/s"), rows, "rr", caption="Compute ceiling"))
     notes = [
         f"Speedup: the p50 of {baseline} over the variant's p50 at the same size, threads and "
-        "batch (above 1 is faster). % of ceiling: the model's GMAC/s over the machine's "
-        "measured peak at that thread count."
+        "batch (above 1 is faster). % of ceiling: the model's GMAC/s over the float32 GEMM "
+        "peak measured at that thread count; int8 kernels can pass it (more MACs per "
+        "instruction). Timed is the interpreter's work on all the tiles the runtime runs for "
+        "an image of that size (an image larger than the model's tile takes several, a smaller "
+        "one is padded to one); a batch runs as one call where the model takes a batch, "
+        "else tile by tile."
     ]
     measured = {e.get("variant") for e in _latency(report)}
     unmeasured = [v["name"] for v in _variants(report) if v["name"] not in measured]
@@ -320,6 +325,7 @@ def _latency_row(report: dict, entry: dict, group: list[dict], baseline: str | N
         "baseline" if is_baseline else _times(speedup),
         _num(entry.get("gmacs_per_s"), 1),
         _pct(_of_ceiling(report, entry), 0),
+        str(entry.get("tiles", DASH)) + ("" if entry.get("batched", True) else " (one by one)"),
         str(entry.get("runs", DASH)),
     )
 

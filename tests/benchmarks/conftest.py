@@ -47,6 +47,8 @@ def _latency(name: str, p50_512: float) -> list[dict]:
                         "size": size,
                         "threads": threads,
                         "batch": batch,
+                        "tiles": 1,
+                        "batched": True,
                         "runs": 12,
                         "p50_ms": round(p50, 1),
                         "p90_ms": round(p50 * 1.03, 1),
