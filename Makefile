@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format clean
+.PHONY: venv demo bench test lint format clean
 
 venv: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 ## data (kept in runs/default-float), QAT, export every format, parity gate, bundle.
 demo: $(STAMP)
 	$(PY) -m optimize.quantize --out runs/bundle --overwrite
+
+## Benchmark the demo's bundle (make demo first): report in runs/bundle/report.
+bench: $(STAMP)
+	$(PY) -m benchmarks --bundle runs/bundle --overwrite
 
 ## Lint and the whole test suite.
 test: $(STAMP)
