@@ -77,6 +77,14 @@ class LiteRTBackend:
         return np.stack([self._one(tile) for tile in batch])
 
 
+# onnxruntime (1.20+) re-quantizes the float weights of any Conv whose input comes from a
+# DequantizeLinear, per tensor. A QDQ model whose convolutions were left in float on purpose
+# (optimize.quantize --keep-float) would lose exactly the precision it kept: on a test model whose
+# float layer cannot take per-tensor int8 the masks went from 99.5% agreement with float to none.
+# In a fully quantized model every Conv has quantized weights and bias, and this pass does nothing.
+_KEEP_FLOAT_AS_IS = ["WeightBiasQuantization"]
+
+
 class OnnxBackend:
     name = "onnx"
 
@@ -94,7 +102,9 @@ class OnnxBackend:
         # The CPU provider always; accelerators when this onnxruntime build has them.
         providers = ort.get_available_providers()
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=providers)
+            self._session = ort.InferenceSession(
+                str(path), options, providers=providers, disabled_optimizers=_KEEP_FLOAT_AS_IS
+            )
         except Exception as error:  # onnxruntime raises its own untyped exceptions
             raise UserError(
                 f"onnxruntime cannot load {path} ({error}): re-export the bundle"
