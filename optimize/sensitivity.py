@@ -17,13 +17,14 @@ nodes the same way (`unet/enc1_conv_a/Conv2D`). A "layer" here is a layer with a
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import re
 import tempfile
 import warnings
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +59,24 @@ def op_outputs(tflite_model: bytes) -> list[list[str]]:
     ]
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The debugger's own noise, once per model it makes."""
+    with warnings.catch_warnings():
+        # Its debug models keep float I/O: the converter notes that it was not told ranges.
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+        # It runs them in tf.lite.Interpreter (the runtime uses LiteRT's).
+        warnings.filterwarnings("ignore", ".*tf.lite.Interpreter is deprecated")
+        yield
+
+
 class CalibratedModel:
     """The float model calibrated once on the tiles; int8 models with chosen layers in float."""
 
     def __init__(self, model: keras.Model, size: int, calibration: list[np.ndarray]) -> None:
         """Raises ValueError on an empty calibration list (as `optimize.export.tflite_int8`)."""
         batches = [np.asarray(tile, np.float32)[None] for tile in calibration]
-        with warnings.catch_warnings():
-            # The debug model keeps float I/O: the converter notes that it was not told ranges.
-            warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+        with _quiet():
             self._debugger = tf.lite.experimental.QuantizationDebugger(
                 converter=int8_converter(model, size, calibration),
                 debug_dataset=lambda: ([batch] for batch in batches),
@@ -90,10 +100,11 @@ class CalibratedModel:
         return set().union(*(self.fused[layer] for layer in layers))
 
     def _quantized(self, denylist: list[str], fully_quantize: bool) -> bytes:
-        self._debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-            denylisted_nodes=denylist, fully_quantize=fully_quantize
-        )
-        return self._debugger.get_nondebug_quantized_model()
+        with _quiet():
+            self._debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+                denylisted_nodes=denylist, fully_quantize=fully_quantize
+            )
+            return self._debugger.get_nondebug_quantized_model()
 
     def int8(self, keep_float: Iterable[str] = (), float_io: bool = False) -> bytes:
         """The int8 model (int8 I/O as `tflite_int8`, or float I/O) with these layers in float.
@@ -114,8 +125,9 @@ class CalibratedModel:
         In units of the op's output quantization step: rounding alone gives an RMSE of
         1/sqrt(12) ~ 0.29; much more means clipped ranges or coarse weights.
         """
-        self._debugger.options = tf.lite.experimental.QuantizationDebugOptions()
-        self._debugger.run()
+        with _quiet():
+            self._debugger.options = tf.lite.experimental.QuantizationDebugOptions()
+            self._debugger.run()
         dump = io.StringIO()
         self._debugger.layer_statistics_dump(dump)
         found: dict[str, dict[str, float]] = {}
