@@ -2,7 +2,9 @@
 
 QAT fine-tune (sparsity kept when the model is pruned) or post-training quantization, every
 export (TFLite fp32, fp16, dynamic-range, int8 with int8 or float I/O, int8 post-training; ONNX
-fp32 and QDQ int8), the parity gate against the float model, then the bundle.
+fp32 and QDQ int8), the parity gate against the float model, then the bundle. On request the
+per-layer sensitivity (`optimize.sensitivity`), and when the gate fails, a second try with the
+most sensitive layers left in float (`--keep-float`).
 """
 
 from __future__ import annotations
@@ -192,6 +194,29 @@ def _gated_exports(
     return _run_steps(steps)
 
 
+def _with_float_layers(
+    model: keras.Model,
+    run: Run,
+    config: QuantizeConfig,
+    tiles: list,
+    exports: dict[str, bytes],
+    sensitivity: _Sensitivity,
+    kept: list[str],
+) -> dict[str, bytes]:
+    """The gated int8 models again, the `kept` layers (and what is fused into them) in float."""
+    keep_float = sensitivity.calibrated.with_fused(kept)
+    qat_model = _qat(model, run, config, keep_float)
+    return _gated_exports(
+        model,
+        qat_model,
+        run.tile_size,
+        tiles,
+        exports["fp32-onnx"],
+        keep_float,
+        sensitivity.calibrated,
+    )
+
+
 def _parity(reference: Reference, exports: dict[str, bytes], sparsity: float) -> dict[str, Any]:
     """Every export through the runtime against the float model; prints the table."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -236,17 +261,7 @@ def quantize(
             raise
         kept = [row["layer"] for row in sensitivity.rows()[: config.keep_float]]
         print(f"\n{failure}\n--keep-float: again with {', '.join(kept)} in float", flush=True)
-        keep_float = sensitivity.calibrated.with_fused(kept)
-        qat_model = _qat(model, run, config, keep_float)
-        exports |= _gated_exports(
-            model,
-            qat_model,
-            run.tile_size,
-            tiles,
-            exports["fp32-onnx"],
-            keep_float,
-            sensitivity.calibrated,
-        )
+        exports |= _with_float_layers(model, run, config, tiles, exports, sensitivity, kept)
         report = _parity(reference, exports, sparsity)
         try:
             check_gate(report, GATED, config.max_dice_drop)
