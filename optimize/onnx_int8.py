@@ -174,8 +174,10 @@ def onnx_int8_qdq(
             the TFLite int8 export calibrates on, so both int8 models see the same ranges.
         per_channel: one weight scale per output channel, as TFLite does; per-tensor weights
             lose accuracy on convolutions whose channels differ in magnitude.
-        keep_float: Keras layers whose nodes stay float (no Q/DQ around them), as the TFLite
-            int8 model keeps them: give a convolution with its fused batch norm and ReLU.
+        keep_float: Keras layers whose nodes stay float (float weights; their quantized
+            neighbours' Q/DQ at the borders), as in the TFLite int8 model: give a convolution
+            with its fused batch norm and ReLU. onnxruntime would quantize such a Conv's
+            weights again at load time: `runtime.backends.OnnxBackend` turns that pass off.
 
     Returns:
         The serialized QDQ model: float input and output, int8 weights and uint8 activations.

@@ -77,11 +77,11 @@ class LiteRTBackend:
         return np.stack([self._one(tile) for tile in batch])
 
 
-# onnxruntime (1.20+) re-quantizes the float weights of any Conv whose input comes from a
-# DequantizeLinear, per tensor. A QDQ model whose convolutions were left in float on purpose
-# (optimize.quantize --keep-float) would lose exactly the precision it kept: on a test model whose
-# float layer cannot take per-tensor int8 the masks went from 99.5% agreement with float to none.
-# In a fully quantized model every Conv has quantized weights and bias, and this pass does nothing.
+# onnxruntime's WeightBiasQuantization pass (in 1.31) re-quantizes, per tensor, the float weights
+# of any Conv whose input comes from a DequantizeLinear. A QDQ model whose convolutions were left
+# in float on purpose (optimize.quantize --keep-float) would lose exactly the precision it kept: on
+# a test model whose float layer cannot take int8, the masks went from 99.5% agreement with float
+# to empty ones. In a fully quantized model every Conv has int8 weights and bias: nothing to do.
 _KEEP_FLOAT_AS_IS = ["WeightBiasQuantization"]
 
 
