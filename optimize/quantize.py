@@ -119,7 +119,7 @@ def _qat(
     if config.method is not Method.QAT:
         return None
     sparsity = sparsity_report(model)["sparsity"]
-    kept = f", {len(keep_float)} layers kept in float" if keep_float else ""
+    kept = f", in float: {', '.join(sorted(keep_float))}" if keep_float else ""
     print(
         f"QAT fine-tuning {config.qat_epochs} epoch(s) (model sparsity {sparsity:.2f}{kept})",
         flush=True,
