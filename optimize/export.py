@@ -64,8 +64,11 @@ def tflite_dynamic(model: keras.Model, size: int) -> bytes:
     return converter.convert()
 
 
-def tflite_int8(model: keras.Model, size: int, calibration: Iterable[np.ndarray]) -> bytes:
-    """Full-integer model (int8 weights, activations, input and output) calibrated on tiles.
+def int8_converter(
+    model: keras.Model, size: int, calibration: Iterable[np.ndarray]
+) -> tf.lite.TFLiteConverter:
+    """The full-integer converter (int8 I/O) calibrated on tiles; `optimize.sensitivity` takes
+    it apart layer by layer.
 
     Args:
         calibration: normalized (size, size, C) tiles, as the runtime feeds them.
@@ -79,7 +82,12 @@ def tflite_int8(model: keras.Model, size: int, calibration: Iterable[np.ndarray]
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    return converter.convert()
+    return converter
+
+
+def tflite_int8(model: keras.Model, size: int, calibration: Iterable[np.ndarray]) -> bytes:
+    """Full-integer model (int8 weights, activations, input and output) calibrated on tiles."""
+    return int8_converter(model, size, calibration).convert()
 
 
 def onnx_fp32(model: keras.Model, size: int) -> bytes:

@@ -12,11 +12,13 @@ feeds normalized tiles and reads probabilities exactly as from the fp32 model.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from optimize.sensitivity import layers_in_name
 
 if TYPE_CHECKING:
     import onnx
@@ -114,7 +116,22 @@ def _drop_unused_domains(content: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def _quantize(fp32_onnx: bytes, tiles: list[np.ndarray], per_channel: bool) -> bytes:
+def _nodes_of(model: onnx.ModelProto, layers: Collection[str]) -> list[str]:
+    """The ONNX nodes that compute these Keras layers: tf2onnx names them after the TensorFlow
+    ops (`unet/enc1_conv_a/Conv2D`, `unet/enc1_relu_a/Relu`; batch norms are folded away).
+
+    Raises:
+        ValueError: layers were given but no node carries their names.
+    """
+    nodes = [node.name for node in model.graph.node if layers_in_name(node.name, layers)]
+    if layers and not nodes:
+        raise ValueError(f"no ONNX node is named after the layers {', '.join(sorted(layers))}")
+    return nodes
+
+
+def _quantize(
+    fp32_onnx: bytes, tiles: list[np.ndarray], per_channel: bool, keep_float: Collection[str]
+) -> bytes:
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -137,13 +154,17 @@ def _quantize(fp32_onnx: bytes, tiles: list[np.ndarray], per_channel: bool) -> b
             activation_type=QuantType[_ACTIVATION_TYPE],
             weight_type=QuantType[_WEIGHT_TYPE],
             calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=_nodes_of(model, keep_float),
             extra_options={"TensorQuantOverrides": _probability_overrides(model)},
         )
         return _drop_unused_domains(target.read_bytes())
 
 
 def onnx_int8_qdq(
-    fp32_onnx: bytes, calibration: list[np.ndarray], per_channel: bool = True
+    fp32_onnx: bytes,
+    calibration: list[np.ndarray],
+    per_channel: bool = True,
+    keep_float: Collection[str] = (),
 ) -> bytes:
     """Quantizes an fp32 ONNX model (`optimize.export.onnx_fp32`) to QDQ int8.
 
@@ -153,11 +174,15 @@ def onnx_int8_qdq(
             the TFLite int8 export calibrates on, so both int8 models see the same ranges.
         per_channel: one weight scale per output channel, as TFLite does; per-tensor weights
             lose accuracy on convolutions whose channels differ in magnitude.
+        keep_float: Keras layers whose nodes stay float (float weights; their quantized
+            neighbours' Q/DQ at the borders), as in the TFLite int8 model: give a convolution
+            with its fused batch norm and ReLU. onnxruntime would quantize such a Conv's
+            weights again at load time: `runtime.backends.OnnxBackend` turns that pass off.
 
     Returns:
         The serialized QDQ model: float input and output, int8 weights and uint8 activations.
 
     Raises:
-        ValueError: on an empty calibration list.
+        ValueError: on an empty calibration list, or a keep_float layer without ONNX nodes.
     """
-    return _quantize(fp32_onnx, _calibration_tiles(calibration), per_channel)
+    return _quantize(fp32_onnx, _calibration_tiles(calibration), per_channel, keep_float)

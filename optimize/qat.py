@@ -11,6 +11,7 @@ prune-preserving scheme, which is picked when the model is sparse.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -91,12 +92,31 @@ def _clone(model: keras.Model) -> keras.Model:
     return copy
 
 
-def prepare_qat(model: keras.Model, preserve_sparsity: bool | None = None) -> keras.Model:
+def _annotate(model: keras.Model, keep_float: Collection[str]) -> keras.Model:
+    """Every layer annotated for quantization except those in `keep_float`."""
+    if not keep_float:
+        return tfmot_q.quantize_annotate_model(model)
+
+    def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
+        # The layer itself, not a copy: the clone keeps its weights.
+        return layer if layer.name in keep_float else tfmot_q.quantize_annotate_layer(layer)
+
+    return keras.models.clone_model(model, clone_function=annotate)
+
+
+def prepare_qat(
+    model: keras.Model, preserve_sparsity: bool | None = None, keep_float: Collection[str] = ()
+) -> keras.Model:
     """The model wrapped for QAT, not trained yet (`quantize_aware` also fine-tunes it).
 
     Args:
         preserve_sparsity: keep the kernels' zeros through QAT; None: when the prunable kernels
             are at least 30 % zeros (a pruned model). Plain QAT would let them grow back.
+        keep_float: layers left unannotated: they fine-tune without simulated rounding. Give a
+            convolution with its batch norm and ReLU (`CalibratedModel.with_fused`): tfmot
+            quantizes the three as one op. TF's converter still makes such a layer an int8 op
+            when its neighbours carry ranges, so a model with float layers is converted from
+            the tuned weights by `CalibratedModel.int8` (see `optimize.quantize`).
 
     Raises:
         UserError: a layer tfmot cannot quantize, named with the fix.
@@ -109,7 +129,7 @@ def prepare_qat(model: keras.Model, preserve_sparsity: bool | None = None) -> ke
         if preserve_sparsity
         else tfmot_q.default_8bit.Default8BitQuantizeScheme()
     )
-    annotated = tfmot_q.quantize_annotate_model(_clone(model))
+    annotated = _annotate(_clone(model), keep_float)
     try:
         return tfmot_q.quantize_apply(annotated, scheme)
     except RuntimeError as error:  # tfmot: "Layer x:<class> is not supported. ..."
@@ -188,13 +208,14 @@ def quantize_aware(
     steps_per_epoch: int | None = None,
     verbose: int = 2,
     init_ranges: bool = True,
+    keep_float: Collection[str] = (),
 ) -> keras.Model:
     """Fine-tunes the model with int8 quantization simulated, on the run's training data.
 
     Args:
         model: the float (or pruned) model; left unchanged.
         run: the training run whose data, loss and pre-processing the fine-tuning reuses.
-        preserve_sparsity: see `prepare_qat`.
+        preserve_sparsity, keep_float: see `prepare_qat`.
         epochs, learning_rate, steps_per_epoch, verbose: the fine-tuning (see `fine_tune`).
         init_ranges: start the activation ranges at the float model's, measured on the run's
             calibration tiles (see `init_activation_ranges`), rather than tfmot's (-6, 6).
@@ -206,7 +227,7 @@ def quantize_aware(
         raise UserError(f"epochs must be >= 1, got {epochs}: QAT needs fine-tuning steps")
     if steps_per_epoch is not None and steps_per_epoch < 1:
         raise UserError(f"steps_per_epoch must be >= 1 or None, got {steps_per_epoch}")
-    qat_model = prepare_qat(model, preserve_sparsity)
+    qat_model = prepare_qat(model, preserve_sparsity, keep_float)
     if init_ranges:
         init_activation_ranges(qat_model, model, run.calibration_tiles())
     steps = run.steps_per_epoch(steps_per_epoch)

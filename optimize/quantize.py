@@ -2,7 +2,9 @@
 
 QAT fine-tune (sparsity kept when the model is pruned) or post-training quantization, every
 export (TFLite fp32, fp16, dynamic-range, int8 with int8 or float I/O, int8 post-training; ONNX
-fp32 and QDQ int8), the parity gate against the float model, then the bundle.
+fp32 and QDQ int8), the parity gate against the float model, then the bundle. On request the
+per-layer sensitivity (`optimize.sensitivity`), and when the gate fails, a second try with the
+most sensitive layers left in float (`--keep-float`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import argparse
 import dataclasses
 import sys
 import tempfile
+from collections.abc import Callable, Collection
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,7 @@ from optimize.onnx_int8 import onnx_int8_qdq
 from optimize.parity import ParityGateFailed, Reference, check_gate, parity_report
 from optimize.prune import check_prunable, sparsity_report
 from optimize.qat import fine_tuned_float, qat_tflite_int8, quantize_aware
+from optimize.sensitivity import CalibratedModel, layer_sensitivity, print_sensitivity
 from runtime.config import Choice, ConfigBase, require, stage_config
 from runtime.errors import UserError
 from train.config import DataConfig, TrainConfig, preset
@@ -57,6 +62,9 @@ class QuantizeConfig(ConfigBase):
     steps_per_epoch: int = 0  # 0: as many as the training run used per epoch
     max_dice_drop: float = 0.01
     calibration_tiles: int = 32
+    sensitivity: bool = False  # the per-layer Dice cost of int8, into the manifest
+    # When the gate fails: leave this many of the most sensitive layers in float, gate again.
+    keep_float: int = 0
 
     def check(self) -> None:
         require(self.qat_epochs >= 1, f"qat-epochs must be >= 1, got {self.qat_epochs}")
@@ -69,6 +77,7 @@ class QuantizeConfig(ConfigBase):
             self.calibration_tiles >= 1,
             f"calibration-tiles must be >= 1, got {self.calibration_tiles}",
         )
+        require(self.keep_float >= 0, f"keep-float must be >= 0, got {self.keep_float}")
 
 
 GATED = ["int8", "int8_float_io", "int8-onnx"]
@@ -82,37 +91,144 @@ def default_run(out: Path = DEFAULT_RUN) -> Path:
     return out / "model.keras"
 
 
+class _Sensitivity:
+    """The per-layer report, made the first time something needs it (`--sensitivity`, or a
+    failed gate with `--keep-float`): the calibration and the per-layer runs cost time."""
+
+    def __init__(self, model: keras.Model, size: int, tiles: list, reference: Reference) -> None:
+        self._model, self._size, self._tiles, self._reference = model, size, tiles, reference
+        self._rows: list[dict[str, Any]] | None = None
+
+    @cached_property
+    def calibrated(self) -> CalibratedModel:
+        return CalibratedModel(self._model, self._size, self._tiles)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Most sensitive first (see `optimize.sensitivity.layer_sensitivity`)."""
+        if self._rows is None:
+            print(f"per-layer sensitivity ({len(self.calibrated.layers)} layers)", flush=True)
+            self._rows = layer_sensitivity(self.calibrated, self._reference)
+            print_sensitivity(self._rows)
+        return self._rows
+
+
+def _qat(
+    model: keras.Model, run: Run, config: QuantizeConfig, keep_float: Collection[str] = ()
+) -> keras.Model | None:
+    """The fine-tuned QAT model (None for post-training quantization)."""
+    if config.method is not Method.QAT:
+        return None
+    sparsity = sparsity_report(model)["sparsity"]
+    kept = f", in float: {', '.join(sorted(keep_float))}" if keep_float else ""
+    print(
+        f"QAT fine-tuning {config.qat_epochs} epoch(s) (model sparsity {sparsity:.2f}{kept})",
+        flush=True,
+    )
+    return quantize_aware(
+        model,
+        run,
+        config.qat_epochs,
+        config.learning_rate,
+        steps_per_epoch=config.steps_per_epoch or None,
+        keep_float=keep_float,
+    )
+
+
+def _run_steps(steps: list[tuple[str, Callable[[], bytes]]]) -> dict[str, bytes]:
+    exports = {}
+    for key, make in steps:
+        print(f"exporting {FILES[key][0]}", flush=True)
+        exports[key] = make()
+    return exports
+
+
 def _export_all(
-    float_model: keras.Model, qat_model: keras.Model | None, run: Run, tiles: list
+    float_model: keras.Model, qat_model: keras.Model | None, size: int, tiles: list
 ) -> dict[str, bytes]:
-    size = run.tile_size
-    exports: dict[str, bytes] = {}
+    exports = _run_steps(
+        [
+            ("fp32", lambda: tflite_fp32(float_model, size)),
+            ("fp16", lambda: tflite_fp16(float_model, size)),
+            ("dynamic", lambda: tflite_dynamic(float_model, size)),
+            ("int8_ptq", lambda: tflite_int8(float_model, size, tiles)),
+            ("fp32-onnx", lambda: onnx_fp32(float_model, size)),
+        ]
+    )
+    exports |= _gated_exports(float_model, qat_model, size, tiles, exports["fp32-onnx"])
+    if qat_model is None:  # post-training quantization is the int8 model
+        exports["int8"] = exports.pop("int8_ptq")
+    return exports
+
+
+def _gated_exports(
+    float_model: keras.Model,
+    qat_model: keras.Model | None,
+    size: int,
+    tiles: list,
+    fp32_onnx: bytes,
+    keep_float: Collection[str] = (),
+    calibrated: CalibratedModel | None = None,
+) -> dict[str, bytes]:
+    """The int8 models the gate checks, with the `keep_float` layers in float.
+
+    Without layers kept in float, the TFLite int8 is the QAT model's own conversion (or, for
+    post-training quantization, the `int8_ptq` export). With them it is the debugger's selective
+    quantization (`CalibratedModel.int8`) of the float model, or of the QAT-tuned weights: TF's
+    converter quantizes a layer the QAT model left in float anyway when the layers around it
+    carry ranges (measured: the unannotated convolution came out as an int8 op).
+    """
     tuned = fine_tuned_float(qat_model, float_model) if qat_model is not None else None
-    steps = [
-        ("fp32", lambda: tflite_fp32(float_model, size)),
-        ("fp16", lambda: tflite_fp16(float_model, size)),
-        ("dynamic", lambda: tflite_dynamic(float_model, size)),
-        ("int8_ptq", lambda: tflite_int8(float_model, size, tiles)),
-        ("fp32-onnx", lambda: onnx_fp32(float_model, size)),
-        # From the QAT-tuned weights when there are some, so ONNX and TFLite int8 agree.
-        (
-            "int8-onnx",
-            lambda: onnx_int8_qdq(
-                onnx_fp32(tuned, size) if qat_model else exports["fp32-onnx"], tiles
-            ),
-        ),
-    ]
-    if qat_model is not None:
+    # From the QAT-tuned weights when there are some, so ONNX and TFLite int8 agree.
+    onnx = onnx_fp32(tuned, size) if tuned is not None else fp32_onnx
+    steps = [("int8-onnx", lambda: onnx_int8_qdq(onnx, tiles, keep_float=keep_float))]
+    if keep_float:
+        source = CalibratedModel(tuned, size, tiles) if tuned is not None else calibrated
+        steps.append(("int8", lambda: source.int8(keep_float)))
+        if tuned is not None:
+            steps.append(("int8_float_io", lambda: source.int8(keep_float, float_io=True)))
+    elif qat_model is not None:
         steps += [
             ("int8", lambda: qat_tflite_int8(qat_model, size)),
             ("int8_float_io", lambda: qat_tflite_int8(qat_model, size, float_io=True)),
         ]
-    for key, make in steps:
-        print(f"exporting {FILES[key][0]}", flush=True)
-        exports[key] = make()
-    if qat_model is None:  # post-training quantization is the int8 model
-        exports["int8"] = exports.pop("int8_ptq")
-    return exports
+    return _run_steps(steps)
+
+
+def _with_float_layers(
+    model: keras.Model,
+    run: Run,
+    config: QuantizeConfig,
+    tiles: list,
+    exports: dict[str, bytes],
+    sensitivity: _Sensitivity,
+    kept: list[str],
+) -> dict[str, bytes]:
+    """The gated int8 models again, the `kept` layers (and what is fused into them) in float."""
+    keep_float = sensitivity.calibrated.with_fused(kept)
+    qat_model = _qat(model, run, config, keep_float)
+    return _gated_exports(
+        model,
+        qat_model,
+        run.tile_size,
+        tiles,
+        exports["fp32-onnx"],
+        keep_float,
+        sensitivity.calibrated,
+    )
+
+
+def _parity(reference: Reference, exports: dict[str, bytes], sparsity: float) -> dict[str, Any]:
+    """Every export through the runtime against the float model; prints the table."""
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = {}
+        for key, data_bytes in exports.items():
+            path = Path(scratch) / FILES[key][0]
+            path.write_bytes(data_bytes)
+            paths[key] = (path, FILES[key][1])
+        report = parity_report(reference, paths)
+    report["float_sparsity"] = sparsity
+    print_table(report, exports)
+    return report
 
 
 def quantize(
@@ -129,37 +245,39 @@ def quantize(
     if not tiles:
         raise UserError(f"no calibration images in {run.data_config.source}: add images")
     sparsity = sparsity_report(model)["sparsity"]
-    qat_model = None
-    if config.method is Method.QAT:
-        print(
-            f"QAT fine-tuning {config.qat_epochs} epoch(s) (model sparsity {sparsity:.2f})",
-            flush=True,
-        )
-        qat_model = quantize_aware(
-            model,
-            run,
-            config.qat_epochs,
-            config.learning_rate,
-            steps_per_epoch=config.steps_per_epoch or None,
-        )
-    exports = _export_all(model, qat_model, run, tiles)
     images, labels = run.validation_tiles()
     reference = Reference.of(model, images, labels, run.model_config.classes)
-    with tempfile.TemporaryDirectory() as scratch:
-        paths = {}
-        for key, data_bytes in exports.items():
-            path = Path(scratch) / FILES[key][0]
-            path.write_bytes(data_bytes)
-            paths[key] = (path, FILES[key][1])
-        report = parity_report(reference, paths)
-    report["float_sparsity"] = sparsity
-    print_table(report, exports)
-    check_gate(report, GATED, config.max_dice_drop)
+    sensitivity = _Sensitivity(model, run.tile_size, tiles, reference)
+    if config.sensitivity:  # first: it is what was asked for, QAT takes long
+        sensitivity.rows()
+    qat_model = _qat(model, run, config)
+    exports = _export_all(model, qat_model, run.tile_size, tiles)
+    report = _parity(reference, exports, sparsity)
+    kept: list[str] = []
+    try:
+        check_gate(report, GATED, config.max_dice_drop)
+    except ParityGateFailed as failure:
+        if not config.keep_float:
+            raise
+        kept = [row["layer"] for row in sensitivity.rows()[: config.keep_float]]
+        print(f"\n{failure}\n--keep-float: again with {', '.join(kept)} in float", flush=True)
+        exports |= _with_float_layers(model, run, config, tiles, exports, sensitivity, kept)
+        report = _parity(reference, exports, sparsity)
+        try:
+            check_gate(report, GATED, config.max_dice_drop)
+        except ParityGateFailed as again:
+            raise ParityGateFailed(
+                f"{again}; that is with --keep-float {config.keep_float} ({', '.join(kept)} "
+                "in float)"
+            ) from None
     fields = manifest_fields(
         run.raw_config, run.tile_size, run.output_tile_size, package_versions(VERSIONED), model_path
     )
     fields["configs"]["quantize"] = config.to_dict()
     fields["parity"] = report
+    fields["keep_float"] = kept  # layers that model_int8.* computes in float
+    if config.sensitivity or kept:
+        fields["sensitivity"] = sensitivity.rows()
     files = {key: (*FILES[key], data_bytes) for key, data_bytes in exports.items()}
     write_bundle(out, files, fields, overwrite)
     return report
@@ -221,6 +339,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--calibration-tiles",
         type=int,
         help=f"tiles for calibration (default: {q.calibration_tiles})",
+    )
+    parser.add_argument(
+        "--sensitivity",
+        action="store_true",
+        default=None,
+        help="measure the Dice each layer costs when it alone is int8, print the most sensitive "
+        "and store all in the manifest (default: off)",
+    )
+    parser.add_argument(
+        "--keep-float",
+        type=int,
+        metavar="N",
+        help="when the int8 gate fails, leave the N most sensitive layers in float and gate "
+        f"again (default: {q.keep_float}: fail at once)",
     )
     return parser.parse_args(argv)
 
