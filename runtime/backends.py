@@ -82,7 +82,7 @@ class LiteRTBackend:
 # in float on purpose (optimize.quantize --keep-float) would lose exactly the precision it kept: on
 # a test model whose float layer cannot take int8, the masks went from 99.5% agreement with float
 # to empty ones. In a fully quantized model every Conv has int8 weights and bias: nothing to do.
-_KEEP_FLOAT_AS_IS = ["WeightBiasQuantization"]
+ONNX_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
 
 
 class OnnxBackend:
@@ -105,7 +105,10 @@ class OnnxBackend:
         providers = ort.get_available_providers()
         try:
             self._session = ort.InferenceSession(
-                str(path), options, providers=providers, disabled_optimizers=_KEEP_FLOAT_AS_IS
+                str(path),
+                options,
+                providers=providers,
+                disabled_optimizers=ONNX_DISABLED_OPTIMIZERS,
             )
         except Exception as error:  # onnxruntime raises its own untyped exceptions
             raise UserError(
