@@ -1,6 +1,6 @@
 """`python -m optimize.quantize`: a float (or pruned) U-Net to a bundle whose models are proven.
 
-QAT fine-tune (sparsity kept when the model is pruned) or post-training quantization, every
+QAT fine-tune (sparsity kept when the model is pruned, clusters when it is clustered) or post-training quantization, every
 export (TFLite fp32, fp16, dynamic-range, int8 with int8 or float I/O, int8 post-training; ONNX
 fp32 and QDQ int8), the parity gate against the float model, then the bundle.
 """
@@ -16,6 +16,7 @@ from typing import Any
 
 from optimize.bundle import BUNDLE_FILES as FILES
 from optimize.bundle import check_out_folder, manifest_fields, write_bundle
+from optimize.cluster import is_clustered
 from optimize.export import onnx_fp32, tflite_dynamic, tflite_fp16, tflite_fp32, tflite_int8
 from optimize.finetune import Run
 from optimize.onnx_int8 import onnx_int8_qdq
@@ -129,10 +130,12 @@ def quantize(
     if not tiles:
         raise UserError(f"no calibration images in {run.data_config.source}: add images")
     sparsity = sparsity_report(model)["sparsity"]
+    clustered = is_clustered(model)
     qat_model = None
     if config.method is Method.QAT:
         print(
-            f"QAT fine-tuning {config.qat_epochs} epoch(s) (model sparsity {sparsity:.2f})",
+            f"QAT fine-tuning {config.qat_epochs} epoch(s) (model sparsity {sparsity:.2f}"
+            f"{', clustered: cluster-preserving QAT' if clustered else ''})",
             flush=True,
         )
         qat_model = quantize_aware(
@@ -153,6 +156,7 @@ def quantize(
             paths[key] = (path, FILES[key][1])
         report = parity_report(reference, paths)
     report["float_sparsity"] = sparsity
+    report["float_clustered"] = clustered
     print_table(report, exports)
     check_gate(report, GATED, config.max_dice_drop)
     fields = manifest_fields(
