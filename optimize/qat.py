@@ -137,10 +137,11 @@ class _ClusterPreserveRegistry(tfmot_q.QuantizeRegistry):
 
     tfmot's `Default8bitClusterPreserveQuantizeRegistry` hands the same quantizer object to
     every Conv2D, and that object turns its sparsity preservation off for good when it builds a
-    layer without zeros (the dense first convolution or head): then no layer's zeros are kept. It also
-    has no rule for Conv2DTranspose (the 'transpose' U-Net's up-convolution) and refuses the
-    model. Here each layer gets its own quantizer, and Conv2DTranspose the per-tensor one that
-    matches its default 8-bit config.
+    layer without zeros (the dense first convolution): then no layer's zeros are kept. It has
+    no rule for Conv2DTranspose (the 'transpose' U-Net's up-convolution) and refuses the model.
+    Here each layer gets its own quantizer, and Conv2DTranspose the per-tensor one that matches
+    its default 8-bit config. Layers left unclustered (at most 1024 distinct values) train each
+    value as its own centroid, which is plain training; larger ones are trained as weights.
     """
 
     def __init__(self, preserve_sparsity: bool) -> None:
