@@ -24,9 +24,9 @@ import tensorflow_model_optimization as tfmot
 
 tfmot_c = tfmot.clustering.keras
 
-# A trained float kernel has about as many distinct values as weights; a clustered one at most
-# its clusters (plus zero). Kernels this large or larger tell the two apart (see `is_clustered`).
-_LARGE_KERNEL = 1024
+# A trained float kernel has about as many distinct values as nonzero weights, a clustered one
+# at most its clusters: kernels with this many nonzero weights tell the two apart.
+_EVIDENCE = 64
 MAX_CLUSTERS = 256  # more is no longer clustering for an int8 model (256 codes in all)
 
 
@@ -49,15 +49,21 @@ def cluster_report(model: keras.Model) -> dict[str, int]:
     return {name: unique_nonzero(kernel) for name, kernel in kernels(model).items()}
 
 
-def is_clustered(model: keras.Model) -> bool:
-    """True when most large kernels hold at most `MAX_CLUSTERS` distinct values (clustered).
+def _shares_values(kernel: np.ndarray) -> bool:
+    """Four or more nonzero weights per distinct value, and at most `MAX_CLUSTERS` values."""
+    return unique_nonzero(kernel) <= min(MAX_CLUSTERS, np.count_nonzero(kernel) // 4)
 
-    Small kernels (the first convolution, the 1x1 head) say nothing: they have few weights
-    anyway, and they are kept unclustered.
+
+def is_clustered(model: keras.Model) -> bool:
+    """True when most kernels share their nonzero values (clustered), through tfmot's wrappers.
+
+    Kernels with few nonzero weights (the 1x1 head) say nothing. Counting values per nonzero
+    weight, not per kernel, keeps a heavily pruned float model (few weights left, all
+    different) from looking clustered.
     """
-    large = [k for k in kernels(model).values() if k.size >= _LARGE_KERNEL]
-    clustered = [k for k in large if unique_nonzero(k) <= MAX_CLUSTERS]
-    return bool(large) and 2 * len(clustered) >= len(large)
+    evidence = [k for k in kernels(model).values() if np.count_nonzero(k) >= _EVIDENCE]
+    clustered = [k for k in evidence if _shares_values(k)]
+    return bool(evidence) and 2 * len(clustered) >= len(evidence)
 
 
 def _wrap(model: keras.Model, clusters: int, keep_dense: tuple[str, ...]) -> keras.Model:

@@ -70,6 +70,22 @@ def test_clustering_shares_values_and_keeps_the_zeros(
     assert is_clustered(clustered) and not is_clustered(pruned)
 
 
+def test_a_sparse_float_model_is_not_taken_for_a_clustered_one() -> None:
+    model = build_unet(preset("tiny"))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel, *rest = layer.get_weights()
+            kernel[np.abs(kernel) < np.quantile(np.abs(kernel), 0.9)] = 0.0  # 90 % zeros
+            layer.set_weights([kernel, *rest])
+    assert not is_clustered(model)
+    for layer in model.layers:  # the same zeros, the rest rounded to a few shared values
+        if isinstance(layer, keras.layers.Conv2D):
+            kernel, *rest = layer.get_weights()
+            shared = np.round(kernel * 4) / 4 + 0.01  # + 0.01: no new zeros
+            layer.set_weights([np.where(kernel == 0, 0.0, shared).astype(np.float32), *rest])
+    assert is_clustered(model)
+
+
 @pytest.mark.slow
 def test_cluster_preserving_qat_keeps_clusters_and_zeros(
     clustered: keras.Model, qat_clustered: keras.Model
