@@ -3,7 +3,9 @@
 The convolutions' smallest kernel weights are zeroed step by step while the model fine-tunes on
 its own training data, so the rest of the weights learn to make up for them. The zeros only pay
 off on a device whose kernels skip them (XNNPack's sparse inference, 2:4 sparse tensor cores)
-or in a compressed download; the QAT stage keeps them (`optimize.qat`).
+or in a compressed download; the QAT stage keeps them (`optimize.qat`). With `--clusters N`
+the pruned kernels are then clustered (`optimize.cluster`): N shared nonzero values each, which
+is what takes a compressed int8 model below a quarter of its pruned size.
 """
 
 from __future__ import annotations
@@ -247,7 +249,10 @@ def magnitude_prune(
         callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
         verbose=verbose,
     )
-    return tfmot.sparsity.keras.strip_pruning(wrapped)
+    stripped = tfmot.sparsity.keras.strip_pruning(wrapped)
+    # The layers kept dense are shared with the wrapped copy, so their `output` is ambiguous
+    # and QAT's activation-range probe fails on the result: return a clone that owns its layers.
+    return _clone(stripped)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -271,6 +276,9 @@ class PruneConfig(ConfigBase):
     epochs: int = 3
     learning_rate: float = 3e-4
     steps_per_epoch: int = 0  # 0: as the training run
+    clusters: int = 0  # after pruning: shared nonzero values per kernel (zeros kept); 0 = off
+    cluster_epochs: int = 2  # fine-tuning of the centroids
+    cluster_learning_rate: float = 1e-4
 
     def check(self) -> None:
         require(0 < self.sparsity < 1, f"sparsity must be in (0, 1), got {self.sparsity}")
@@ -278,6 +286,15 @@ class PruneConfig(ConfigBase):
         require(0 < self.target_macs <= 1, f"target-macs must be in (0, 1], got {self.target_macs}")
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(self.learning_rate > 0, f"learning-rate must be > 0, got {self.learning_rate}")
+        require(
+            self.clusters == 0 or 2 <= self.clusters <= 256,
+            f"clusters must be 0 (off) or in 2..256, got {self.clusters}: e.g. 16",
+        )
+        require(self.cluster_epochs >= 1, f"cluster-epochs must be >= 1, got {self.cluster_epochs}")
+        require(
+            self.cluster_learning_rate > 0,
+            f"cluster-learning-rate must be > 0, got {self.cluster_learning_rate}",
+        )
 
 
 def _sizes(path: Path) -> dict[str, int]:
@@ -323,6 +340,17 @@ def prune_run(
             learning_rate=config.learning_rate,
             steps_per_epoch=steps,
         )
+    if config.clusters:
+        from optimize.cluster import cluster
+
+        pruned = cluster(
+            pruned,
+            run,
+            config.clusters,
+            epochs=config.cluster_epochs,
+            learning_rate=config.cluster_learning_rate,
+            steps_per_epoch=steps,
+        )
     out.mkdir(parents=True, exist_ok=True)
     plain = keras.models.clone_model(pruned)  # without the fine-tuning's optimizer state
     plain.set_weights(pruned.get_weights())
@@ -339,6 +367,10 @@ def prune_run(
         },
         "size": {"before": _sizes(model_path), "after": _sizes(out / "model.keras")},
     }
+    if config.clusters:
+        from optimize.cluster import cluster_report
+
+        report["clusters"] = {"clusters": config.clusters, "layers": cluster_report(pruned)}
     write_json_atomic(out / "prune_report.json", report)
     write_json_atomic(
         out / "config.json", {**run.raw_config, "prune": config.to_dict(), "widths": widths}
@@ -401,6 +433,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="0: as the training run (default: 0)",
     )
+    parser.add_argument(
+        "--clusters",
+        type=int,
+        help="after pruning, cluster each pruned kernel's nonzero weights into this many shared "
+        "values, zeros kept (tfmot; 2-256, e.g. 16): a much smaller compressed int8 model "
+        f"(default: {c.clusters} = off)",
+    )
+    parser.add_argument(
+        "--cluster-epochs",
+        type=int,
+        help=f"fine-tuning epochs of the clusters (default: {c.cluster_epochs})",
+    )
+    parser.add_argument(
+        "--cluster-learning-rate",
+        type=float,
+        help=f"(default: {c.cluster_learning_rate})",
+    )
     return parser.parse_args(argv)
 
 
@@ -417,6 +466,9 @@ def main(args: argparse.Namespace) -> int:
         f"MACs at {macs['input_size']} px {macs['before'] / 1e9:.2f} G -> {macs['after'] / 1e9:.2f} G; "
         f"gzip size {size['before']['gzip_bytes'] / 1e6:.2f} MB -> {size['after']['gzip_bytes'] / 1e6:.2f} MB"
     )
+    if "clusters" in report:
+        counts = report["clusters"]["layers"].values()
+        print(f"distinct nonzero values per kernel: {min(counts)}-{max(counts)}")
     print(f"pruned model: {args.out / 'model.keras'}")
     return 0
 

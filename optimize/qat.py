@@ -5,17 +5,20 @@ to live with it; the converter then turns the simulated ranges into a real int8 
 scheme treats Conv2D + BatchNormalization + ReLU as one op (no rounding between them) and the
 converter folds the batch norm into the int8 convolution; the sigmoid head gets TFLite's fixed
 1/256 output scale. A pruned model keeps its zeros through QAT only with tfmot's
-prune-preserving scheme, which is picked when the model is sparse.
+prune-preserving scheme, which is picked when the model is sparse; a clustered model keeps its
+clusters (and zeros) only with the cluster-preserving one (PCQAT), picked when it is clustered.
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Collection
 from typing import Any
 
 import numpy as np
 
+from optimize.cluster import is_clustered
 from optimize.export import serving_function
 from optimize.finetune import Run, fine_tune
 from optimize.prune import check_prunable, sparsity_report
@@ -25,6 +28,12 @@ from train.tfk import keras, tf
 # isort: split
 # After train.tfk, which makes TensorFlow pick Keras 2 (tf_keras), the one tfmot needs.
 import tensorflow_model_optimization as tfmot
+
+# isort: split
+# tfmot's (P)CQAT quantizers, which its public API only offers inside a scheme (see below).
+from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (
+    cluster_preserve_quantize_registry as _cpq,
+)
 
 tfmot_q = tfmot.quantization.keras
 
@@ -73,7 +82,9 @@ class _PrunePreserveRegistry(tfmot_q.QuantizeRegistry):
     def get_quantize_config(self, layer: keras.layers.Layer) -> tfmot_q.QuantizeConfig:
         if self._prune_preserve.supports(layer):
             return self._prune_preserve.get_quantize_config(layer)
-        config = self._default.get_quantize_config(layer)
+        # tfmot's registry returns one shared config object per layer class: copy it before
+        # changing it, or every layer of the class gets the last layer's quantizer.
+        config = copy.deepcopy(self._default.get_quantize_config(layer))
         if layer.trainable_weights and hasattr(config, "weight_quantizer"):
             config.weight_quantizer = _SparsityPreservingQuantizer(config.weight_quantizer)
         return config
@@ -84,6 +95,82 @@ class _PrunePreserveScheme(tfmot_q.collab_opts.Default8BitPrunePreserveQuantizeS
 
     def get_quantize_registry(self) -> tfmot_q.QuantizeRegistry:
         return _PrunePreserveRegistry(super().get_quantize_registry())
+
+
+def _per_tensor_centroids(layer, weight, data_format):
+    """tfmot's `get_centroids`, never per channel: the values of the whole kernel."""
+    centroids, index = _cpq.get_unique(weight)
+    return centroids, tf.size(centroids), index, False
+
+
+class _PerTensorClusters:
+    """Builds the clusters of the whole kernel, as `optimize.cluster` made them.
+
+    tfmot's quantizer guesses per-channel clusters for any Conv2D whose output channels hold
+    about as many distinct values each, and then trains one set of centroids per channel: the
+    kernel's values drift apart (measured on the tiny U-Net: 33-143 distinct values after two
+    steps in kernels clustered to 8). The kernels here were clustered per tensor, so they stay so.
+    """
+
+    def build(self, tensor_shape, name: str, layer) -> dict[str, Any]:
+        original = _cpq.get_centroids
+        _cpq.get_centroids = _per_tensor_centroids  # module-level in tfmot; build is not threaded
+        try:
+            return super().build(tensor_shape, name, layer)
+        finally:
+            _cpq.get_centroids = original
+
+
+class _ClusterPreserveConvQuantizer(
+    _PerTensorClusters, _cpq.ClusterPreserveDefault8BitConvWeightsQuantizer
+):
+    """Per-channel int8 ranges (as for any Conv2D), per-tensor clusters."""
+
+
+class _ClusterPreserveQuantizer(
+    _PerTensorClusters, _cpq.ClusterPreserveDefault8BitWeightsQuantizer
+):
+    """Per-tensor int8 range and clusters (Conv2DTranspose, Dense)."""
+
+
+class _ClusterPreserveRegistry(tfmot_q.QuantizeRegistry):
+    """tfmot's (P)CQAT registry with one weight quantizer per layer, and Conv2DTranspose.
+
+    tfmot's `Default8bitClusterPreserveQuantizeRegistry` hands the same quantizer object to
+    every Conv2D, and that object turns its sparsity preservation off for good when it builds a
+    layer without zeros (the dense first convolution): then no layer's zeros are kept. It has
+    no rule for Conv2DTranspose (the 'transpose' U-Net's up-convolution) and refuses the model.
+    Here each layer gets its own quantizer, and Conv2DTranspose the per-tensor one that matches
+    its default 8-bit config. Layers left unclustered (at most 1024 distinct values) train each
+    value as its own centroid, which is plain training; larger ones are trained as weights.
+    """
+
+    def __init__(self, preserve_sparsity: bool) -> None:
+        self._preserve_sparsity = preserve_sparsity
+        self._default = tfmot_q.default_8bit.Default8BitQuantizeRegistry()
+
+    def supports(self, layer: keras.layers.Layer) -> bool:
+        return self._default.supports(layer)
+
+    def get_quantize_config(self, layer: keras.layers.Layer) -> tfmot_q.QuantizeConfig:
+        config = copy.deepcopy(self._default.get_quantize_config(layer))  # shared: see above
+        if not layer.trainable_weights or not hasattr(config, "weight_quantizer"):
+            return config
+        if type(layer) is keras.layers.Conv2D:
+            config.weight_quantizer = _ClusterPreserveConvQuantizer(self._preserve_sparsity)
+        elif isinstance(layer, (keras.layers.Conv2DTranspose, keras.layers.Dense)):
+            config.weight_quantizer = _ClusterPreserveQuantizer(self._preserve_sparsity)
+        return config
+
+
+class _ClusterPreserveScheme(tfmot_q.default_8bit.Default8BitQuantizeScheme):
+    """`Default8BitClusterPreserveQuantizeScheme` with `_ClusterPreserveRegistry`."""
+
+    def __init__(self, preserve_sparsity: bool = True) -> None:
+        self.preserve_sparsity = preserve_sparsity
+
+    def get_quantize_registry(self) -> tfmot_q.QuantizeRegistry:
+        return _ClusterPreserveRegistry(self.preserve_sparsity)
 
 
 def _clone(model: keras.Model) -> keras.Model:
@@ -105,13 +192,19 @@ def _annotate(model: keras.Model, keep_float: Collection[str]) -> keras.Model:
 
 
 def prepare_qat(
-    model: keras.Model, preserve_sparsity: bool | None = None, keep_float: Collection[str] = ()
+    model: keras.Model,
+    preserve_sparsity: bool | None = None,
+    preserve_clusters: bool | None = None,
+    keep_float: Collection[str] = (),
 ) -> keras.Model:
     """The model wrapped for QAT, not trained yet (`quantize_aware` also fine-tunes it).
 
     Args:
         preserve_sparsity: keep the kernels' zeros through QAT; None: when the prunable kernels
             are at least 30 % zeros (a pruned model). Plain QAT would let them grow back.
+        preserve_clusters: keep each clustered kernel's shared values shared (tfmot's CQAT: the
+            centroids train, not the weights); None: when the model is clustered
+            (`optimize.cluster.is_clustered`). With `preserve_sparsity` too this is PCQAT.
         keep_float: layers left unannotated: they fine-tune without simulated rounding. Give a
             convolution with its batch norm and ReLU (`CalibratedModel.with_fused`): tfmot
             quantizes the three as one op. TF's converter still makes such a layer an int8 op
@@ -124,11 +217,14 @@ def prepare_qat(
     check_prunable(model)
     if preserve_sparsity is None:
         preserve_sparsity = sparsity_report(model)["sparsity"] >= SPARSE_ENOUGH
-    scheme = (
-        _PrunePreserveScheme()
-        if preserve_sparsity
-        else tfmot_q.default_8bit.Default8BitQuantizeScheme()
-    )
+    if preserve_clusters is None:
+        preserve_clusters = is_clustered(model)
+    if preserve_clusters:
+        scheme: tfmot_q.QuantizeScheme = _ClusterPreserveScheme(preserve_sparsity)
+    elif preserve_sparsity:
+        scheme = _PrunePreserveScheme()
+    else:
+        scheme = tfmot_q.default_8bit.Default8BitQuantizeScheme()
     annotated = _annotate(_clone(model), keep_float)
     try:
         return tfmot_q.quantize_apply(annotated, scheme)
@@ -208,6 +304,7 @@ def quantize_aware(
     steps_per_epoch: int | None = None,
     verbose: int = 2,
     init_ranges: bool = True,
+    preserve_clusters: bool | None = None,
     keep_float: Collection[str] = (),
 ) -> keras.Model:
     """Fine-tunes the model with int8 quantization simulated, on the run's training data.
@@ -215,7 +312,7 @@ def quantize_aware(
     Args:
         model: the float (or pruned) model; left unchanged.
         run: the training run whose data, loss and pre-processing the fine-tuning reuses.
-        preserve_sparsity, keep_float: see `prepare_qat`.
+        preserve_sparsity, preserve_clusters, keep_float: see `prepare_qat`.
         epochs, learning_rate, steps_per_epoch, verbose: the fine-tuning (see `fine_tune`).
         init_ranges: start the activation ranges at the float model's, measured on the run's
             calibration tiles (see `init_activation_ranges`), rather than tfmot's (-6, 6).
@@ -227,7 +324,7 @@ def quantize_aware(
         raise UserError(f"epochs must be >= 1, got {epochs}: QAT needs fine-tuning steps")
     if steps_per_epoch is not None and steps_per_epoch < 1:
         raise UserError(f"steps_per_epoch must be >= 1 or None, got {steps_per_epoch}")
-    qat_model = prepare_qat(model, preserve_sparsity, keep_float)
+    qat_model = prepare_qat(model, preserve_sparsity, preserve_clusters, keep_float)
     if init_ranges:
         init_activation_ranges(qat_model, model, run.calibration_tiles())
     steps = run.steps_per_epoch(steps_per_epoch)

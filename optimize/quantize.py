@@ -1,8 +1,8 @@
 """`python -m optimize.quantize`: a float (or pruned) U-Net to a bundle whose models are proven.
 
-QAT fine-tune (sparsity kept when the model is pruned) or post-training quantization, every
-export (TFLite fp32, fp16, dynamic-range, int8 with int8 or float I/O, int8 post-training; ONNX
-fp32 and QDQ int8), the parity gate against the float model, then the bundle. On request the
+QAT fine-tune (sparsity kept when the model is pruned, clusters when it is clustered) or
+post-training quantization, every export (TFLite fp32, fp16, dynamic-range, int8 with int8 or
+float I/O, int8 post-training; ONNX fp32 and QDQ int8), the parity gate against the float model, then the bundle. On request the
 per-layer sensitivity (`optimize.sensitivity`), and when the gate fails, a second try with the
 most sensitive layers left in float (`--keep-float`).
 """
@@ -20,6 +20,7 @@ from typing import Any
 
 from optimize.bundle import BUNDLE_FILES as FILES
 from optimize.bundle import check_out_folder, manifest_fields, write_bundle
+from optimize.cluster import is_clustered
 from optimize.export import onnx_fp32, tflite_dynamic, tflite_fp16, tflite_fp32, tflite_int8
 from optimize.finetune import Run
 from optimize.onnx_int8 import onnx_int8_qdq
@@ -120,8 +121,10 @@ def _qat(
         return None
     sparsity = sparsity_report(model)["sparsity"]
     kept = f", in float: {', '.join(sorted(keep_float))}" if keep_float else ""
+    clustered = ", clustered: cluster-preserving QAT" if is_clustered(model) else ""
     print(
-        f"QAT fine-tuning {config.qat_epochs} epoch(s) (model sparsity {sparsity:.2f}{kept})",
+        f"QAT fine-tuning {config.qat_epochs} epoch(s) (model sparsity {sparsity:.2f}"
+        f"{clustered}{kept})",
         flush=True,
     )
     return quantize_aware(
@@ -217,7 +220,9 @@ def _with_float_layers(
     )
 
 
-def _parity(reference: Reference, exports: dict[str, bytes], sparsity: float) -> dict[str, Any]:
+def _parity(
+    reference: Reference, exports: dict[str, bytes], facts: dict[str, Any]
+) -> dict[str, Any]:
     """Every export through the runtime against the float model; prints the table."""
     with tempfile.TemporaryDirectory() as scratch:
         paths = {}
@@ -226,7 +231,7 @@ def _parity(reference: Reference, exports: dict[str, bytes], sparsity: float) ->
             path.write_bytes(data_bytes)
             paths[key] = (path, FILES[key][1])
         report = parity_report(reference, paths)
-    report["float_sparsity"] = sparsity
+    report |= facts
     print_table(report, exports)
     return report
 
@@ -244,7 +249,10 @@ def quantize(
     tiles = run.calibration_tiles(config.calibration_tiles)
     if not tiles:
         raise UserError(f"no calibration images in {run.data_config.source}: add images")
-    sparsity = sparsity_report(model)["sparsity"]
+    facts = {  # what the parity report says of the model QAT started from
+        "float_sparsity": sparsity_report(model)["sparsity"],
+        "float_clustered": is_clustered(model),
+    }
     images, labels = run.validation_tiles()
     reference = Reference.of(model, images, labels, run.model_config.classes)
     sensitivity = _Sensitivity(model, run.tile_size, tiles, reference)
@@ -252,7 +260,7 @@ def quantize(
         sensitivity.rows()
     qat_model = _qat(model, run, config)
     exports = _export_all(model, qat_model, run.tile_size, tiles)
-    report = _parity(reference, exports, sparsity)
+    report = _parity(reference, exports, facts)
     kept: list[str] = []
     try:
         check_gate(report, GATED, config.max_dice_drop)
@@ -262,7 +270,7 @@ def quantize(
         kept = [row["layer"] for row in sensitivity.rows()[: config.keep_float]]
         print(f"\n{failure}\n--keep-float: again with {', '.join(kept)} in float", flush=True)
         exports |= _with_float_layers(model, run, config, tiles, exports, sensitivity, kept)
-        report = _parity(reference, exports, sparsity)
+        report = _parity(reference, exports, facts)
         try:
             check_gate(report, GATED, config.max_dice_drop)
         except ParityGateFailed as again:
