@@ -85,20 +85,9 @@ def litert_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tup
 
 def onnx_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tuple[Runner, bool]:
     """The bundle's ONNX models have a fixed batch of 1 (as exported): tiles one by one."""
-    import onnxruntime as ort
+    from runtime.backends import onnx_session
 
-    from runtime.backends import ONNX_DISABLED_OPTIMIZERS
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(
-        variant.path,
-        options,
-        providers=["CPUExecutionProvider"],
-        disabled_optimizers=ONNX_DISABLED_OPTIMIZERS,  # as the runtime runs it
-    )
+    session = onnx_session(Path(variant.path), threads, ["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     x = _inputs(variant, 1, np.float32)
 

@@ -325,9 +325,14 @@ def _latency_row(report: dict, entry: dict, group: list[dict], baseline: str | N
         "baseline" if is_baseline else _times(speedup),
         _num(entry.get("gmacs_per_s"), 1),
         _pct(_of_ceiling(report, entry), 0),
-        str(entry.get("tiles", DASH)) + ("" if entry.get("batched", True) else " (one by one)"),
+        str(entry.get("tiles", DASH)) + _one_by_one(entry),
         str(entry.get("runs", DASH)),
     )
+
+
+def _one_by_one(entry: dict) -> str:
+    """Marks a batch that ran tile by tile because the model takes no batch (ONNX, batch 1)."""
+    return " (one by one)" if entry.get("batch", 1) > 1 and not entry.get("batched", True) else ""
 
 
 def _size_section(report: dict) -> _Section | None:

@@ -269,3 +269,12 @@ def test_predict_cli_errors_are_one_line_with_exit_2(tiny_bundle, tmp_path, argv
         timeout=120,
     )
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_onnx_sessions_do_not_spin_after_a_run(tiny_bundle):
+    from runtime.backends import onnx_session
+
+    options = onnx_session(tiny_bundle / "model_fp32.onnx", 2).get_session_options()
+    # Spinning threads slowed the next model on 2 cores by half (see onnx_session).
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.intra_op_num_threads == 2
