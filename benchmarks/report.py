@@ -242,6 +242,11 @@ def _data_fact(accuracy: dict, report: dict) -> str:
     return f"{data}, {len(images)} images, {labels}" if accuracy else str(data)
 
 
+def _digits(target: Any) -> int:
+    """Speed-ups read well with 2 decimals; Dice budgets (0.01) need 4."""
+    return 4 if isinstance(target, int | float) and abs(target) < 0.1 else 2
+
+
 def _targets_section(report: dict) -> _Section | None:
     targets = report.get("targets") or []
     if not targets:
@@ -249,8 +254,8 @@ def _targets_section(report: dict) -> _Section | None:
     rows = [
         (
             str(t.get("claim", DASH)),
-            _num(t.get("target"), 2),
-            _num(t.get("measured"), 2),
+            _num(t.get("target"), _digits(t.get("target"))),
+            _num(t.get("measured"), _digits(t.get("target"))),
             "met" if t.get("met") else "missed",
         )
         for t in targets
