@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from optimize.finetune import Run, fine_tune
-from optimize.prune import DEFAULT_KEEP_DENSE, PRUNABLE_TYPES, check_prunable, kernels
+from optimize.prune import DEFAULT_KEEP_DENSE, check_prunable, kernels, wrap_prunable
 from runtime.errors import UserError
 from train.tfk import keras
 
@@ -73,13 +73,7 @@ def _wrap(model: keras.Model, clusters: int, keep_dense: tuple[str, ...]) -> ker
         "cluster_centroids_init": tfmot_c.CentroidInitialization.KMEANS_PLUS_PLUS,
         "preserve_sparsity": True,
     }
-
-    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
-        if isinstance(layer, PRUNABLE_TYPES) and layer.name not in keep_dense:
-            return tfmot_c.cluster_weights(layer, **params)
-        return layer
-
-    return keras.models.clone_model(model, clone_function=wrap)
+    return wrap_prunable(model, keep_dense, lambda layer: tfmot_c.cluster_weights(layer, **params))
 
 
 def cluster(

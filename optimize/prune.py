@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import gzip
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -190,14 +191,17 @@ def _schedule(sparsity: float, total_steps: int) -> tfmot.sparsity.keras.Polynom
     )
 
 
-def _wrap(
-    model: keras.Model, keep_dense: tuple[str, ...], pruning_args: dict[str, Any]
+def wrap_prunable(
+    model: keras.Model,
+    keep_dense: tuple[str, ...],
+    wrapper: Callable[[keras.layers.Layer], keras.layers.Layer],
 ) -> keras.Model:
-    """The model with `prune_low_magnitude` around each prunable layer not kept dense."""
+    """A clone with `wrapper` (a tfmot pruning or clustering wrapper) around each prunable
+    layer not kept dense."""
 
     def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
         if isinstance(layer, PRUNABLE_TYPES) and layer.name not in keep_dense:
-            return tfmot.sparsity.keras.prune_low_magnitude(layer, **pruning_args)
+            return wrapper(layer)
         return layer
 
     return keras.models.clone_model(model, clone_function=wrap)
@@ -239,7 +243,11 @@ def magnitude_prune(
         pruning_args: dict[str, Any] = {"pruning_schedule": _schedule(sparsity, epochs * steps)}
     else:
         pruning_args = {"sparsity_m_by_n": tuple(m_by_n)}
-    wrapped = _wrap(_clone(model), tuple(keep_dense), pruning_args)
+    wrapped = wrap_prunable(
+        _clone(model),
+        tuple(keep_dense),
+        lambda layer: tfmot.sparsity.keras.prune_low_magnitude(layer, **pruning_args),
+    )
     fine_tune(
         wrapped,
         run,
