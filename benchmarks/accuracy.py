@@ -16,9 +16,8 @@ from benchmarks.variants import Variant, manifest_json
 from optimize.parity import Reference, compare
 from runtime.bundle import read_manifest
 from runtime.metrics import masks_from_probabilities
-from runtime.preprocess import normalize, scale_to_unit, to_channels
+from runtime.preprocess import scale_to_unit, to_channels
 from runtime.segmenter import Segmenter
-from runtime.tiling import predict_tiled
 from train.config import DataConfig
 from train.data import Sample, load_samples, split_samples
 
@@ -41,22 +40,11 @@ def _keras_probabilities(variant: Variant, images: list[np.ndarray]) -> list[np.
 
     model = keras.models.load_model(variant.path, compile=False)
     prep = read_manifest(variant.bundle_path).preprocessing
-    return [
-        predict_tiled(
-            normalize(image, prep),
-            lambda tiles: model(tiles, training=False).numpy(),
-            variant.tile,
-            variant.out_tile,
-            variant.overlap,
-            align=variant.multiple,
-        )
-        for image in images
-    ]
+    return [variant.keras_predict(model, prep, image) for image in images]
 
 
 def _runtime_probabilities(variant: Variant, images: list[np.ndarray]) -> list[np.ndarray]:
-    backend = "litert" if variant.format == "tflite" else "onnx"
-    segmenter = Segmenter.from_bundle(variant.bundle_path, variant.precision, backend)
+    segmenter = Segmenter.from_bundle(variant.bundle_path, variant.precision, variant.backend)
     return [segmenter.predict(image).probabilities for image in images]
 
 

@@ -23,7 +23,6 @@ from runtime.errors import UserError
 SCHEMA = 1
 BASELINE = "tflite fp32"
 REPORT = "report.json"
-_FORMAT_BACKEND = {"tflite": "litert", "onnx": "onnx"}
 
 
 def _bundles(given: list[str]) -> dict[str, Path]:
@@ -54,10 +53,9 @@ def collect_variants(
     installed = set(installed_backends())
     usable = []
     for v in variants:
-        backend = _FORMAT_BACKEND.get(v.format)
-        if backend and backend not in installed:
+        if v.backend and v.backend not in installed:
             skipped.append(
-                {"name": v.name, "reason": f"the {backend} interpreter is not installed"}
+                {"name": v.name, "reason": f"the {v.backend} interpreter is not installed"}
             )
         else:
             usable.append(v)

@@ -27,9 +27,7 @@ def _segment_with_runtime(variant: Variant, image: Any) -> tuple[float, float]:
     from runtime.segmenter import Segmenter
 
     imported = time.perf_counter()
-    segmenter = Segmenter.from_bundle(
-        variant.bundle_path, variant.precision, "litert" if variant.format == "tflite" else "onnx"
-    )
+    segmenter = Segmenter.from_bundle(variant.bundle_path, variant.precision, variant.backend)
     loaded = time.perf_counter()
     segmenter.predict(image)
     return imported, loaded
@@ -37,22 +35,13 @@ def _segment_with_runtime(variant: Variant, image: Any) -> tuple[float, float]:
 
 def _segment_with_keras(variant: Variant, image: Any) -> tuple[float, float]:
     from runtime.bundle import read_manifest
-    from runtime.preprocess import normalize
-    from runtime.tiling import predict_tiled
     from train.tfk import keras
 
     imported = time.perf_counter()
     model = keras.models.load_model(variant.path, compile=False)
     manifest = read_manifest(variant.bundle_path)
     loaded = time.perf_counter()
-    predict_tiled(
-        normalize(image, manifest.preprocessing),
-        lambda tiles: model(tiles, training=False).numpy(),
-        variant.tile,
-        variant.out_tile,
-        variant.overlap,
-        align=variant.multiple,
-    )
+    variant.keras_predict(model, manifest.preprocessing, image)
     return imported, loaded
 
 

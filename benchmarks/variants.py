@@ -12,9 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from benchmarks.macs import tflite_macs
 from runtime.bundle import MANIFEST, Manifest, read_manifest, sha256_of
-from runtime.tiling import tile_count
+from runtime.preprocess import Preprocessing, normalize
+from runtime.tiling import predict_tiled, tile_count
 
 MAIN = "main"  # the label of the first --bundle; its float Keras model is the reference
 # Bundle keys measured in the further bundles (pruned, filter-pruned): the deployable ones.
@@ -35,6 +38,22 @@ class Variant:
     channels: int
     multiple: int  # tile starts are multiples of this (2**depth)
     macs_per_tile: int
+
+    @property
+    def backend(self) -> str | None:
+        """The runtime backend that runs it; None for the Keras model."""
+        return {"tflite": "litert", "onnx": "onnx"}.get(self.format)
+
+    def keras_predict(self, model: Any, prep: Preprocessing, image: np.ndarray) -> np.ndarray:
+        """A Keras model's probabilities for one raw image, on the runtime's tiles."""
+        return predict_tiled(
+            normalize(image, prep),
+            lambda tiles: model(tiles, training=False).numpy(),
+            self.tile,
+            self.out_tile,
+            self.overlap,
+            align=self.multiple,
+        )
 
     @property
     def overlap(self) -> int:
@@ -73,7 +92,7 @@ def _bundle_key(fmt: str, precision: str) -> str:
 def _macs(bundle: Path, manifest: Manifest) -> int:
     """MACs of one tile, counted on a TFLite model of the bundle (all share the graph)."""
     tflite = [a for a in manifest.artifacts if a.format == "tflite"]
-    return tflite_macs(bundle / (tflite[0].file if tflite else "")) if tflite else 0
+    return tflite_macs(bundle / tflite[0].file) if tflite else 0
 
 
 def bundle_variants(label: str, bundle: Path) -> list[Variant]:
