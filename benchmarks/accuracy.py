@@ -53,13 +53,21 @@ def _pooled(arrays: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([a.reshape(-1, a.shape[-1]) for a in arrays])
 
 
+def _probabilities(variant: Variant, images: list[np.ndarray]) -> list[np.ndarray]:
+    if variant.format == "keras":
+        return _keras_probabilities(variant, images)
+    return _runtime_probabilities(variant, images)
+
+
 def measure_accuracy(
-    reference_variant: Variant, variants: list[Variant], samples: list[Sample], classes: int
+    reference_variant: Variant, variants: list[Variant], samples: list[Sample]
 ) -> tuple[dict[str, Any], list[Example]]:
-    """Scores of every variant against the float model and the labels; overlay examples."""
+    """Scores of every variant against the reference (the float Keras model when there is one)
+    and the labels; overlay examples."""
+    classes = reference_variant.classes
     images = [s.image for s in samples]
     labels = [s.mask for s in samples]
-    float_probs = _keras_probabilities(reference_variant, images)
+    float_probs = _probabilities(reference_variant, images)
     per_image_refs = {
         s.name: Reference(None, label, probs, classes)
         for s, label, probs in zip(samples, labels, float_probs, strict=True)
@@ -77,13 +85,7 @@ def measure_accuracy(
     }
     examples = []
     for variant in tqdm(variants, desc="parity and accuracy"):
-        probs = (
-            float_probs
-            if variant is reference_variant
-            else _keras_probabilities(variant, images)
-            if variant.format == "keras"
-            else _runtime_probabilities(variant, images)
-        )
+        probs = float_probs if variant is reference_variant else _probabilities(variant, images)
         result["variants"][variant.name] = {
             "overall": compare(overall_ref, _pooled(probs)),
             "per_image": {

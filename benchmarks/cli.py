@@ -15,8 +15,10 @@ from typing import Any
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.environment import environment
+from benchmarks.report import write_report
 from benchmarks.variants import MAIN, Variant, bundle_variants, keras_variant
 from runtime.backends import installed_backends
+from runtime.bundle import MANIFEST
 from runtime.config import stage_config
 from runtime.errors import UserError
 
@@ -33,7 +35,7 @@ def _bundles(given: list[str]) -> dict[str, Path]:
         label = MAIN if i == 0 else label or Path(path).name
         if label in bundles:
             raise UserError(f"--bundle label {label!r} is given twice: name them LABEL=PATH")
-        if not (Path(path) / "manifest.json").is_file():
+        if not (Path(path) / MANIFEST).is_file():
             raise UserError(
                 f"--bundle {path} is not a bundle (no manifest.json): give a folder written "
                 "by python -m optimize.quantize or optimize.export"
@@ -73,13 +75,14 @@ def measure(
     bundles: dict[str, Path], keras_path: Path | None, data: str | None, config: BenchmarkConfig
 ) -> tuple[dict[str, Any], list]:
     """The whole report and the overlay examples."""
+    # Here, not at the top: --help and argument errors answer without loading TensorFlow.
     from benchmarks.accuracy import held_out_samples, measure_accuracy
     from benchmarks.coldstart import measure_cold_start
     from benchmarks.latency import measure_latency
     from benchmarks.targets import check_targets
-    from runtime.bundle import read_manifest
 
     started = time.perf_counter()
+    source = data or "the bundle's own"
     variants, skipped = collect_variants(bundles, keras_path)
     if not variants:
         raise UserError("nothing to measure: install ai-edge-litert or onnxruntime")
@@ -97,16 +100,15 @@ def measure(
     reference = next((v for v in variants if v.format == "keras"), None) or next(
         v for v in variants if v.name == baseline
     )
-    classes = read_manifest(bundles[MAIN]).classes
-    accuracy, examples = measure_accuracy(reference, variants, samples, classes)
-    accuracy |= {"data": data or "the bundle's own", "reference": reference.name}
+    accuracy, examples = measure_accuracy(reference, variants, samples)
+    accuracy |= {"data": source, "reference": reference.name}
     report = {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "config": {
             "bundles": {k: str(v) for k, v in bundles.items()},
             "keras": next((v.path for v in variants if v.format == "keras"), None),
-            "data": data or "the bundle's own",
+            "data": source,
             **config.to_dict(),
         },
         "environment": environment(),
@@ -197,8 +199,6 @@ def _print_summary(report: dict[str, Any]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from benchmarks.report import write_report
-
     try:
         config = stage_config(BenchmarkConfig, args.config, "benchmark", vars(args))
         bundles = _bundles(args.bundle)
@@ -207,10 +207,10 @@ def main(args: argparse.Namespace) -> int:
         if args.keras and not args.keras.is_file():
             raise UserError(f"--keras {args.keras} does not exist: give the bundle's float .keras")
         report, examples = measure(bundles, args.keras, args.data, config)
-        paths = write_report(report, examples, out)
+        write_report(report, examples, out)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     _print_summary(report)
-    print(f"\nreport: {paths.get('html', out)} ({report['wall_seconds']:.0f} s)")
+    print(f"\nreport: {out / 'report.html'} ({report['wall_seconds']:.0f} s)")
     return 0

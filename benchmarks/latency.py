@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.environment import gemm_ceiling, quiet_env
@@ -68,9 +69,14 @@ def _litert_invoke(variant: Variant, threads: int, count: int) -> Runner | None:
     return run
 
 
+def _chunks(tiles: int, batch: int) -> list[int]:
+    """Tiles per call: `batch` at a time, the rest last."""
+    return [min(batch, tiles - i) for i in range(0, tiles, batch)]
+
+
 def litert_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tuple[Runner, bool]:
     """Runs `tiles` tiles, `batch` per invoke when the model takes a batch; (runner, batched)."""
-    chunks = [min(batch, tiles - i) for i in range(0, tiles, batch)]
+    chunks = _chunks(tiles, batch)
     made = {n: _litert_invoke(variant, threads, n) for n in set(chunks)}
     if any(m is None for m in made.values()):
         made, chunks = {1: _litert_invoke(variant, threads, 1)}, [1] * tiles
@@ -105,10 +111,7 @@ def keras_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tupl
     model = keras.models.load_model(variant.path, compile=False)
     spec = tf.TensorSpec([None, variant.tile, variant.tile, variant.channels], tf.float32)
     call = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    chunks = [
-        tf.constant(_inputs(variant, min(batch, tiles - i), np.float32))
-        for i in range(0, tiles, batch)
-    ]
+    chunks = [tf.constant(_inputs(variant, n, np.float32)) for n in _chunks(tiles, batch)]
 
     def run() -> None:
         for chunk in chunks:
@@ -174,8 +177,6 @@ def measure_threads(
     variants: list[Variant], config: BenchmarkConfig, threads: int
 ) -> tuple[list[dict[str, Any]], float]:
     """Every variant at every setting for one thread count; returns entries and the ceiling."""
-    from tqdm import tqdm
-
     ceiling = gemm_ceiling(threads)
     entries = []
     settings = _settings(config, threads)

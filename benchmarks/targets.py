@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from benchmarks.variants import Variant, manifest_json
+from benchmarks.variants import Variant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,11 +29,6 @@ class SpeedClaim:
         return p50_ms[self.baseline] / p50_ms[self.variant]
 
 
-def prune_method(variant: Variant) -> str | None:
-    prune = manifest_json(variant.bundle_path)["configs"].get("prune")
-    return prune["method"] if prune else None
-
-
 # The Dice a pruned + int8 model may lose against the float model (the optimize issue's limits).
 DICE_BUDGET = {"magnitude": 0.01, "2:4": 0.01, "filter": 0.02, None: 0.01}
 
@@ -47,7 +42,7 @@ def _speed_claims(variants: list[Variant]) -> list[SpeedClaim]:
     claims += [
         SpeedClaim(v.name, "tflite fp32", 2.5)
         for v in variants
-        if v.key == "int8" and v.format == "tflite" and prune_method(v) == "filter"
+        if v.key == "int8" and v.format == "tflite" and v.prune_method == "filter"
     ]
     return claims
 
@@ -82,7 +77,7 @@ def check_targets(
     for v in variants:
         if v.bundle == "main" or v.key != "int8" or v.name not in scored:
             continue
-        budget = DICE_BUDGET.get(prune_method(v), 0.01)
+        budget = DICE_BUDGET.get(v.prune_method, 0.01)
         drop = scored[v.name]["overall"]["dice_drop"]
         results.append(
             {

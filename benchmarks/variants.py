@@ -38,6 +38,8 @@ class Variant:
     channels: int
     multiple: int  # tile starts are multiples of this (2**depth)
     macs_per_tile: int
+    classes: int
+    prune_method: str | None  # magnitude, 2:4, filter; None when the model was not pruned
 
     @property
     def backend(self) -> str | None:
@@ -99,6 +101,7 @@ def bundle_variants(label: str, bundle: Path) -> list[Variant]:
     """The bundle's models (all for the main bundle, FURTHER_KEYS for the others)."""
     manifest = read_manifest(bundle)
     macs = _macs(bundle, manifest)
+    prune = manifest_json(bundle)["configs"].get("prune")
     found = []
     for artifact in manifest.artifacts:
         key = _bundle_key(artifact.format, artifact.precision)
@@ -118,6 +121,8 @@ def bundle_variants(label: str, bundle: Path) -> list[Variant]:
                 channels=manifest.channels,
                 multiple=manifest.size_multiple,
                 macs_per_tile=macs,
+                classes=manifest.classes,
+                prune_method=prune["method"] if prune else None,
             )
         )
     return found

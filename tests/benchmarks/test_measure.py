@@ -195,3 +195,15 @@ def test_the_command_line_dispatches_compare(report_folder, tmp_path):
     assert done.returncode == 0, done.stderr
     done = subprocess.run([*same, str(worse)], capture_output=True, text=True)
     assert done.returncode == 1 and "larger" in done.stdout
+
+
+def test_without_a_keras_model_the_tflite_fp32_model_is_the_reference(tiny_bundle):
+    from benchmarks.accuracy import held_out_samples, measure_accuracy
+
+    variants = bundle_variants("main", tiny_bundle)
+    reference = next(v for v in variants if v.name == "tflite fp32")
+    samples = held_out_samples(reference, None, 2)
+    scores, examples = measure_accuracy(reference, variants, samples)
+    assert scores["variants"]["tflite fp32"]["overall"]["agreement_with_float"] == 1.0
+    assert scores["variants"]["onnx fp32"]["overall"]["agreement_with_float"] > 0.999
+    assert [e.variant for e in examples] == ["tflite int8"] * 2
