@@ -2,9 +2,9 @@
 
 QAT fine-tune (sparsity kept when the model is pruned, clusters when it is clustered) or
 post-training quantization, every export (TFLite fp32, fp16, dynamic-range, int8 with int8 or
-float I/O, int8 post-training; ONNX fp32 and QDQ int8), the parity gate against the float model, then the bundle. On request the
-per-layer sensitivity (`optimize.sensitivity`), and when the gate fails, a second try with the
-most sensitive layers left in float (`--keep-float`).
+float I/O, int8 post-training; ONNX fp32 and QDQ int8), the parity gate against the float
+model, then the bundle. On request the per-layer sensitivity (`optimize.sensitivity`), and when
+the gate fails, a second try with the most sensitive layers left in float (`--keep-float`).
 """
 
 from __future__ import annotations
@@ -98,33 +98,38 @@ class _Sensitivity:
 
     def __init__(self, model: keras.Model, size: int, tiles: list, reference: Reference) -> None:
         self._model, self._size, self._tiles, self._reference = model, size, tiles, reference
-        self._rows: list[dict[str, Any]] | None = None
 
     @cached_property
     def calibrated(self) -> CalibratedModel:
         return CalibratedModel(self._model, self._size, self._tiles)
 
+    @cached_property
+    def _rows(self) -> list[dict[str, Any]]:
+        print(f"per-layer sensitivity ({len(self.calibrated.layers)} layers)", flush=True)
+        rows = layer_sensitivity(self.calibrated, self._reference)
+        print_sensitivity(rows)
+        return rows
+
     def rows(self) -> list[dict[str, Any]]:
-        """Most sensitive first (see `optimize.sensitivity.layer_sensitivity`)."""
-        if self._rows is None:
-            print(f"per-layer sensitivity ({len(self.calibrated.layers)} layers)", flush=True)
-            self._rows = layer_sensitivity(self.calibrated, self._reference)
-            print_sensitivity(self._rows)
+        """Most sensitive first (see `optimize.sensitivity.layer_sensitivity`), made once."""
         return self._rows
 
 
 def _qat(
-    model: keras.Model, run: Run, config: QuantizeConfig, keep_float: Collection[str] = ()
+    model: keras.Model,
+    run: Run,
+    config: QuantizeConfig,
+    facts: dict[str, Any],
+    keep_float: Collection[str] = (),
 ) -> keras.Model | None:
     """The fine-tuned QAT model (None for post-training quantization)."""
     if config.method is not Method.QAT:
         return None
-    sparsity = sparsity_report(model)["sparsity"]
     kept = f", in float: {', '.join(sorted(keep_float))}" if keep_float else ""
-    clustered = ", clustered: cluster-preserving QAT" if is_clustered(model) else ""
+    clustered = ", clustered: cluster-preserving QAT" if facts["float_clustered"] else ""
     print(
-        f"QAT fine-tuning {config.qat_epochs} epoch(s) (model sparsity {sparsity:.2f}"
-        f"{clustered}{kept})",
+        f"QAT fine-tuning {config.qat_epochs} epoch(s) (model sparsity "
+        f"{facts['float_sparsity']:.2f}{clustered}{kept})",
         flush=True,
     )
     return quantize_aware(
@@ -205,10 +210,11 @@ def _with_float_layers(
     exports: dict[str, bytes],
     sensitivity: _Sensitivity,
     kept: list[str],
+    facts: dict[str, Any],
 ) -> dict[str, bytes]:
     """The gated int8 models again, the `kept` layers (and what is fused into them) in float."""
     keep_float = sensitivity.calibrated.with_fused(kept)
-    qat_model = _qat(model, run, config, keep_float)
+    qat_model = _qat(model, run, config, facts, keep_float)
     return _gated_exports(
         model,
         qat_model,
@@ -258,7 +264,7 @@ def quantize(
     sensitivity = _Sensitivity(model, run.tile_size, tiles, reference)
     if config.sensitivity:  # first: it is what was asked for, QAT takes long
         sensitivity.rows()
-    qat_model = _qat(model, run, config)
+    qat_model = _qat(model, run, config, facts)
     exports = _export_all(model, qat_model, run.tile_size, tiles)
     report = _parity(reference, exports, facts)
     kept: list[str] = []
@@ -269,7 +275,7 @@ def quantize(
             raise
         kept = [row["layer"] for row in sensitivity.rows()[: config.keep_float]]
         print(f"\n{failure}\n--keep-float: again with {', '.join(kept)} in float", flush=True)
-        exports |= _with_float_layers(model, run, config, tiles, exports, sensitivity, kept)
+        exports |= _with_float_layers(model, run, config, tiles, exports, sensitivity, kept, facts)
         report = _parity(reference, exports, facts)
         try:
             check_gate(report, GATED, config.max_dice_drop)
