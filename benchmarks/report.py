@@ -176,14 +176,6 @@ def _speedup(entry: dict, group: list[dict], baseline: str | None) -> float | No
     return base["p50_ms"] / entry["p50_ms"]
 
 
-def _of_ceiling(report: dict, entry: dict) -> float | None:
-    if _is_number(entry.get("of_ceiling")):
-        return entry["of_ceiling"]
-    ceiling = {c.get("threads"): c.get("gmacs_per_s") for c in report.get("ceiling") or []}
-    peak, rate = ceiling.get(entry.get("threads")), entry.get("gmacs_per_s")
-    return rate / peak if _positive(peak) and _is_number(rate) else None
-
-
 # --------------------------------------------------------------------------------------------
 # Sections (shared by Markdown and HTML)
 
@@ -291,7 +283,7 @@ def _latency_section(report: dict) -> _Section | None:
     tables = [
         _Table(
             _LATENCY_HEADERS,
-            [_latency_row(report, e, entries, baseline) for e in entries],
+            [_latency_row(e, entries, baseline) for e in entries],
             "l" + "r" * (len(_LATENCY_HEADERS) - 1),
             caption=f"{size} px, {_plural(threads, 'thread')}, batch {batch}",
         )
@@ -317,7 +309,7 @@ def _latency_section(report: dict) -> _Section | None:
     return _Section("Latency", tables=tables, notes=notes, plots=["latency"])
 
 
-def _latency_row(report: dict, entry: dict, group: list[dict], baseline: str | None) -> tuple:
+def _latency_row(entry: dict, group: list[dict], baseline: str | None) -> tuple:
     speedup = _speedup(entry, group, baseline)
     is_baseline = entry.get("variant") == baseline
     return (
@@ -329,7 +321,7 @@ def _latency_row(report: dict, entry: dict, group: list[dict], baseline: str | N
         _num(entry.get("images_per_s"), 2),
         "baseline" if is_baseline else _times(speedup),
         _num(entry.get("gmacs_per_s"), 1),
-        _pct(_of_ceiling(report, entry), 0),
+        _pct(entry.get("of_ceiling"), 0),  # measured against the same process's GEMM
         str(entry.get("tiles", DASH)) + _one_by_one(entry),
         str(entry.get("runs", DASH)),
     )
