@@ -3,7 +3,7 @@
 tf2onnx folds a QAT model's fake-quant nodes into float weights (tensorflow-onnx issues 1719 and
 1394), so converting the QAT Keras model gives an fp32-sized, slower ONNX file. Instead the float
 ONNX model is quantized after the fact, calibrated on the same normalized tiles as the TFLite int8
-export: int8 weights (symmetric, per output channel, as TFLite), 8-bit activations (asymmetric,
+export: 7-bit int8 weights (symmetric, per output channel), 8-bit activations (asymmetric,
 min/max, as TFLite), and QuantizeLinear/DequantizeLinear pairs around each op, which onnxruntime's
 CPU provider fuses into integer kernels. The model keeps its float input and output, so the runtime
 feeds normalized tiles and reads probabilities exactly as from the fp32 model.
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from optimize.saturation import check_no_saturation, u8s8_saturation
 from optimize.sensitivity import layers_in_name
 
 if TYPE_CHECKING:
@@ -30,6 +31,15 @@ if TYPE_CHECKING:
 # for the same mask agreement. The grid is TFLite's int8 one shifted by 128 (zero point + 128).
 _ACTIVATION_TYPE = "QUInt8"
 _WEIGHT_TYPE = "QInt8"
+# 7-bit weights ([-64, 64]): onnxruntime's u8 x s8 kernels on x86 without VNNI add pairs of
+# products into int16 (VPMADDUBSW), and 255 * 127 * 2 overflows it; 255 * 64 * 2 does not
+# (`optimize.saturation`). Measured on the demo model (Xeon with AVX-512 VNNI, 2 threads,
+# 256 px): full range 99.67% mask agreement with float, 7-bit 99.66%, same speed; on an AVX2-only
+# EPYC the full-range file fell to 97.10% and the 7-bit one kept 99.69% (issue 9). u8 weights
+# (U8U8, no saturation either) ran 2.7x slower here, int8 activations (S8S8) 1.9x.
+_REDUCE_RANGE = True
+# Tiles that the saturation check runs: the weights say whether a pair can saturate at all.
+_SATURATION_TILES = 4
 
 
 class _TileReader:
@@ -130,7 +140,11 @@ def _nodes_of(model: onnx.ModelProto, layers: Collection[str]) -> list[str]:
 
 
 def _quantize(
-    fp32_onnx: bytes, tiles: list[np.ndarray], per_channel: bool, keep_float: Collection[str]
+    fp32_onnx: bytes,
+    tiles: list[np.ndarray],
+    per_channel: bool,
+    keep_float: Collection[str],
+    reduce_range: bool = _REDUCE_RANGE,
 ) -> bytes:
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -151,6 +165,7 @@ def _quantize(
             _TileReader(_input_name(model), tiles),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
+            reduce_range=reduce_range,
             activation_type=QuantType[_ACTIVATION_TYPE],
             weight_type=QuantType[_WEIGHT_TYPE],
             calibrate_method=CalibrationMethod.MinMax,
@@ -180,9 +195,14 @@ def onnx_int8_qdq(
             weights again at load time: `runtime.backends.OnnxBackend` turns that pass off.
 
     Returns:
-        The serialized QDQ model: float input and output, int8 weights and uint8 activations.
+        The serialized QDQ model: float input and output, 7-bit int8 weights and uint8
+        activations, which no x86 CPU's int8 kernels saturate.
 
     Raises:
         ValueError: on an empty calibration list, or a keep_float layer without ONNX nodes.
+        SaturationRisk: a weight pair could saturate onnxruntime's AVX2 kernels (a bug here).
     """
-    return _quantize(fp32_onnx, _calibration_tiles(calibration), per_channel, keep_float)
+    tiles = _calibration_tiles(calibration)
+    model = _quantize(fp32_onnx, tiles, per_channel, keep_float)
+    check_no_saturation(u8s8_saturation(model, tiles[:_SATURATION_TILES]))
+    return model
