@@ -72,7 +72,11 @@ def check_out_folder(out: Path, overwrite: bool) -> None:
 
 
 def write_bundle(
-    out: Path, files: dict[str, tuple[str, str, bytes]], manifest: dict[str, Any], overwrite: bool
+    out: Path,
+    files: dict[str, tuple[str, str, bytes]],
+    manifest: dict[str, Any],
+    overwrite: bool,
+    extra: dict[str, bytes] | None = None,
 ) -> Path:
     """Writes a bundle so that a crash never leaves a folder that looks whole.
 
@@ -81,12 +85,15 @@ def write_bundle(
         files: precision -> (file name, format, bytes).
         manifest: every manifest field except `format_version` and `artifacts`.
         overwrite: replace an existing bundle in `out`.
+        extra: further files by name (the golden tiles), which the manifest hashes itself.
     """
     check_out_folder(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     staging.chmod(0o755)
     try:
+        for name, data in (extra or {}).items():
+            (staging / name).write_bytes(data)
         artifacts = []
         for precision, (name, fmt, data) in files.items():
             (staging / name).write_bytes(data)

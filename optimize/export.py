@@ -16,8 +16,10 @@ import numpy as np
 
 from optimize.bundle import BUNDLE_FILES, check_out_folder, manifest_fields, write_bundle
 from optimize.finetune import Run
+from optimize.parity import MAX_DICE_DROP, Reference, golden_section, parity_report, written
 from runtime.bundle import read_manifest
 from runtime.errors import UserError
+from runtime.golden import GOLDEN_FILE
 from train.tfk import keras, tf
 from train.trainer import package_versions
 
@@ -120,12 +122,7 @@ def bundle_from_run(
     run = Run.load(run_folder)
     model = run.load_model(checkpoint)
     tiles = run.calibration_tiles()
-    files = {}
-    for precision in precisions:
-        files[precision] = (
-            *BUNDLE_FILES[precision],
-            EXPORTERS[precision](model, run.tile_size, tiles),
-        )
+    exports = {key: EXPORTERS[key](model, run.tile_size, tiles) for key in precisions}
     fields = manifest_fields(
         run.raw_config,
         run.tile_size,
@@ -133,7 +130,21 @@ def bundle_from_run(
         package_versions(),
         run.folder / checkpoint,
     )
-    return write_bundle(out, files, fields, overwrite)
+    # No gate on this quick path, but the same measurements, so a device can verify the bundle.
+    images, labels = run.validation_tiles()
+    reference = Reference.of(model, images, labels, run.model_config.classes)
+    with written(exports) as paths:
+        fields["parity"] = parity_report(reference, paths)
+        golden, fields["golden"] = golden_section(
+            reference,
+            run.raw_validation_tiles(),
+            paths,
+            fields["parity"],
+            run.preprocessing,
+            MAX_DICE_DROP,
+        )
+    files = {key: (*BUNDLE_FILES[key], data) for key, data in exports.items()}
+    return write_bundle(out, files, fields, overwrite, extra={GOLDEN_FILE: golden})
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

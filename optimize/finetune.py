@@ -20,7 +20,13 @@ from train.config import DataConfig, ModelConfig, TrainConfig
 from train.data import Sample, load_samples, split_samples
 from train.losses import DiceScore, IoUScore, make_loss
 from train.model import output_size
-from train.pipeline import steps_to_cover, train_dataset, validation_dataset, validation_tiles
+from train.pipeline import (
+    raw_validation_tiles,
+    steps_to_cover,
+    train_dataset,
+    validation_dataset,
+    validation_tiles,
+)
 from train.tfk import keras
 
 
@@ -91,6 +97,10 @@ class Run:
             or self.train_config.steps_per_epoch
             or steps_to_cover(self.splits[0], self.output_tile_size, self.train_config.batch_size)
         )
+
+    def raw_validation_tiles(self) -> np.ndarray:
+        """The validation tiles as raw pixels, in the order of `validation_tiles`."""
+        return raw_validation_tiles(self.splits[1], self.tile_size, self.output_tile_size)[0]
 
     def validation_tiles(self) -> tuple[np.ndarray, np.ndarray]:
         return validation_tiles(

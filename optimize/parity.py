@@ -6,15 +6,33 @@ the run, and is compared with the float model's masks and, where labels exist, g
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from runtime.backends import BACKENDS
-from runtime.metrics import dice, iou, masks_from_probabilities, pixel_accuracy, probability_error
+from optimize.bundle import BUNDLE_FILES
+from runtime.backends import BACKENDS, backend_for
+from runtime.cpu import cpu_info
+from runtime.golden import GOLDEN_FILE, Golden, golden_count, measure
+from runtime.metrics import (
+    dice,
+    float_parity,
+    iou,
+    masks_from_probabilities,
+    pixel_accuracy,
+    probability_error,
+)
+from runtime.preprocess import Preprocessing
 from train.tfk import keras
+
+# The Dice an int8 model may lose against the labels, unless a command says otherwise.
+MAX_DICE_DROP = 0.01
 
 
 class ParityGateFailed(RuntimeError):
@@ -56,9 +74,7 @@ def compare(reference: Reference, probabilities: np.ndarray) -> dict[str, float]
     masks = masks_from_probabilities(probabilities)
     float_masks = reference.masks
     scores = {
-        "agreement_with_float": pixel_accuracy(masks, float_masks),
-        "dice_vs_float": dice(masks, float_masks, reference.classes),
-        "iou_vs_float": iou(masks, float_masks, reference.classes),
+        **float_parity(masks, float_masks, reference.classes),
         **reference.truth_scores(masks),
         **probability_error(probabilities, reference.probabilities),
     }
@@ -68,10 +84,21 @@ def compare(reference: Reference, probabilities: np.ndarray) -> dict[str, float]
     return scores
 
 
+@contextlib.contextmanager
+def written(exports: dict[str, bytes]) -> Iterator[dict[str, tuple[Path, str]]]:
+    """The exported models as files in a scratch folder: bundle key -> (path, format)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        paths = {}
+        for key, data in exports.items():
+            name, fmt = BUNDLE_FILES[key]
+            (Path(scratch) / name).write_bytes(data)
+            paths[key] = (Path(scratch) / name, fmt)
+        yield paths
+
+
 def run_exported(path: Path, fmt: str, tiles: np.ndarray) -> np.ndarray:
     """Probabilities of an exported model file, run by the runtime's backend for its format."""
-    loader = next(load for name, (f, load) in BACKENDS.items() if f == fmt)
-    return loader(path, None).run(tiles)
+    return BACKENDS[backend_for(fmt)][1](path, None).run(tiles)
 
 
 def parity_report(
@@ -110,3 +137,48 @@ def check_gate(report: dict[str, Any], gated: list[str], max_dice_drop: float) -
         raise ParityGateFailed(
             f"parity gate failed (--max-dice-drop {max_dice_drop}): " + "; ".join(failures)
         )
+
+
+def golden_section(
+    reference: Reference,
+    raw_tiles: np.ndarray,
+    paths: dict[str, tuple[Path, str]],
+    report: dict[str, Any],
+    preprocessing: Preprocessing,
+    max_dice_drop: float,
+) -> tuple[bytes, dict[str, Any]]:
+    """The bundle's golden tiles and the manifest's `golden` section.
+
+    A few held-out tiles, evenly spread, with the float model's outputs; every model is scored
+    on them here with `runtime.golden.measure`, the function a device runs to compare.
+
+    Args:
+        raw_tiles: the held-out tiles as raw pixels, in the order of `reference.tiles`.
+        paths: bundle key -> (model file, format), as for `parity_report`.
+        report: the parity report, for each model's Dice loss at the gate.
+    """
+    count = golden_count(raw_tiles.shape[1], len(raw_tiles))
+    chosen = np.linspace(0, len(raw_tiles) - 1, count).round().astype(int)
+    golden = Golden.of(raw_tiles[chosen], reference.probabilities[chosen], reference.masks[chosen])
+    models = {}
+    for key, (path, fmt) in paths.items():
+        name = backend_for(fmt)
+        scores = measure(BACKENDS[name][1](path, None), golden, preprocessing, reference.classes)
+        models[path.name] = {
+            "backend": name,
+            "agreement_with_float": scores["agreement_with_float"],
+            "dice_vs_float": scores["dice_vs_float"],
+            "ms_per_tile": scores["ms_per_tile"],
+            "gate_dice_drop": report["models"][key]["dice_drop"],
+        }
+    data = golden.to_bytes()
+    section = {
+        "file": GOLDEN_FILE,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+        "tiles": count,
+        "max_dice_drop": max_dice_drop,
+        "built_on": cpu_info(),
+        "models": models,
+    }
+    return data, section

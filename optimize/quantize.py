@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import tempfile
 from collections.abc import Callable, Collection
 from functools import cached_property
 from pathlib import Path
@@ -24,12 +23,22 @@ from optimize.cluster import is_clustered
 from optimize.export import onnx_fp32, tflite_dynamic, tflite_fp16, tflite_fp32, tflite_int8
 from optimize.finetune import Run
 from optimize.onnx_int8 import onnx_int8_qdq
-from optimize.parity import ParityGateFailed, Reference, check_gate, parity_report
+from optimize.parity import (
+    MAX_DICE_DROP,
+    ParityGateFailed,
+    Reference,
+    check_gate,
+    golden_section,
+    parity_report,
+    written,
+)
 from optimize.prune import check_prunable, sparsity_report
 from optimize.qat import fine_tuned_float, qat_tflite_int8, quantize_aware
+from optimize.saturation import saturation_summary, u8s8_saturation
 from optimize.sensitivity import CalibratedModel, layer_sensitivity, print_sensitivity
 from runtime.config import Choice, ConfigBase, require, stage_config
 from runtime.errors import UserError
+from runtime.golden import GOLDEN_FILE
 from train.config import DataConfig, TrainConfig, preset
 from train.tfk import keras
 from train.trainer import package_versions, run_training
@@ -61,7 +70,7 @@ class QuantizeConfig(ConfigBase):
     # 99.4% at 2e-5, with the same Dice).
     learning_rate: float = 2e-5
     steps_per_epoch: int = 0  # 0: as many as the training run used per epoch
-    max_dice_drop: float = 0.01
+    max_dice_drop: float = MAX_DICE_DROP
     calibration_tiles: int = 32
     sensitivity: bool = False  # the per-layer Dice cost of int8, into the manifest
     # When the gate fails: leave this many of the most sensitive layers in float, gate again.
@@ -230,12 +239,7 @@ def _parity(
     reference: Reference, exports: dict[str, bytes], facts: dict[str, Any]
 ) -> dict[str, Any]:
     """Every export through the runtime against the float model; prints the table."""
-    with tempfile.TemporaryDirectory() as scratch:
-        paths = {}
-        for key, data_bytes in exports.items():
-            path = Path(scratch) / FILES[key][0]
-            path.write_bytes(data_bytes)
-            paths[key] = (path, FILES[key][1])
+    with written(exports) as paths:
         report = parity_report(reference, paths)
     report |= facts
     print_table(report, exports)
@@ -290,10 +294,23 @@ def quantize(
     fields["configs"]["quantize"] = config.to_dict()
     fields["parity"] = report
     fields["keep_float"] = kept  # layers that model_int8.* computes in float
+    # onnx_int8_qdq refused any weights that could saturate; this records what it checked.
+    fields["onnx_int8_saturation"] = saturation_summary(
+        u8s8_saturation(exports["int8-onnx"], tiles[:4])
+    )
     if config.sensitivity or kept:
         fields["sensitivity"] = sensitivity.rows()
+    with written(exports) as paths:
+        golden, fields["golden"] = golden_section(
+            reference,
+            run.raw_validation_tiles(),
+            paths,
+            report,
+            run.preprocessing,
+            config.max_dice_drop,
+        )
     files = {key: (*FILES[key], data_bytes) for key, data_bytes in exports.items()}
-    write_bundle(out, files, fields, overwrite)
+    write_bundle(out, files, fields, overwrite, extra={GOLDEN_FILE: golden})
     return report
 
 

@@ -51,6 +51,39 @@ class Artifact:
 
 
 @dataclasses.dataclass(frozen=True)
+class BuildFigures:
+    """What the build machine measured for one model on the golden tiles (`runtime.verify`)."""
+
+    backend: str
+    agreement_with_float: float
+    dice_vs_float: float
+    ms_per_tile: float
+    gate_dice_drop: float  # the parity gate's Dice loss against the labels (all held-out tiles)
+
+
+@dataclasses.dataclass(frozen=True)
+class GoldenInfo:
+    """The manifest's `golden` section: the tiles' file and hash, and per model file name the
+    build machine's figures; `max_dice_drop` is the bundle's Dice budget."""
+
+    file: str
+    sha256: str
+    max_dice_drop: float
+    built_on: dict[str, str]
+    models: dict[str, BuildFigures]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GoldenInfo:
+        return cls(
+            file=data["file"],
+            sha256=data["sha256"],
+            max_dice_drop=float(data["max_dice_drop"]),
+            built_on=dict(data["built_on"]),
+            models={name: BuildFigures(**figures) for name, figures in data["models"].items()},
+        )
+
+
+@dataclasses.dataclass(frozen=True)
 class Manifest:
     """What the runtime needs to know: sizes, pre- and post-processing, the model files."""
 
@@ -64,6 +97,8 @@ class Manifest:
     threshold: float
     class_names: tuple[str, ...]
     artifacts: tuple[Artifact, ...]
+    golden: GoldenInfo | None = None  # None in bundles made before golden tiles
+    digest: str = ""  # SHA-256 of manifest.json, which holds every file's: the bundle's identity
 
     def artifact(self, precision: str, fmt: str) -> Artifact:
         for artifact in self.artifacts:
@@ -95,7 +130,8 @@ def read_manifest(bundle: str | Path) -> Manifest:
             f"{bundle} has no {MANIFEST}: it is not a bundle, or its writing did not finish"
         )
     try:
-        raw = json.loads(path.read_text())
+        text = path.read_bytes()
+        raw = json.loads(text)
     except (OSError, json.JSONDecodeError) as error:
         raise UserError(f"cannot read {path} ({error}): re-export the bundle") from None
     missing = [key for key in _REQUIRED if key not in raw]
@@ -118,6 +154,8 @@ def read_manifest(bundle: str | Path) -> Manifest:
             threshold=float(raw["postprocessing"]["threshold"]),
             class_names=tuple(raw["postprocessing"]["class_names"]),
             artifacts=tuple(Artifact.from_dict(a) for a in raw["artifacts"]),
+            golden=GoldenInfo.from_dict(raw["golden"]) if "golden" in raw else None,
+            digest=hashlib.sha256(text).hexdigest(),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise UserError(

@@ -57,6 +57,16 @@ def segmentation_scores(pred: np.ndarray, true: np.ndarray, classes: int = 1) ->
     }
 
 
+def float_parity(masks: np.ndarray, float_masks: np.ndarray, classes: int) -> dict[str, float]:
+    """How far a model's masks are from the float model's: the parity gate and a device's
+    verification (`runtime.verify`) both judge by these."""
+    return {
+        "agreement_with_float": pixel_accuracy(masks, float_masks),
+        "dice_vs_float": dice(masks, float_masks, classes),
+        "iou_vs_float": iou(masks, float_masks, classes),
+    }
+
+
 def masks_from_probabilities(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Class-index mask from (..., 1) sigmoid probabilities (threshold) or (..., K) softmax."""
     probs = np.asarray(probs)

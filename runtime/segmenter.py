@@ -12,7 +12,9 @@ import numpy as np
 
 from runtime.backends import BACKENDS, Backend, check_backend, installed_backends
 from runtime.bundle import Manifest, read_manifest, verified_model_path
+from runtime.choice import choose
 from runtime.errors import UserError
+from runtime.golden import VerificationFailed, check_model, golden_of
 from runtime.image_io import read_image
 from runtime.metrics import masks_from_probabilities
 from runtime.preprocess import normalize
@@ -44,33 +46,47 @@ class Segmenter:
     def from_bundle(
         cls,
         path: str | Path,
-        precision: str = "int8",
+        precision: str = "auto",
         backend: str = "auto",
         num_threads: int | None = None,
         overlap: int | None = None,
+        verify: bool = False,
     ) -> Segmenter:
         """Loads the bundle's `precision` model after verifying its SHA-256.
 
         Args:
             path: the bundle folder.
-            precision: "int8" (the model that passed the parity gate), "fp32", or any other
-                precision the manifest lists.
-            backend: "litert", "onnx", or "auto": LiteRT when it is installed and the bundle has
-                that precision as .tflite, else ONNX Runtime. The choice is printed to stderr.
+            precision: "auto" (the fastest model this device verifies within the bundle's Dice
+                budget: `runtime.choice`, measured once and cached), "int8" (the model that
+                passed the parity gate), "fp32", or any other precision the manifest lists.
+            backend: "litert", "onnx", or "auto": for a named precision LiteRT when it is
+                installed and the bundle has that precision as .tflite, else ONNX Runtime. The
+                choice is printed to stderr.
             num_threads: interpreter threads; None lets the interpreter choose.
             overlap: output pixels shared by neighbouring tiles (default: an eighth of a tile).
+            verify: run the model on the bundle's golden tiles first and raise
+                `runtime.VerificationFailed` if it computes worse masks here than the
+                build machine measured (beyond the bundle's Dice budget).
         """
         manifest = read_manifest(path)
+        check_backend(backend)
+        if precision == "auto":
+            precision, backend = _auto(path, manifest, backend, num_threads)
         if precision not in manifest.precisions:
             raise UserError(
-                f"unknown precision {precision!r}: the bundle has {', '.join(manifest.precisions)}"
+                f"unknown precision {precision!r}: the bundle has auto, "
+                f"{', '.join(manifest.precisions)}"
             )
-        name = _pick_backend(manifest, precision, check_backend(backend))
+        name = _pick_backend(manifest, precision, backend)
         fmt, loader = BACKENDS[name]
         artifact = manifest.artifact(precision, fmt)
         model = loader(verified_model_path(path, artifact), num_threads)
         if backend == "auto":
             print(f"runtime: {artifact.file} on {name}", file=sys.stderr)
+        if verify:
+            check = check_model(model, artifact, manifest, golden_of(path, manifest))
+            if not check.passed:
+                raise VerificationFailed(check.failure())
         tile_overlap = manifest.output_size // 8 if overlap is None else overlap
         if not 0 <= tile_overlap < manifest.output_size:
             raise UserError(f"overlap must be in [0, {manifest.output_size}), got {tile_overlap}")
@@ -106,6 +122,21 @@ class Segmenter:
                 f"converted a {kinds[have]} image to {kinds[want]} for this {want}-channel model",
                 stacklevel=3,
             )
+
+
+def _auto(
+    path: str | Path, manifest: Manifest, backend: str, num_threads: int | None
+) -> tuple[str, str]:
+    """precision="auto": the device's choice, or the gated int8 model in an older bundle."""
+    if manifest.golden is None:
+        print(
+            "runtime: auto: this bundle has no golden tiles to verify models with (made before "
+            "they existed): taking the gated int8 model; rebuild the bundle for the choice",
+            file=sys.stderr,
+        )
+        return "int8", backend
+    choice = choose(path, manifest, backend, num_threads)
+    return choice.precision, choice.backend
 
 
 def _pick_backend(manifest: Manifest, precision: str, backend: str) -> str:

@@ -76,6 +76,23 @@ def tiny_bundle(tiny_run: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_quantized_bundle(tiny_run: Path) -> Path:
+    """`python -m optimize.quantize` of the tiny run (short QAT): every export, gated."""
+    from optimize.quantize import main, parse_args
+
+    out = tiny_run.parent / "bundle-quantized"
+    argv = ["--model", str(tiny_run / "model.keras"), "--out", str(out)]
+    assert main(parse_args([*argv, "--qat-epochs", "2", "--steps-per-epoch", "10"])) == 0
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _cache_folder(tmp_path_factory, monkeypatch) -> None:
+    """The runtime's choices (precision="auto") go to a test folder, not the user's cache."""
+    monkeypatch.setenv("UNET_EDGE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
 def tiny_valid_bundle(tmp_path_factory) -> Path:
     """The same for a 'valid' U-Net: 60x60 input tiles, 20x20 output tiles."""
     from optimize.export import bundle_from_run

@@ -19,13 +19,16 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 def _prepared(sample: Sample, prep: Preprocessing, in_size: int, out_size: int):
-    """Normalized image mirror-padded by the context a 'valid' model needs; small ones grow.
+    """Normalized image mirror-padded by the context a 'valid' model needs; small ones grow."""
+    return _padded(normalize(sample.image, prep), sample.mask, in_size, out_size)
+
+
+def _padded(image: np.ndarray, mask: np.ndarray, in_size: int, out_size: int):
+    """Image (H, W, C) and mask mirror-padded by the context a 'valid' model needs.
 
     The mask is padded (mirrored) only to reach one output tile; the image carries the context
     around it, so crop (y, x) of the mask pairs with crop (y, x) of the image.
     """
-    image = normalize(sample.image, prep)
-    mask = sample.mask
     grow_y, grow_x = max(out_size - mask.shape[0], 0), max(out_size - mask.shape[1], 0)
     mask = np.pad(mask, ((0, grow_y), (0, grow_x)), mode="symmetric")
     context = (in_size - out_size) // 2
@@ -86,18 +89,29 @@ def train_dataset(
     return _distributable(dataset.batch(global_batch, drop_remainder=True).prefetch(AUTOTUNE))
 
 
-def validation_tiles(
-    samples: list[Sample], prep: Preprocessing, in_size: int, out_size: int
+def raw_validation_tiles(
+    samples: list[Sample], in_size: int, out_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every validation image cut into tiles that cover it (the last tile flush with the edge)."""
+    """Every validation image cut into tiles that cover it (the last tile flush with the edge),
+    as raw pixels (N, in, in, C): what a bundle's golden tiles keep."""
     images, masks = [], []
     for sample in samples:
-        image, mask = _prepared(sample, prep, in_size, out_size)
+        raw = sample.image if sample.image.ndim == 3 else sample.image[..., None]
+        image, mask = _padded(raw, sample.mask, in_size, out_size)
         for y in tile_starts(mask.shape[0], out_size, 0):
             for x in tile_starts(mask.shape[1], out_size, 0):
                 images.append(image[y : y + in_size, x : x + in_size])
                 masks.append(mask[y : y + out_size, x : x + out_size, None])
     return np.stack(images), np.stack(masks)
+
+
+def validation_tiles(
+    samples: list[Sample], prep: Preprocessing, in_size: int, out_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The raw validation tiles, normalized (normalization is per pixel: the same numbers as
+    normalizing the image first)."""
+    raw, masks = raw_validation_tiles(samples, in_size, out_size)
+    return np.stack([normalize(tile, prep) for tile in raw]), masks
 
 
 def validation_dataset(

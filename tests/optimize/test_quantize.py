@@ -16,16 +16,12 @@ from optimize.quantize import FILES, main, parse_args
 from runtime.bundle import read_manifest, sha256_of
 
 pytestmark = pytest.mark.slow
-QUICK = ["--qat-epochs", "2", "--steps-per-epoch", "10"]
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_run: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("quantize") / "bundle"
-    assert (
-        main(parse_args(["--model", str(tiny_run / "model.keras"), "--out", str(out), *QUICK])) == 0
-    )
-    return out
+def bundle(tiny_quantized_bundle: Path) -> Path:
+    """The tiny run through optimize.quantize with a short QAT (tests/conftest.py)."""
+    return tiny_quantized_bundle
 
 
 def test_the_bundle_holds_every_export_with_matching_hashes(bundle, tiny_run):

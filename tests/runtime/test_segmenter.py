@@ -168,13 +168,13 @@ def test_tampered_truncated_and_missing_model_files_are_refused(tiny_bundle, tmp
     data = model.read_bytes()
     model.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(UserError, match="does not match its SHA-256"):
-        Segmenter.from_bundle(bundle)
+        Segmenter.from_bundle(bundle, precision="int8")
     model.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="does not match its SHA-256"):
-        Segmenter.from_bundle(bundle)
+        Segmenter.from_bundle(bundle, precision="int8")
     model.unlink()
     with pytest.raises(UserError, match="is missing"):
-        Segmenter.from_bundle(bundle)
+        Segmenter.from_bundle(bundle, precision="int8")
 
 
 def test_bad_manifests_are_refused_with_the_reason(tiny_bundle, tmp_path):
@@ -182,18 +182,20 @@ def test_bad_manifests_are_refused_with_the_reason(tiny_bundle, tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     (bundle / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
     with pytest.raises(UserError, match=r"format version 99.*upgrade"):
-        Segmenter.from_bundle(bundle)
+        Segmenter.from_bundle(bundle, precision="int8")
     del manifest["preprocessing"]
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="lacks preprocessing"):
-        Segmenter.from_bundle(bundle)
+        Segmenter.from_bundle(bundle, precision="int8")
     (bundle / "manifest.json").unlink()
     with pytest.raises(UserError, match=r"has no manifest\.json"):
-        Segmenter.from_bundle(bundle)
+        Segmenter.from_bundle(bundle, precision="int8")
 
 
 def test_unknown_precision_and_backend_list_the_known_ones(tiny_bundle):
-    with pytest.raises(UserError, match=r"unknown precision 'int4': the bundle has fp32, int8"):
+    with pytest.raises(
+        UserError, match=r"unknown precision 'int4': the bundle has auto, fp32, int8"
+    ):
         Segmenter.from_bundle(tiny_bundle, precision="int4")
     with pytest.raises(UserError, match=r"unknown backend 'tpu': choose auto, litert, onnx"):
         Segmenter.from_bundle(tiny_bundle, backend="tpu")

@@ -1,0 +1,153 @@
+"""`precision="auto"`: the fastest model of the bundle that this device verifies.
+
+Which model is fastest depends on the CPU: with VNNI, LiteRT int8 runs ~3.7x LiteRT fp32; on an
+AVX2-only CPU int8 gains ~1.1x and onnxruntime fp32 was the fastest (issue 9). So the choice is
+made on the device, at first use: every model within the bundle's Dice budget at the gate runs
+on the golden tiles (`runtime.verify`), the ones that pass are timed, and the fastest wins. The
+result is cached in the user's cache folder per bundle and CPU (never in the bundle, which stays
+read-only and byte-identical from build to device).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.metadata
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from runtime.backends import BACKENDS, Backend
+from runtime.bundle import Manifest, verified_model_path
+from runtime.cpu import cpu_info
+from runtime.errors import UserError
+from runtime.golden import check_model, golden_of, runnable
+from runtime.io import write_json_atomic
+
+# Timing of one model: at least this many single-tile runs and this many seconds.
+_MIN_RUNS, _MIN_SECONDS = 5, 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    file: str
+    precision: str
+    backend: str
+    ms_per_tile: float
+    reason: str
+    verified_ms: dict[str, float]  # every model that passed here: file name -> ms per tile
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def cache_folder() -> Path:
+    """$UNET_EDGE_CACHE, else $XDG_CACHE_HOME/unet-edge, else ~/.cache/unet-edge."""
+    if os.environ.get("UNET_EDGE_CACHE"):
+        return Path(os.environ["UNET_EDGE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "unet-edge"
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for package in ("ai-edge-litert", "tflite-runtime", "onnxruntime"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[package] = importlib.metadata.version(package)
+    return found
+
+
+def cache_path(manifest: Manifest, backend: str, num_threads: int | None) -> Path:
+    """One file per bundle, CPU, interpreter versions, backend and thread count."""
+    key = json.dumps(
+        [manifest.digest, cpu_info(), _versions(), backend, num_threads], sort_keys=True
+    )
+    return cache_folder() / f"choice-{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+
+
+def time_per_tile(model: Backend, tile: np.ndarray) -> float:
+    """Median ms of single-tile runs (the model is warm: verification ran it)."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < _MIN_RUNS or time.perf_counter() - start < _MIN_SECONDS:
+        began = time.perf_counter()
+        model.run(tile[None])
+        times.append((time.perf_counter() - began) * 1000)
+    return statistics.median(times)
+
+
+def _measure(
+    bundle: str | Path, manifest: Manifest, backend: str, num_threads: int | None
+) -> Choice:
+    golden = golden_of(bundle, manifest)
+    assert manifest.golden is not None
+    tile = golden.inputs(manifest.preprocessing)[0]
+    timed: list[tuple[float, str, str, str]] = []
+    left_out: list[str] = []
+    for artifact, name in runnable(manifest, None, backend):
+        built = manifest.golden.models.get(artifact.file)
+        if built is None or built.gate_dice_drop > manifest.golden.max_dice_drop:
+            left_out.append(f"{artifact.file} (over the Dice budget at the gate)")
+            continue
+        model = BACKENDS[name][1](verified_model_path(bundle, artifact), num_threads)
+        check = check_model(model, artifact, manifest, golden)
+        if not check.passed:
+            left_out.append(f"{artifact.file} (fails verification here: {check.failure()})")
+            continue
+        timed.append((time_per_tile(model, tile), artifact.file, artifact.precision, name))
+    if not timed:
+        raise UserError(
+            f"no model of {bundle} passes verification on this device ({'; '.join(left_out)}): "
+            "run python -m runtime.verify on it"
+        )
+    timed.sort()
+    ms, file, precision, name = timed[0]
+    others = ", ".join(f"{f} on {n} {t:.1f} ms" for t, f, _, n in timed[1:])
+    cpu = cpu_info()
+    reason = (
+        f"fastest of {len(timed)} model(s) verified on this CPU ({cpu['model']}, int8: "
+        f"{cpu['int8']}): {ms:.1f} ms a {manifest.input_size} px tile"
+        + (f"; then {others}" if others else "")
+        + (f"; left out: {', '.join(left_out)}" if left_out else "")
+    )
+    return Choice(file, precision, name, ms, reason, {f: t for t, f, _, _ in timed})
+
+
+def choose(
+    bundle: str | Path,
+    manifest: Manifest,
+    backend: str = "auto",
+    num_threads: int | None = None,
+    refresh: bool = False,
+) -> Choice:
+    """The fastest verified model for this device, from the cache when it was measured before.
+
+    Args:
+        backend: "auto" considers every installed interpreter; a name only that one.
+        refresh: measure again even when a cached choice exists.
+    """
+    path = cache_path(manifest, backend, num_threads)
+    if path.is_file() and not refresh:
+        try:
+            choice = Choice(**json.loads(path.read_text()))
+            print(
+                f"runtime: auto: {choice.file} on {choice.backend} (cached in {path})",
+                file=sys.stderr,
+            )
+            return choice
+        except (OSError, ValueError, TypeError):
+            pass  # a broken cache file is measured again
+    print("runtime: auto: verifying and timing the bundle's models on this device", file=sys.stderr)
+    choice = _measure(bundle, manifest, backend, num_threads)
+    with contextlib.suppress(OSError):  # a read-only home still runs; it measures next time
+        write_json_atomic(path, choice.to_dict())
+    print(
+        f"runtime: auto chose {choice.file} on {choice.backend}: {choice.reason}", file=sys.stderr
+    )
+    return choice

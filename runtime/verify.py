@@ -1,0 +1,96 @@
+"""`python -m runtime.verify BUNDLE`: do this device's kernels compute what the gate measured?
+
+Each model of the bundle runs on the golden tiles in this device's interpreter and is judged by
+`runtime.golden.check_model`: its masks against the float model's, as the parity gate compared
+them on the build machine (`runtime.metrics.float_parity`, one code path for both). Nothing is
+written into the bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from runtime.backends import BACKENDS
+from runtime.bundle import Manifest, read_manifest, verified_model_path
+from runtime.cpu import cpu_info
+from runtime.errors import UserError
+from runtime.golden import Check, VerificationFailed, check_model, golden_of, runnable
+
+
+def verify_bundle(
+    bundle: str | Path,
+    precision: str | None = None,
+    backend: str = "auto",
+    num_threads: int | None = None,
+) -> list[Check]:
+    """Runs the bundle's models (or one precision's) on the golden tiles on this device."""
+    manifest = read_manifest(bundle)
+    golden = golden_of(bundle, manifest)
+    if precision is not None and precision not in manifest.precisions:
+        raise UserError(
+            f"unknown precision {precision!r}: the bundle has {', '.join(manifest.precisions)}"
+        )
+    models = runnable(manifest, precision, backend)
+    if not models:
+        raise UserError(
+            f"no installed interpreter runs the bundle's {precision or 'models'} on "
+            f"backend {backend}: pip install ai-edge-litert or onnxruntime"
+        )
+    checks = []
+    for artifact, name in models:
+        model = BACKENDS[name][1](verified_model_path(bundle, artifact), num_threads)
+        checks.append(check_model(model, artifact, manifest, golden))
+    return checks
+
+
+def print_checks(checks: list[Check], manifest: Manifest) -> None:
+    here, there = cpu_info(), manifest.golden.built_on if manifest.golden else {}
+    print(f"this device: {here['model']} ({here['int8']})")
+    print(f"build machine: {there.get('model', '?')} ({there.get('int8', '?')})")
+    print(
+        f"\n{'model':28s} {'backend':8s} {'agreement':>10s} {'Dice/float':>10s} "
+        f"{'built':>17s} {'ms/tile':>8s}  result"
+    )
+    for c in checks:
+        built = (
+            f"{c.built.agreement_with_float:.4f}/{c.built.dice_vs_float:.4f}" if c.built else "-"
+        )
+        result = "ok" if c.passed else "FAIL"
+        print(
+            f"{c.file:28s} {c.backend:8s} {c.agreement_with_float:10.4f} "
+            f"{c.dice_vs_float:10.4f} {built:>17s} {c.ms_per_tile:8.1f}  {result}"
+        )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime.verify",
+        description="Run a bundle's models on its golden tiles on this device and compare with "
+        "what the build machine measured; exit 1 when a model falls below the gate here.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bundle", type=Path, help="bundle folder (with manifest.json)")
+    parser.add_argument("--precision", help="only this precision (default: every model)")
+    parser.add_argument("--backend", default="auto", help=f"auto, {', '.join(BACKENDS)}")
+    parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        checks = verify_bundle(args.bundle, args.precision, args.backend, args.threads)
+        print_checks(checks, read_manifest(args.bundle))
+        failed = [c for c in checks if not c.passed]
+        if failed:
+            raise VerificationFailed("; ".join(c.failure() for c in failed))
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    print(f"\n{len(checks)} model(s) verified on this device")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(parse_args()))

@@ -1,0 +1,183 @@
+"""Golden tiles, `python -m runtime.verify`, `verify=True` and `precision="auto"` on real bundles."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime import Segmenter, UserError
+from runtime.bundle import read_manifest, sha256_of
+from runtime.choice import cache_folder, choose
+from runtime.golden import GOLDEN_FILE, VerificationFailed, load_golden
+from runtime.verify import verify_bundle
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _copy(bundle: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(bundle, tmp_path / "bundle"))
+
+
+def _perturb_onnx(bundle: Path, file: str, seed: int = 0) -> None:
+    """Adds noise to every 4-D kernel (int8 ones stay int8) and re-hashes the file in the
+    manifest, as a bad copy or a broken converter would leave it: only the numbers differ."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = bundle / file
+    model = onnx.load(str(path))
+    rng = np.random.default_rng(seed)
+    for init in model.graph.initializer:
+        if len(init.dims) == 4:
+            w = numpy_helper.to_array(init)
+            if w.dtype == np.int8:
+                noisy = np.clip(w.astype(np.int32) + rng.integers(-40, 41, w.shape), -127, 127)
+            else:
+                noisy = w + rng.normal(0, 0.5 * float(w.std()), w.shape)
+            init.CopyFrom(numpy_helper.from_array(noisy.astype(w.dtype), init.name))
+    onnx.save(model, str(path))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for artifact in manifest["artifacts"]:
+        if artifact["file"] == file:
+            artifact["sha256"], artifact["size"] = sha256_of(path), path.stat().st_size
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _verify_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.verify", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_bundles_carry_hashed_golden_tiles_scored_by_the_build(tiny_quantized_bundle):
+    manifest = read_manifest(tiny_quantized_bundle)
+    info = manifest.golden
+    assert info is not None and info.file == GOLDEN_FILE
+    golden = load_golden(tiny_quantized_bundle, info.file, info.sha256)
+    size, out = manifest.input_size, manifest.output_size
+    assert golden.images.dtype == np.uint8  # raw pixels: the device normalizes them itself
+    assert golden.images.shape[1:] == (size, size, 1)
+    assert golden.masks.shape == (len(golden.images), out, out)
+    assert (tiny_quantized_bundle / GOLDEN_FILE).stat().st_size < 300_000
+    # Every model was scored on them by the build, with its gate figure beside it.
+    assert set(info.models) == {a.file for a in manifest.artifacts}
+    assert info.models["model_fp32.tflite"].dice_vs_float == 1.0
+    assert info.models["model_int8.onnx"].agreement_with_float >= 0.97
+    assert info.max_dice_drop == 0.01 and info.built_on["int8"]
+    # The export refused weights that could saturate AVX2 int8 kernels, and says so.
+    raw = json.loads((tiny_quantized_bundle / "manifest.json").read_text())
+    assert raw["onnx_int8_saturation"]["risky_weight_pairs"] == 0
+
+
+def test_verify_passes_here_prints_the_table_and_writes_nothing(tiny_quantized_bundle):
+    before = {p.name: (p.stat().st_mtime_ns, sha256_of(p)) for p in tiny_quantized_bundle.iterdir()}
+    done = _verify_cli(tiny_quantized_bundle)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for artifact in read_manifest(tiny_quantized_bundle).artifacts:
+        assert artifact.file in done.stdout
+    assert "this device:" in done.stdout and "build machine:" in done.stdout
+    assert "FAIL" not in done.stdout
+    after = {p.name: (p.stat().st_mtime_ns, sha256_of(p)) for p in tiny_quantized_bundle.iterdir()}
+    assert after == before
+
+
+def test_the_same_kernels_reproduce_the_build_figures(tiny_quantized_bundle):
+    """On the machine that built it, verification measures the build's figures again."""
+    built = read_manifest(tiny_quantized_bundle).golden.models
+    for check in verify_bundle(tiny_quantized_bundle):
+        assert check.passed
+        assert check.dice_vs_float == pytest.approx(built[check.file].dice_vs_float, abs=1e-3)
+
+
+def test_perturbed_int8_onnx_weights_fail_by_name(tiny_quantized_bundle, tmp_path):
+    bundle = _copy(tiny_quantized_bundle, tmp_path)
+    _perturb_onnx(bundle, "model_int8.onnx")
+    done = _verify_cli(bundle)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "model_int8.onnx on onnx fails on this device" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert "model_int8.tflite on litert fails" not in done.stderr  # only the changed model
+    # The one-model paths: --precision/--backend, and verify=True at load.
+    assert _verify_cli(bundle, "--precision", "int8", "--backend", "litert").returncode == 0
+    with pytest.raises(VerificationFailed, match=r"model_int8\.onnx on onnx fails"):
+        Segmenter.from_bundle(bundle, precision="int8", backend="onnx", verify=True)
+    Segmenter.from_bundle(bundle, precision="int8", backend="litert", verify=True)
+
+
+def test_old_and_tampered_golden_tiles_are_exit_2(tiny_quantized_bundle, tmp_path):
+    bundle = _copy(tiny_quantized_bundle, tmp_path)
+    golden = bundle / GOLDEN_FILE
+    data = golden.read_bytes()
+    golden.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    done = _verify_cli(bundle)
+    assert done.returncode == 2 and "do not match their SHA-256" in done.stderr
+    assert "Traceback" not in done.stderr
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    del manifest["golden"]
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    done = _verify_cli(bundle)
+    assert done.returncode == 2 and "has no golden tiles" in done.stderr
+    assert "rebuild it with python -m optimize.quantize" in done.stderr
+    # precision="auto" on such a bundle takes the gated int8 model and says why.
+    assert Segmenter.from_bundle(bundle, backend="litert").precision == "int8"
+
+
+def test_auto_picks_the_fastest_verified_model_and_caches_it(
+    tiny_quantized_bundle, tmp_path, monkeypatch, capsys
+):
+    """Timings are planted (speed is not a test's business): the perturbed ONNX int8 would be
+    fastest, but fails verification; the next fastest verified model wins, the choice is
+    cached outside the bundle and read back without measuring again."""
+    import runtime.choice
+
+    bundle = _copy(tiny_quantized_bundle, tmp_path)
+    _perturb_onnx(bundle, "model_int8.onnx")
+    planted = {"model_int8.onnx": 1.0, "model_fp32.onnx": 2.0, "model_int8.tflite": 3.0}
+    timed = []
+
+    def fake_time(model, tile):
+        file = Path(model.path).name
+        timed.append(file)
+        return planted.get(file, 10.0)
+
+    monkeypatch.setattr(runtime.choice, "time_per_tile", fake_time)
+    seg = Segmenter.from_bundle(bundle)
+    assert (seg.precision, seg.backend.name) == ("fp32", "onnx")
+    err = capsys.readouterr().err
+    assert "auto chose model_fp32.onnx on onnx" in err and "fails verification here" in err
+    assert "model_int8.onnx" not in timed  # failed models are not timed
+    cached = list(cache_folder().glob("choice-*.json"))
+    assert len(cached) == 1 and not list(bundle.glob("choice-*"))
+    timed.clear()
+    assert Segmenter.from_bundle(bundle).precision == "fp32"
+    assert timed == [] and "cached in" in capsys.readouterr().err
+    # Another bundle (another manifest digest) is measured on its own.
+    manifest = read_manifest(tiny_quantized_bundle)
+    assert choose(tiny_quantized_bundle, manifest, refresh=True).file in planted
+
+
+def test_auto_with_no_passing_model_is_a_clear_error(tiny_bundle, tmp_path):
+    bundle = _copy(tiny_bundle, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for figures in manifest["golden"]["models"].values():
+        figures["dice_vs_float"] = 2.0  # no device can reach these
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match=r"no model of .* passes verification on this device"):
+        Segmenter.from_bundle(bundle)
+
+
+def test_manifest_digest_identifies_the_bundle(tiny_bundle):
+    text = (tiny_bundle / "manifest.json").read_bytes()
+    assert read_manifest(tiny_bundle).digest == hashlib.sha256(text).hexdigest()
