@@ -18,8 +18,10 @@ from benchmarks.environment import environment
 from benchmarks.report import write_report
 from benchmarks.variants import MAIN, Variant, bundle_variants, keras_variant
 from runtime.backends import installed_backends
-from runtime.bundle import MANIFEST
+from runtime.bundle import MANIFEST, read_manifest
+from runtime.choice import choose
 from runtime.config import stage_config
+from runtime.cpu import has_int8_dot_product
 from runtime.errors import UserError
 
 SCHEMA = 1
@@ -79,7 +81,7 @@ def measure(
     from benchmarks.accuracy import held_out_samples, measure_accuracy
     from benchmarks.coldstart import measure_cold_start
     from benchmarks.latency import measure_latency
-    from benchmarks.targets import check_targets
+    from benchmarks.targets import NO_DOT_PRODUCT_NOTE, check_targets
 
     started = time.perf_counter()
     source = data or "the bundle's own"
@@ -102,6 +104,9 @@ def measure(
     )
     accuracy, examples = measure_accuracy(reference, variants, samples)
     accuracy |= {"data": source, "reference": reference.name}
+    env = environment()
+    threads = max(config.thread_counts)
+    choice = _auto_choice(bundles[MAIN], threads)
     report = {
         "schema": SCHEMA,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -111,7 +116,7 @@ def measure(
             "data": source,
             **config.to_dict(),
         },
-        "environment": environment(),
+        "environment": env,
         "ceiling": ceilings,
         "baseline": baseline,
         "variants": [v.describe(config.sizes) for v in variants],
@@ -119,10 +124,23 @@ def measure(
         "latency": latency,
         "cold_start": cold,
         "accuracy": accuracy,
-        "targets": check_targets(variants, latency, accuracy, largest, max(config.thread_counts)),
+        "choice": choice,
+        "targets": check_targets(
+            variants, latency, accuracy, largest, threads, env["int8_capability"], choice
+        ),
     }
+    if not has_int8_dot_product(env["int8_capability"]):
+        report["targets_note"] = NO_DOT_PRODUCT_NOTE.format(capability=env["int8_capability"])
     report["wall_seconds"] = time.perf_counter() - started
     return report, examples
+
+
+def _auto_choice(bundle: Path, threads: int) -> dict[str, Any] | None:
+    """What precision="auto" picks on this machine, measured afresh (not from the cache)."""
+    manifest = read_manifest(bundle)
+    if manifest.golden is None:
+        return None  # an older bundle: the runtime takes its int8 model
+    return choose(bundle, manifest, num_threads=threads, refresh=True).to_dict()
 
 
 def _ints(text: str) -> tuple[int, ...]:

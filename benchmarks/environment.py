@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.cpu import cpu_flags, cpu_info
+
 PACKAGES = (
     "numpy",
     "ai-edge-litert",
@@ -21,8 +23,9 @@ PACKAGES = (
     "tensorflow-model-optimization",
     "tf2onnx",
     "onnx",
+    "archspec",
 )
-# /proc/cpuinfo flag -> report name: the SIMD features int8 and fp32 kernels pick from.
+# CPU flag (archspec's names, as /proc/cpuinfo's) -> report name: the SIMD features int8 and fp32 kernels pick from.
 CPU_FLAGS = {
     "avx2": "avx2",
     "fma": "fma",
@@ -33,23 +36,6 @@ CPU_FLAGS = {
     "asimddp": "dotprod",
     "i8mm": "i8mm",
 }
-
-
-def _cpuinfo() -> tuple[str, set[str]]:
-    """CPU model name and feature flags from /proc/cpuinfo (Linux x86 and ARM)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown", set()
-    model, flags = "unknown", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key in ("model name", "Model", "Hardware") and model == "unknown":
-            model = value.strip()
-        elif key in ("flags", "Features"):
-            flags |= set(value.split())
-    return model, flags
 
 
 def quiet_env() -> dict[str, str]:
@@ -81,9 +67,11 @@ def _version(package: str) -> str | None:
 
 
 def environment() -> dict[str, Any]:
-    model, flags = _cpuinfo()
+    cpu, flags = cpu_info(), cpu_flags()
     return {
-        "cpu": model,
+        "cpu": cpu["model"],
+        "microarchitecture": cpu["microarchitecture"],
+        "int8_capability": cpu["int8"],
         "machine": platform.machine(),
         "cores": usable_cores(),
         "flags": {name: flag in flags for flag, name in CPU_FLAGS.items()},

@@ -216,7 +216,9 @@ def _header_section(report: dict) -> _Section:
     accuracy = _accuracy(report)
     facts = [
         ("Machine", f"{machine}, {env.get('cores', DASH)} cores"),
+        ("int8 dot product", _capability(env)),
         ("CPU flags", flags or DASH),
+        ('precision="auto"', _choice_fact(report.get("choice"))),
         ("OS", str(env.get("os", DASH))),
         ("Python", f"{env.get('python', DASH)}" + (f"; {packages}" if packages else "")),
         ("Git revision", revision),
@@ -225,6 +227,21 @@ def _header_section(report: dict) -> _Section:
         ("Created", f"{report.get('created', DASH)} in {_num(report.get('wall_seconds'), 0)} s"),
     ]
     return _Section("Machine and run", facts=facts)
+
+
+def _capability(env: dict) -> str:
+    capability = env.get("int8_capability") or DASH
+    arch = env.get("microarchitecture")
+    return f"{capability} ({arch})" if arch and arch != "unknown" else capability
+
+
+def _choice_fact(choice: dict | None) -> str:
+    """What the runtime picks on this machine (`runtime.choice`), and why."""
+    if not choice:
+        return "not measured (the bundle has no golden tiles)"
+    return (
+        f"{choice.get('file', DASH)} on {choice.get('backend', DASH)}: {choice.get('reason', '')}"
+    )
 
 
 def _data_fact(accuracy: dict, report: dict) -> str:
@@ -253,10 +270,11 @@ def _targets_section(report: dict) -> _Section | None:
         for t in targets
     ]
     met = sum(1 for t in targets if t.get("met"))
+    note = report.get("targets_note")
     return _Section(
         "Targets",
         tables=[_Table(("claim", "target", "measured", "result"), rows, "lrrl")],
-        notes=[f"{met} of {len(targets)} targets met."],
+        notes=[f"{met} of {len(targets)} targets met.", *([note] if note else [])],
     )
 
 

@@ -133,6 +133,19 @@ def test_markdown_has_the_machine_the_variants_and_their_numbers(report):
     assert "No latency measured for: keras fp32." in markdown
 
 
+def test_markdown_names_the_int8_capability_and_the_automatic_choice(report):
+    report = report | {
+        "environment": report["environment"]
+        | {"int8_capability": "AVX2 only (no VNNI)", "microarchitecture": "zen3"},
+        "choice": {"file": "model_fp32.onnx", "backend": "onnx", "reason": "fastest of 5"},
+        "targets_note": "This CPU has no int8 dot product (AVX2 only (no VNNI)): why ~1.1x",
+    }
+    markdown = render_markdown(report)
+    assert "AVX2 only (no VNNI) (zen3)" in markdown
+    assert "model_fp32.onnx on onnx: fastest of 5" in markdown
+    assert "This CPU has no int8 dot product" in markdown
+
+
 def test_renders_without_labels_targets_skips_or_cold_start(make_report, make_examples):
     report = make_report(labels=False)
     for key in ("targets", "skipped", "cold_start", "ceiling"):
