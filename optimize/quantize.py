@@ -66,9 +66,10 @@ class QuantizeConfig(ConfigBase):
     method: Method = Method.QAT
     qat_epochs: int = 3
     # Small: QAT only has to adapt the weights to rounding; larger steps retrain the model away
-    # from the float model it must agree with (synthetic default: 98.8% agreement at 1e-4,
-    # 99.4% at 2e-5, with the same Dice).
-    learning_rate: float = 2e-5
+    # from the float model it must agree with. int8 TFLite agreement with float on the held-out
+    # tiles: synthetic default 98.8% at 1e-4, 99.2% at 2e-5, 99.45% at 5e-6; ISBI `small`
+    # 98.7% at 2e-5 (Dice -0.0078), 99.5% at 5e-6 (Dice -0.0027).
+    learning_rate: float = 5e-6
     steps_per_epoch: int = 0  # 0: as many as the training run used per epoch
     max_dice_drop: float = MAX_DICE_DROP
     calibration_tiles: int = 32

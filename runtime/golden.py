@@ -30,7 +30,7 @@ from runtime.metrics import float_parity, masks_from_probabilities
 from runtime.preprocess import Preprocessing, normalize
 
 GOLDEN_FILE = "golden.npz"
-# Pixels of golden input at most: two 256 px tiles or one 512 px tile, ~0.25 MB with the float
+# Pixels of golden input at most: two 256 px tiles or one 512 px tile, 0.25-0.45 MB with the float
 # outputs (noisy EM pixels and probabilities compress to ~85%, the masks to ~6%).
 PIXEL_BUDGET = 2 * 256 * 256
 

@@ -217,7 +217,7 @@ print(seg.predict(np.zeros((40, 50), np.uint8)).mask.shape)
 """
 
 
-@pytest.mark.parametrize("precision", ["int8", "fp32"])
+@pytest.mark.parametrize("precision", ["int8", "fp32", "auto"])
 def test_runtime_never_imports_tensorflow(tiny_bundle, precision):
     done = subprocess.run(
         [sys.executable, "-c", BLOCKER, str(tiny_bundle), precision],
