@@ -19,7 +19,6 @@ from runtime.errors import UserError
 
 class Backend(Protocol):
     name: str
-    path: Path  # the model file
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(N, H, W, C) float32 normalized input -> (N, h, w, K) float32 probabilities."""
@@ -52,7 +51,6 @@ class LiteRTBackend:
     name = "litert"
 
     def __init__(self, path: Path, num_threads: int | None = None) -> None:
-        self.path = path
         interpreter_class = litert_interpreter_class()
         try:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
@@ -122,7 +120,6 @@ class OnnxBackend:
             raise UserError(
                 "onnxruntime is not installed: pip install onnxruntime (or use --backend litert)"
             )
-        self.path = path
         try:
             self._session = onnx_session(path, num_threads)
         except Exception as error:  # onnxruntime raises its own untyped exceptions

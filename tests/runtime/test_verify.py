@@ -147,10 +147,9 @@ def test_auto_picks_the_fastest_verified_model_and_caches_it(
     planted = {"model_int8.onnx": 1.0, "model_fp32.onnx": 2.0, "model_int8.tflite": 3.0}
     timed = []
 
-    def fake_time(model, tile):
-        file = Path(model.path).name
-        timed.append(file)
-        return planted.get(file, 10.0)
+    def fake_time(models, tile):
+        timed.extend(models)
+        return {file: planted.get(file, 10.0) for file in models}
 
     monkeypatch.setattr(runtime.choice, "time_per_tile", fake_time)
     seg = Segmenter.from_bundle(bundle)
@@ -181,3 +180,22 @@ def test_auto_with_no_passing_model_is_a_clear_error(tiny_bundle, tmp_path):
 def test_manifest_digest_identifies_the_bundle(tiny_bundle):
     text = (tiny_bundle / "manifest.json").read_bytes()
     assert read_manifest(tiny_bundle).digest == hashlib.sha256(text).hexdigest()
+
+
+def test_contenders_take_turns_and_each_gets_its_median(monkeypatch):
+    import runtime.choice
+
+    monkeypatch.setattr(runtime.choice, "_MIN_SECONDS", 0.0)
+    calls = []
+
+    class Fake:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def run(self, batch):
+            calls.append(self.name)
+            return batch
+
+    times = runtime.choice.time_per_tile({"a": Fake("a"), "b": Fake("b")}, np.zeros((4, 4, 1)))
+    assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
+    assert calls == ["a", "b"] * 5  # turn by turn, five runs each
