@@ -242,5 +242,7 @@ def main(args: argparse.Namespace) -> int:
     for name, scores in result.metrics.items():
         overall = ", ".join(f"{k} {v:.4f}" for k, v in scores["overall"].items())
         print(f"{name} model on the validation images at full size: {overall}")
-    print(f"model: {result.out / 'model.keras'}")
+    if result.metrics:  # the chief: it wrote the run folder
+        print(f"model: {result.out / 'model.keras'}")
+    print(f"weights: sha256 {result.weights_sha256}")
     return 0

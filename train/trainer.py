@@ -15,11 +15,13 @@ Ctrl-C or kill -9 continues from the last finished epoch. backup/ goes once mode
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import json
 import math
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +60,8 @@ class TrainingDiverged(RuntimeError):
 class TrainResult:
     out: Path
     epochs: int
-    metrics: dict[str, Any]
+    metrics: dict[str, Any]  # empty on workers that are not the chief
+    weights_sha256: str  # of the final weights: the same on every worker of a cluster
 
 
 def package_versions(names: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
@@ -129,6 +132,14 @@ def float32_copy(model: keras.Model, config: ModelConfig, input_size: int | None
     return copy
 
 
+def weights_digest(model: keras.Model) -> str:
+    """SHA-256 of the weights' bytes: workers that trained in step print the same one."""
+    digest = hashlib.sha256()
+    for weights in model.get_weights():
+        digest.update(np.ascontiguousarray(weights).tobytes())
+    return digest.hexdigest()
+
+
 def save_model_atomic(model: keras.Model, path: Path) -> None:
     with atomic_path(path) as tmp:
         model.save(tmp)
@@ -156,9 +167,16 @@ class BestCheckpoint(keras.callbacks.Callback):
             return  # a diverged epoch never becomes the best
         if value > self.best:
             self.best = value
+            # Every worker makes and saves the copy: creating its variables and reading its batch
+            # norms' statistics go through the strategy's collectives, which fail or hang when
+            # only the chief takes part. The other workers save into scratch.
+            best = self.export(self.model)
             if self.write:
-                save_model_atomic(self.export(self.model), self.path)
+                save_model_atomic(best, self.path)
                 write_json_atomic(self.state, {"epoch": epoch + 1, self.monitor: value})
+            else:
+                with tempfile.TemporaryDirectory() as scratch:
+                    best.save(Path(scratch) / self.path.name)
 
 
 def _diverged(history: keras.callbacks.History) -> bool:
@@ -213,19 +231,23 @@ def run_training(
         UserError: bad data, sizes, or an output folder that cannot be used.
         TrainingDiverged: the loss became NaN; best.keras keeps the last good checkpoint.
     """
+    # First: multi-worker collectives can only be configured before TensorFlow runs an op.
+    strategy = make_strategy(train_config.strategy)
     out = Path(out)
     loss = make_loss(train_config.loss, model_config.classes)
     in_size = train_config.input_size
     out_size = checked_output_size(model_config, in_size)
     configs = _run_configs(model_config, data_config, train_config)
-    resuming = _prepare_out_dir(out, configs, overwrite)
+    # Only the chief touches the run folder; other workers' logs go to a scratch folder (Keras
+    # keeps their BackupAndRestore state in backup/workertemp_N itself).
+    chief = is_chief(strategy)
+    resuming = _prepare_out_dir(out, configs, overwrite) if chief else (out / "backup").is_dir()
+    logs = out if chief else Path(tempfile.mkdtemp(prefix="unet-worker-"))
     train_samples, val_samples = split_samples(
         load_samples(data_config, model_config.classes, train_config.seed),
         data_config.val_fraction,
     )
     prep = measure_preprocessing([s.image for s in train_samples], model_config.channels)
-    strategy = make_strategy(train_config.strategy)
-    chief = is_chief(strategy)
     mixed = wants_mixed_precision(train_config.mixed_precision)
     global_batch = train_config.batch_size * strategy.num_replicas_in_sync
     steps = train_config.steps_per_epoch or steps_to_cover(train_samples, out_size, global_batch)
@@ -260,8 +282,8 @@ def run_training(
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
         BestCheckpoint(out, export, write=chief),
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-        keras.callbacks.TensorBoard(str(out / "logs"), profile_batch=0, write_graph=False),
+        keras.callbacks.CSVLogger(str(logs / "history.csv"), append=True),
+        keras.callbacks.TensorBoard(str(logs / "logs"), profile_batch=0, write_graph=False),
         # Last, so an epoch counts as finished only once the callbacks above have done their part.
         keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
     ]
@@ -297,4 +319,6 @@ def run_training(
         }
         write_json_atomic(out / "metrics.json", metrics)
     shutil.rmtree(out / "backup", ignore_errors=True)
-    return TrainResult(out=out, epochs=train_config.epochs, metrics=metrics)
+    if not chief:
+        shutil.rmtree(logs, ignore_errors=True)
+    return TrainResult(out, train_config.epochs, metrics, weights_digest(final))
