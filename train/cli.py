@@ -71,6 +71,12 @@ def _build_parser() -> argparse.ArgumentParser:
         f"(default: {d.foreground})",
     )
     data.add_argument(
+        "--mask-threshold",
+        type=float,
+        help="binarize the masks first: values >= T are the bright class, then --foreground "
+        "picks class 1 (for binary masks with anti-aliased edges; default: off)",
+    )
+    data.add_argument(
         "--val-fraction",
         type=float,
         help=f"last fraction of images (natural order) held out (default: {d.val_fraction})",

@@ -79,6 +79,8 @@ class DataConfig(ConfigBase):
 
     source: str = "synthetic"  # "synthetic" or a folder with image/ and label/ (or masks/)
     foreground: Foreground = Foreground.BRIGHT
+    # Binarize masks first: values >= this are the bright class (for anti-aliased binary masks).
+    mask_threshold: float | None = None
     val_fraction: float = 0.2  # the last images in natural order; adjacent slices stay together
     synthetic_count: int = 40
     synthetic_size: int = 256

@@ -117,3 +117,69 @@ def test_synthetic_source_and_split_are_deterministic():
     assert [s.name for s in val] == ["synthetic-4"] and len(train) == 4
     with pytest.raises(UserError):
         split_samples(a[:1], 0.2)
+
+
+def _soft_edged(size: int = 48) -> np.ndarray:
+    """A binary 0/255 mask drawn at 64 px and resized with bilinear filtering, as exports do:
+    its edges hold values in between."""
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 32:] = 255
+    mask[16:32, :16] = 255
+    return np.array(Image.fromarray(mask).resize((size, size), Image.BILINEAR))
+
+
+def test_grey_masks_with_an_opaque_alpha_are_grey_and_transparency_is_named(tmp_path):
+    rng = np.random.default_rng(0)
+    for stem in ("a", "b"):
+        grey = np.where(rng.random((16, 16)) > 0.5, 255, 0).astype(np.uint8)
+        la = np.stack([grey, np.full_like(grey, 255)], axis=-1)
+        write_pair(tmp_path, stem, rng.integers(0, 256, (16, 16), dtype=np.uint8), la)
+        Image.fromarray(np.dstack([grey, grey, grey, np.full_like(grey, 255)])).save(
+            tmp_path / "label" / f"{stem}.png"
+        ) if stem == "b" else None  # RGBA too
+    samples = load_folder(tmp_path, 1, Foreground.BRIGHT)
+    assert all(set(np.unique(s.mask)) == {0, 1} for s in samples)
+    la = np.array(Image.open(tmp_path / "label" / "a.png"))
+    la[0, 0, 1] = 0  # one transparent pixel
+    Image.fromarray(la).save(tmp_path / "label" / "a.png")
+    _expect_error(tmp_path, r"mask .*a\.png has transparent pixels \(0\.4% not fully opaque\)")
+
+
+def test_anti_aliased_masks_are_named_and_binarized_by_the_threshold(tmp_path):
+    rng = np.random.default_rng(1)
+    for stem in ("a", "b"):
+        write_pair(tmp_path, stem, rng.integers(0, 256, (48, 48), dtype=np.uint8), _soft_edged())
+    assert len(np.unique(_soft_edged())) > 4  # the case is real: values in between
+    _expect_error(
+        tmp_path, r"look binary with soft edges: 0 and 255 hold .*--mask-threshold 127\.5"
+    )
+    samples = load_folder(tmp_path, 1, Foreground.BRIGHT, mask_threshold=127.5)
+    expected = (_soft_edged() >= 127.5).astype(np.uint8)
+    assert np.array_equal(samples[0].mask, expected)
+    dark = load_folder(tmp_path, 1, Foreground.DARK, mask_threshold=127.5)
+    assert np.array_equal(dark[0].mask, 1 - expected)
+
+
+@pytest.mark.slow
+def test_a_folder_of_anti_aliased_masks_trains_with_the_threshold(tmp_path):
+    from train.cli import main, parse_args
+
+    rng = np.random.default_rng(2)
+    for i in range(4):
+        write_pair(
+            tmp_path / "data", str(i), rng.integers(0, 256, (48, 48), dtype=np.uint8), _soft_edged()
+        )
+    argv = [
+        "--data",
+        str(tmp_path / "data"),
+        "--preset",
+        "tiny",
+        "--input-size",
+        "32",
+        "--epochs",
+        "1",
+    ]
+    argv += ["--steps-per-epoch", "2", "--batch-size", "2", "--out", str(tmp_path / "run")]
+    assert main(parse_args(argv)) == 2  # without the threshold: the one-line advice
+    assert main(parse_args([*argv, "--mask-threshold", "127.5"])) == 0
+    assert (tmp_path / "run" / "model.keras").is_file()

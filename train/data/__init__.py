@@ -23,7 +23,7 @@ def load_samples(config: DataConfig, classes: int, seed: int = 0) -> list[Sample
             Sample(f"synthetic-{i}", image, mask)
             for i, (image, mask) in enumerate(zip(images, masks, strict=True))
         ]
-    return load_folder(config.source, classes, config.foreground)
+    return load_folder(config.source, classes, config.foreground, config.mask_threshold)
 
 
 def split_samples(samples: list[Sample], val_fraction: float) -> tuple[list[Sample], list[Sample]]:

@@ -63,7 +63,16 @@ def _pair_files(root: Path) -> list[tuple[str, Path, Path]]:
 
 
 def _mask_plane(mask: np.ndarray, path: Path) -> np.ndarray:
-    """A mask as one plane: grey, or a colour image whose channels are equal."""
+    """A mask as one plane: grey, grey with an opaque alpha, or colour with equal channels."""
+    if mask.ndim == 3 and mask.shape[-1] in (2, 4):  # LA or RGBA: the last channel is alpha
+        alpha, mask = mask[..., -1], mask[..., :-1]
+        opaque = np.iinfo(alpha.dtype).max if np.issubdtype(alpha.dtype, np.integer) else 1.0
+        if (alpha != opaque).any():
+            share = float(np.mean(alpha != opaque))
+            raise UserError(
+                f"mask {path} has transparent pixels ({share:.1%} not fully opaque): masks "
+                "cannot leave pixels unlabelled; save it without alpha, or opaque"
+            )
     if mask.ndim == 3:
         if not all(np.array_equal(mask[..., 0], mask[..., c]) for c in range(1, mask.shape[-1])):
             raise UserError(f"mask {path} is a colour image: save class indices as a grey image")
@@ -71,6 +80,20 @@ def _mask_plane(mask: np.ndarray, path: Path) -> np.ndarray:
     if not np.issubdtype(mask.dtype, np.integer):
         raise UserError(f"mask {path} holds {mask.dtype} values: save integer class indices")
     return mask
+
+
+def _near_binary(masks: list[np.ndarray]) -> tuple[int, int, float] | None:
+    """The two dominant values and their share of the pixels, when they hold nearly all of them
+    (a binary mask that was resized or drawn with anti-aliasing)."""
+    values, counts = np.unique(np.concatenate([m.ravel() for m in masks]), return_counts=True)
+    top = np.argsort(counts)[-2:]
+    share = float(counts[top].sum() / counts.sum())
+    if share < 0.9:
+        return None
+    low, high = sorted(int(values[i]) for i in top)
+    if values.min() < low or values.max() > high:
+        return None  # values outside the two are classes, not soft edges
+    return low, high, share
 
 
 def _class_lookup(
@@ -85,6 +108,15 @@ def _class_lookup(
         low, high = int(values[0]), int(values[1])
         fg = high if foreground is Foreground.BRIGHT else low
         return {low: int(low == fg), high: int(high == fg)}
+    near = _near_binary([mask for _, _, mask, _ in raw]) if labels == 2 else None
+    if near:
+        low, high, share = near
+        raise UserError(
+            f"the masks look binary with soft edges: {low} and {high} hold {share:.1%} of the "
+            f"pixels, {len(values) - 2} other values lie in between: pass --mask-threshold "
+            f"{(low + high) / 2:g} to binarize them (or --classes {int(values.max()) + 1} if "
+            "the values are classes)"
+        )
     if values.max() >= labels:
         path = next(path for _, _, mask, path in raw if mask.max() >= labels)
         raise UserError(
@@ -95,8 +127,13 @@ def _class_lookup(
     return {int(v): int(v) for v in values}
 
 
-def load_folder(root: str | Path, classes: int, foreground: Foreground) -> list[Sample]:
+def load_folder(
+    root: str | Path, classes: int, foreground: Foreground, mask_threshold: float | None = None
+) -> list[Sample]:
     """Loads every image/mask pair, checked, in natural order of their names.
+
+    `mask_threshold` binarizes the masks first (values >= it are the bright class), for binary
+    masks whose edges were anti-aliased or resized.
 
     Raises:
         UserError: a missing or empty folder, unpaired files, an unreadable image, a mask whose
@@ -113,6 +150,8 @@ def load_folder(root: str | Path, classes: int, foreground: Foreground) -> list[
                 f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
                 f"{image.shape[1]}x{image.shape[0]}: masks must match their images"
             )
+        if mask_threshold is not None:
+            mask = (mask >= mask_threshold).astype(np.uint8)
         raw.append((stem, image, mask, mask_path))
     lookup = _class_lookup(raw, classes, foreground)
     table = np.zeros(max(lookup) + 1, dtype=np.uint8)
