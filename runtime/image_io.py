@@ -1,4 +1,8 @@
-"""Reading images with Pillow into the arrays `normalize` takes; a bad file is a UserError."""
+"""Reading images into the arrays `normalize` takes; a bad file is a UserError.
+
+Single images go through Pillow; multi-page TIFF stacks (the form EM data usually comes in)
+through tifffile, page by page, so that no page is silently dropped.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from runtime.errors import UserError
 
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -36,3 +41,47 @@ def read_image(path: Path) -> np.ndarray:
             f"cannot read {path} ({type(error).__name__}: it is truncated or not an image): "
             "replace or remove it"
         ) from None
+
+
+def _tiff_pages(path: Path) -> list[np.ndarray] | None:
+    """The pages of a multi-page TIFF, or None for a single-page one (Pillow reads those)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if len(tif.pages) == 1:
+                return None
+            pages = [page.asarray() for page in tif.pages]
+    except (OSError, ValueError, tifffile.TiffFileError) as error:
+        raise UserError(
+            f"cannot read the TIFF stack {path} ({type(error).__name__}: truncated or not a "
+            "TIFF): replace or remove it"
+        ) from None
+    if not pages:
+        raise UserError(f"TIFF stack {path} has no pages: give a stack with images")
+    odd = next(
+        (i for i, p in enumerate(pages) if (p.dtype, p.shape) != (pages[0].dtype, pages[0].shape)),
+        None,
+    )
+    if odd is not None:
+        raise UserError(
+            f"page {odd} of TIFF stack {path} is {pages[odd].dtype} {pages[odd].shape}, page 0 "
+            f"{pages[0].dtype} {pages[0].shape}: every page of a stack must match"
+        )
+    return pages
+
+
+def read_pages(path: Path) -> list[np.ndarray]:
+    """Every page of an image file: one for PNG and single TIFFs, all of a TIFF stack."""
+    pages = _tiff_pages(path) if path.suffix.lower() in TIFF_SUFFIXES else None
+    return pages if pages is not None else [read_image(path)]
+
+
+def write_tiff_stack(path: Path, pages: list[np.ndarray]) -> None:
+    """A multi-page TIFF, one page per array (written to `path` as given: callers make it
+    atomic)."""
+    import tifffile
+
+    tifffile.imwrite(
+        path, np.stack(pages), photometric="minisblack" if pages[0].ndim == 2 else "rgb"
+    )

@@ -1,4 +1,7 @@
-"""`python -m runtime.predict BUNDLE INPUT... --out DIR`: segment image files with a bundle."""
+"""`python -m runtime.predict BUNDLE INPUT... --out DIR`: segment image files with a bundle.
+
+One mask PNG per image; a multi-page TIFF stack gives a mask stack with the same page count.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from PIL import Image
 
 from runtime.backends import BACKENDS
 from runtime.errors import UserError
-from runtime.image_io import IMAGE_SUFFIXES, read_image
+from runtime.image_io import IMAGE_SUFFIXES, read_pages, write_tiff_stack
 from runtime.io import atomic_path
 from runtime.segmenter import Segmenter, overlay
 
@@ -20,7 +23,8 @@ from runtime.segmenter import Segmenter, overlay
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m runtime.predict",
-        description="Segment images with a bundle's model; writes one mask PNG per image.",
+        description="Segment images with a bundle's model; writes one mask PNG per image, and "
+        "a multi-page mask TIFF per TIFF stack.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("bundle", type=Path, help="bundle folder (with manifest.json)")
@@ -68,14 +72,20 @@ def collect_images(inputs: list[Path]) -> list[Path]:
     return found
 
 
-def mask_image(mask: np.ndarray, classes: int) -> Image.Image:
+def mask_pixels(mask: np.ndarray, classes: int) -> np.ndarray:
     """Binary masks as 0/255 so they can be looked at; class-index masks as they are."""
-    return Image.fromarray((mask * 255).astype(np.uint8) if classes == 1 else mask)
+    return (mask * 255).astype(np.uint8) if classes == 1 else mask
 
 
-def _save_png(image: Image.Image, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+def _save(pages: list[np.ndarray], path: Path) -> Path:
+    """One page as PNG, a stack as a multi-page TIFF of the same page count; atomically."""
+    target = path.with_suffix(".png" if len(pages) == 1 else ".tif")
+    with atomic_path(target) as tmp:
+        if len(pages) == 1:
+            Image.fromarray(pages[0]).save(tmp, format="PNG")
+        else:
+            write_tiff_stack(tmp, pages)
+    return target
 
 
 def main(args: argparse.Namespace) -> int:
@@ -87,21 +97,20 @@ def main(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         progress = _progress(images)
         for path in progress:
+            pages = read_pages(path)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                result = segmenter.predict(path, args.threshold)
-            for warning in caught:
-                print(f"{path.name}: {warning.message}", file=sys.stderr)
-            _save_png(
-                mask_image(result.mask, segmenter.manifest.classes),
-                args.out / f"{path.stem}_mask.png",
-            )
+                results = [segmenter.predict(page, args.threshold) for page in pages]
+            for warning in {str(w.message) for w in caught}:
+                print(f"{path.name}: {warning}", file=sys.stderr)
+            classes = segmenter.manifest.classes
+            _save([mask_pixels(r.mask, classes) for r in results], args.out / f"{path.stem}_mask")
             if args.overlay:
-                _save_png(
-                    Image.fromarray(overlay(read_image(path), result.mask)),
-                    args.out / f"{path.stem}_overlay.png",
-                )
-            _report(progress, f"{path.name}: {result.seconds * 1000:.0f} ms")
+                tinted = [overlay(p, r.mask) for p, r in zip(pages, results, strict=True)]
+                _save(tinted, args.out / f"{path.stem}_overlay")
+            ms = sum(r.seconds for r in results) * 1000
+            stack = f" ({len(pages)} pages)" if len(pages) > 1 else ""
+            _report(progress, f"{path.name}{stack}: {ms:.0f} ms")
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -280,3 +280,25 @@ def test_onnx_sessions_do_not_spin_after_a_run(tiny_bundle):
     # Spinning threads slowed the next model on 2 cores by half (see onnx_session).
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     assert options.intra_op_num_threads == 2
+
+
+def test_predict_cli_turns_a_tiff_stack_into_a_mask_stack(tiny_bundle, tmp_path):
+    import tifffile
+
+    images = tmp_path / "images"
+    images.mkdir()
+    pages = [_image(40, 48, seed=i) for i in range(3)]
+    tifffile.imwrite(images / "stack.tif", np.stack(pages), photometric="minisblack")
+    out = tmp_path / "masks"
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.predict", str(tiny_bundle), str(images), "--out", str(out), "--precision", "int8", "--overlay"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "stack.tif (3 pages)" in done.stdout
+    masks = tifffile.imread(out / "stack_mask.tif")
+    assert masks.shape == (3, 40, 48) and set(np.unique(masks)) <= {0, 255}
+    # Each page is the mask of that page, as one image alone would give it.
+    single = Segmenter.from_bundle(tiny_bundle, precision="int8", backend="litert")
+    assert np.array_equal(masks[1] > 0, single.predict(pages[1]).mask > 0)
+    assert tifffile.imread(out / "stack_overlay.tif").shape == (3, 40, 48, 3)

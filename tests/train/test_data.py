@@ -183,3 +183,77 @@ def test_a_folder_of_anti_aliased_masks_trains_with_the_threshold(tmp_path):
     assert main(parse_args(argv)) == 2  # without the threshold: the one-line advice
     assert main(parse_args([*argv, "--mask-threshold", "127.5"])) == 0
     assert (tmp_path / "run" / "model.keras").is_file()
+
+
+def _stack(path: Path, pages: list[np.ndarray]) -> None:
+    import tifffile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for i, page in enumerate(pages):
+        tifffile.imwrite(path, page, append=i > 0, photometric="minisblack")
+
+
+def _em_stack(count: int, size: int = 48, dtype=np.uint16) -> tuple[list, list]:
+    from train.data.synthetic import generate_em
+
+    images, masks = generate_em(count, (size, size), seed=3)
+    scale = 257 if dtype == np.uint16 else 1
+    return [(i.astype(dtype) * scale) for i in images], [m * 255 for m in masks]
+
+
+def test_a_tiff_stack_is_one_sample_per_page(tmp_path):
+    images, masks = _em_stack(3)
+    _stack(tmp_path / "image" / "stack.tif", images)
+    _stack(tmp_path / "label" / "stack.tif", masks)
+    samples = load_folder(tmp_path, 1, Foreground.BRIGHT)
+    assert [s.name for s in samples] == ["stack#0", "stack#1", "stack#2"]
+    for sample, image, mask in zip(samples, images, masks, strict=True):
+        assert sample.image.dtype == np.uint16 and np.array_equal(sample.image, image)
+        assert np.array_equal(sample.mask, (mask > 0).astype(np.uint8))
+
+
+@pytest.mark.parametrize(
+    "mask_pages, message",
+    [
+        (lambda m: m[:2], r"image stack .*stack\.tif has 3 page\(s\) but its mask stack .* has 2"),
+        (
+            lambda m: [x[:40] for x in m],
+            r"mask .*stack\.tif page 0 is 48x40 but its image is 48x48",
+        ),
+        (lambda m: [m[0], m[1].astype(np.uint16), m[2]], r"page 1 of TIFF stack .* is uint16"),
+    ],
+)
+def test_bad_stacks_are_one_line_errors(tmp_path, mask_pages, message):
+    images, masks = _em_stack(3)
+    _stack(tmp_path / "image" / "stack.tif", images)
+    _stack(tmp_path / "label" / "stack.tif", mask_pages(masks))
+    _expect_error(tmp_path, message)
+
+
+def test_a_tiff_without_pages_is_named(tmp_path):
+    _stack(tmp_path / "image" / "a.tif", _em_stack(2)[0])
+    (tmp_path / "label").mkdir()
+    (tmp_path / "label" / "a.tif").write_bytes(b"II*\x00\x08\x00\x00\x00\x00\x00")  # no IFD
+    _expect_error(tmp_path, r"a\.tif")
+
+
+@pytest.mark.slow
+def test_a_three_page_stack_trains(tmp_path):
+    from train.cli import main, parse_args
+
+    images, masks = _em_stack(3, size=64)
+    _stack(tmp_path / "data" / "image" / "stack.tif", images)
+    _stack(tmp_path / "data" / "label" / "stack.tif", masks)
+    argv = ["--data", str(tmp_path / "data"), "--preset", "tiny", "--input-size", "32"]
+    argv += [
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "2",
+        "--val-fraction",
+        "0.34",
+    ]
+    assert main(parse_args([*argv, "--out", str(tmp_path / "run")])) == 0
+    assert (tmp_path / "run" / "model.keras").is_file()

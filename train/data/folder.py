@@ -1,4 +1,8 @@
-"""A folder of images and masks: `image/` with `label/` (or `labels/`, `masks/`, `mask/`)."""
+"""A folder of images and masks: `image/` with `label/` (or `labels/`, `masks/`, `mask/`).
+
+Files pair by name; a multi-page TIFF stack of images pairs with a stack of masks of the same
+page count, and each page is a sample, as a folder of slices would be.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import UserError
-from runtime.image_io import read_image
+from runtime.image_io import read_pages
 from train.config import Foreground
 
 # Lossless formats only: JPEG would smear the class values of masks.
@@ -62,7 +66,7 @@ def _pair_files(root: Path) -> list[tuple[str, Path, Path]]:
     return [(stem, images[stem], masks[stem]) for stem in stems]
 
 
-def _mask_plane(mask: np.ndarray, path: Path) -> np.ndarray:
+def _mask_plane(mask: np.ndarray, path: Path | str) -> np.ndarray:
     """A mask as one plane: grey, grey with an opaque alpha, or colour with equal channels."""
     if mask.ndim == 3 and mask.shape[-1] in (2, 4):  # LA or RGBA: the last channel is alpha
         alpha, mask = mask[..., -1], mask[..., :-1]
@@ -144,15 +148,24 @@ def load_folder(
         raise UserError(f"data folder {root} does not exist: give a folder with image/ and label/")
     raw = []
     for stem, image_path, mask_path in _pair_files(root):
-        image, mask = read_image(image_path), _mask_plane(read_image(mask_path), mask_path)
-        if image.shape[:2] != mask.shape:
+        images, masks = read_pages(image_path), read_pages(mask_path)
+        if len(images) != len(masks):
             raise UserError(
-                f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                f"{image.shape[1]}x{image.shape[0]}: masks must match their images"
+                f"image stack {image_path} has {len(images)} page(s) but its mask stack "
+                f"{mask_path} has {len(masks)}: give one mask page per image page"
             )
-        if mask_threshold is not None:
-            mask = (mask >= mask_threshold).astype(np.uint8)
-        raw.append((stem, image, mask, mask_path))
+        for page, (image, mask) in enumerate(zip(images, masks, strict=True)):
+            name = stem if len(images) == 1 else f"{stem}#{page}"
+            where = mask_path if len(images) == 1 else f"{mask_path} page {page}"
+            mask = _mask_plane(mask, where)
+            if image.shape[:2] != mask.shape:
+                raise UserError(
+                    f"mask {where} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                    f"{image.shape[1]}x{image.shape[0]}: masks must match their images"
+                )
+            if mask_threshold is not None:
+                mask = (mask >= mask_threshold).astype(np.uint8)
+            raw.append((name, image, mask, where))
     lookup = _class_lookup(raw, classes, foreground)
     table = np.zeros(max(lookup) + 1, dtype=np.uint8)
     for value, index in lookup.items():
