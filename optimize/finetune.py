@@ -83,9 +83,12 @@ class Run:
         return load_keras_model(self.folder / name)
 
     def calibration_tiles(self, limit: int = 32) -> list[np.ndarray]:
-        """Normalized input tiles of the training images, as the runtime will feed them."""
+        """Normalized input tiles of the training images, as the runtime will feed them: of at
+        most `limit` images spread over the set, so a large data set is not read whole."""
+        train = self.splits[0]
+        chosen = train[:: max(1, -(-len(train) // limit))]
         images, _ = validation_tiles(
-            self.splits[0], self.preprocessing, self.tile_size, self.output_tile_size
+            chosen, self.preprocessing, self.tile_size, self.output_tile_size
         )
         step = max(1, len(images) // limit)
         return list(images[::step][:limit])

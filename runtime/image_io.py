@@ -85,3 +85,32 @@ def write_tiff_stack(path: Path, pages: list[np.ndarray]) -> None:
     tifffile.imwrite(
         path, np.stack(pages), photometric="minisblack" if pages[0].ndim == 2 else "rgb"
     )
+
+
+def page_count(path: Path) -> int:
+    """Pages of an image file, without decoding them (1 for anything but a TIFF stack)."""
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        return 1
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.pages)
+    except (OSError, ValueError, tifffile.TiffFileError):
+        return 1  # not a readable stack: reading it as one image says what is wrong
+
+
+def read_page(path: Path, index: int, pages: int = 1) -> np.ndarray:
+    """One page of a file that has `pages` pages: only that page is decoded."""
+    if pages == 1:
+        return read_image(path)
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return tif.pages[index].asarray()
+    except (OSError, ValueError, IndexError, tifffile.TiffFileError) as error:
+        raise UserError(
+            f"cannot read page {index} of the TIFF stack {path} ({type(error).__name__}: "
+            "truncated or not a TIFF): replace or remove it"
+        ) from None

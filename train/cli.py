@@ -77,6 +77,12 @@ def _build_parser() -> argparse.ArgumentParser:
         "picks class 1 (for binary masks with anti-aliased edges; default: off)",
     )
     data.add_argument(
+        "--cache",
+        help="file prefix for tf.data's on-disk cache of the decoded, normalized training "
+        "images: the first epoch writes it, later ones read it (default: none, files are "
+        "decoded every time)",
+    )
+    data.add_argument(
         "--val-fraction",
         type=float,
         help=f"last fraction of images (natural order) held out (default: {d.val_fraction})",

@@ -81,6 +81,7 @@ class DataConfig(ConfigBase):
     foreground: Foreground = Foreground.BRIGHT
     # Binarize masks first: values >= this are the bright class (for anti-aliased binary masks).
     mask_threshold: float | None = None
+    cache: str = ""  # file prefix for an on-disk cache of the prepared training images
     val_fraction: float = 0.2  # the last images in natural order; adjacent slices stay together
     synthetic_count: int = 40
     synthetic_size: int = 256

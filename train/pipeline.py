@@ -1,7 +1,10 @@
-"""The tf.data pipelines: normalize once in numpy, cache, random crops, augmentation, prefetch.
+"""The tf.data pipelines: images read on demand, normalized in numpy, random crops,
+augmentation, prefetch.
 
 Images are normalized with `runtime.preprocess.normalize`, the function devices use, before
-they enter TensorFlow; the pipeline never re-implements pre-processing.
+they enter TensorFlow; the pipeline never re-implements pre-processing. Samples of a folder are
+read from disk when the pipeline needs them (in parallel), so memory stays bounded whatever the
+data set's size; an optional on-disk cache keeps the prepared images.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from train.data import Sample
 from train.tfk import tf
 
 AUTOTUNE = tf.data.AUTOTUNE
+CROPS_PER_READ = 8  # random crops from one decoded image at most, before the next is read
+CROP_SHUFFLE = 64  # crops mixed before batching (crops, not images: small)
+CACHED_SHUFFLE = 8  # prepared images mixed when they come back from the on-disk cache
 
 
 def _prepared(sample: Sample, prep: Preprocessing, in_size: int, out_size: int):
@@ -40,7 +46,7 @@ def _padded(image: np.ndarray, mask: np.ndarray, in_size: int, out_size: int):
 
 def steps_to_cover(samples: list[Sample], out_size: int, batch: int) -> int:
     """Batches of random crops that add up to the training pixels once: one epoch's steps."""
-    pixels = sum(s.mask.size for s in samples)
+    pixels = sum(int(np.prod(s.shape)) for s in samples)
     return max(1, -(-pixels // (out_size**2 * batch)))
 
 
@@ -51,22 +57,57 @@ def _random_crop(image, mask, seed, in_size: int, out_size: int):
     return image[y : y + in_size, x : x + in_size], mask[y : y + out_size, x : x + out_size, None]
 
 
+def _images(
+    samples: list[Sample], prep: Preprocessing, in_size: int, out_size: int, seed: int, cache: str
+) -> tf.data.Dataset:
+    """Endless normalized, padded (image, mask) pairs, read from their files when needed.
+
+    Without a cache the file order is shuffled every pass and files are decoded in parallel;
+    with one, the first pass writes the prepared images to disk and later passes read them
+    back, mixed in a small buffer. Memory holds a few images either way, whatever the data
+    set's size.
+    """
+
+    def load(index: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        return _prepared(samples[int(index)], prep, in_size, out_size)
+
+    def read(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        image, mask = tf.numpy_function(load, [index], (tf.float32, tf.uint8), stateful=False)
+        return tf.ensure_shape(image, (None, None, prep.channels)), tf.ensure_shape(
+            mask, (None, None)
+        )
+
+    order = tf.data.Dataset.range(len(samples))
+    if cache:
+        images = order.map(read, num_parallel_calls=AUTOTUNE).cache(cache).repeat()
+        return images.shuffle(CACHED_SHUFFLE, seed=seed)
+    order = order.shuffle(len(samples), seed=seed, reshuffle_each_iteration=True).repeat()
+    return order.map(read, num_parallel_calls=AUTOTUNE, deterministic=True)
+
+
 def train_dataset(
     samples: list[Sample],
     prep: Preprocessing,
     config: TrainConfig,
     out_size: int,
     global_batch: int,
+    cache: str = "",
 ) -> tf.data.Dataset:
-    """Endless batches of augmented random crops: images (B, in, in, C), masks (B, out, out, 1)."""
+    """Endless batches of augmented random crops: images (B, in, in, C), masks (B, out, out, 1).
+
+    Each image read gives as many crops as it holds output tiles (CROPS_PER_READ at most), so
+    decoding a large slice is not repeated for every crop; the crops are mixed in a buffer.
+
+    Args:
+        cache: a file path prefix for tf.data's on-disk cache of the prepared images ("": none).
+    """
     in_size = config.input_size
-    pairs = [_prepared(s, prep, in_size, out_size) for s in samples]
-    spec = (
-        tf.TensorSpec((None, None, prep.channels), tf.float32),
-        tf.TensorSpec((None, None), tf.uint8),
-    )
-    base = tf.data.Dataset.from_generator(lambda: iter(pairs), output_signature=spec).cache()
-    base = base.repeat().shuffle(len(pairs), seed=config.seed)
+    images = _images(samples, prep, in_size, out_size, config.seed, cache)
+
+    def crops(image: tf.Tensor, mask: tf.Tensor) -> tf.data.Dataset:
+        count = tf.clip_by_value(tf.size(mask, tf.int64) // out_size**2, 1, CROPS_PER_READ)
+        return tf.data.Dataset.from_tensors((image, mask)).repeat(count)
+
     seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
 
     def crop_and_augment(pair, seed):
@@ -83,9 +124,10 @@ def train_dataset(
         image = tf.ensure_shape(image, (in_size, in_size, prep.channels))
         return image, tf.ensure_shape(mask, (out_size, out_size, 1))
 
-    dataset = tf.data.Dataset.zip((base, seeds)).map(
+    dataset = tf.data.Dataset.zip((images.flat_map(crops), seeds)).map(
         crop_and_augment, num_parallel_calls=AUTOTUNE, deterministic=True
     )
+    dataset = dataset.shuffle(CROP_SHUFFLE, seed=config.seed)
     return _distributable(dataset.batch(global_batch, drop_remainder=True).prefetch(AUTOTUNE))
 
 
@@ -96,8 +138,10 @@ def raw_validation_tiles(
     as raw pixels (N, in, in, C): what a bundle's golden tiles keep."""
     images, masks = [], []
     for sample in samples:
-        raw = sample.image if sample.image.ndim == 3 else sample.image[..., None]
-        image, mask = _padded(raw, sample.mask, in_size, out_size)
+        raw = sample.image  # read once: a file sample decodes on every access
+        image, mask = _padded(
+            raw if raw.ndim == 3 else raw[..., None], sample.mask, in_size, out_size
+        )
         for y in tile_starts(mask.shape[0], out_size, 0):
             for x in tile_starts(mask.shape[1], out_size, 0):
                 images.append(image[y : y + in_size, x : x + in_size])
@@ -117,8 +161,17 @@ def validation_tiles(
 def validation_dataset(
     samples: list[Sample], prep: Preprocessing, in_size: int, out_size: int, global_batch: int
 ) -> tf.data.Dataset:
-    images, masks = validation_tiles(samples, prep, in_size, out_size)
-    dataset = tf.data.Dataset.from_tensor_slices((images, masks)).batch(global_batch).cache()
+    """The validation tiles, image by image as they are read: memory holds one image's."""
+
+    def tiles():
+        for sample in samples:
+            yield from zip(*validation_tiles([sample], prep, in_size, out_size), strict=True)
+
+    spec = (
+        tf.TensorSpec((in_size, in_size, prep.channels), tf.float32),
+        tf.TensorSpec((out_size, out_size, 1), tf.uint8),
+    )
+    dataset = tf.data.Dataset.from_generator(tiles, output_signature=spec).batch(global_batch)
     return _distributable(dataset.prefetch(AUTOTUNE))
 
 

@@ -209,12 +209,23 @@ def evaluate_full_images(
             probs = predict_tiled(
                 image, predict, in_size, out_size, overlap=out_size // 8, align=2**config.depth
             )
-        mask = masks_from_probabilities(probs)
-        per_image[sample.name] = segmentation_scores(mask, sample.mask, config.classes)
+        mask, truth = masks_from_probabilities(probs), sample.mask
+        per_image[sample.name] = segmentation_scores(mask, truth, config.classes)
         preds.append(mask.ravel())
-        truths.append(sample.mask.ravel())
+        truths.append(truth.ravel())
     overall = segmentation_scores(np.concatenate(preds), np.concatenate(truths), config.classes)
     return {"overall": overall, "per_image": per_image}
+
+
+# Training images that mean and std are measured on, at most (evenly spread).
+PREPROCESSING_SAMPLE = 64
+
+
+def preprocessing_sample(samples: list[Sample]) -> list[Sample]:
+    """Up to PREPROCESSING_SAMPLE of the training images, evenly spread over the data set: their
+    statistics stand for all (a data set larger than memory is never loaded whole)."""
+    step = max(1, -(-len(samples) // PREPROCESSING_SAMPLE))
+    return samples[::step]
 
 
 def run_training(
@@ -247,7 +258,9 @@ def run_training(
         load_samples(data_config, model_config.classes, train_config.seed),
         data_config.val_fraction,
     )
-    prep = measure_preprocessing([s.image for s in train_samples], model_config.channels)
+    prep = measure_preprocessing(
+        [s.image for s in preprocessing_sample(train_samples)], model_config.channels
+    )
     mixed = wants_mixed_precision(train_config.mixed_precision)
     global_batch = train_config.batch_size * strategy.num_replicas_in_sync
     steps = train_config.steps_per_epoch or steps_to_cover(train_samples, out_size, global_batch)
@@ -288,7 +301,7 @@ def run_training(
         keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
     ]
     history = model.fit(
-        train_dataset(train_samples, prep, train_config, out_size, global_batch),
+        train_dataset(train_samples, prep, train_config, out_size, global_batch, data_config.cache),
         epochs=train_config.epochs,
         steps_per_epoch=steps,
         validation_data=validation_dataset(val_samples, prep, in_size, out_size, global_batch),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import UserError
-from runtime.image_io import read_pages
+from runtime.image_io import page_count, read_page
 from train.config import Foreground
 
 # Lossless formats only: JPEG would smear the class values of masks.
@@ -29,6 +29,38 @@ class Sample:
     name: str
     image: np.ndarray
     mask: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.mask.shape[:2]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FileSample:
+    """A sample of a folder, read from disk each time it is used: a data set of any size then
+    fits in memory (the training pipeline decodes in parallel and may cache on disk)."""
+
+    name: str
+    image_path: Path
+    mask_path: Path
+    page: int
+    pages: int  # of the files: 1, or a TIFF stack's page count
+    shape: tuple[int, int]
+    table: np.ndarray  # mask value -> class index
+    mask_threshold: float | None
+
+    @property
+    def image(self) -> np.ndarray:
+        return read_page(self.image_path, self.page, self.pages)
+
+    @property
+    def mask(self) -> np.ndarray:
+        plane = _mask_plane(read_page(self.mask_path, self.page, self.pages), self.mask_path)
+        return self.table[_binarized(plane, self.mask_threshold)]
+
+
+def _binarized(mask: np.ndarray, threshold: float | None) -> np.ndarray:
+    return mask if threshold is None else (mask >= threshold).astype(np.uint8)
 
 
 def natural_key(name: str) -> list[int | str]:
@@ -86,12 +118,13 @@ def _mask_plane(mask: np.ndarray, path: Path | str) -> np.ndarray:
     return mask
 
 
-def _near_binary(masks: list[np.ndarray]) -> tuple[int, int, float] | None:
+def _near_binary(counts: dict[int, int]) -> tuple[int, int, float] | None:
     """The two dominant values and their share of the pixels, when they hold nearly all of them
-    (a binary mask that was resized or drawn with anti-aliasing)."""
-    values, counts = np.unique(np.concatenate([m.ravel() for m in masks]), return_counts=True)
-    top = np.argsort(counts)[-2:]
-    share = float(counts[top].sum() / counts.sum())
+    and the others lie between them (a binary mask that was resized or anti-aliased)."""
+    values = np.array(sorted(counts))
+    tallies = np.array([counts[v] for v in values])
+    top = np.argsort(tallies)[-2:]
+    share = float(tallies[top].sum() / tallies.sum())
     if share < 0.9:
         return None
     low, high = sorted(int(values[i]) for i in top)
@@ -101,10 +134,10 @@ def _near_binary(masks: list[np.ndarray]) -> tuple[int, int, float] | None:
 
 
 def _class_lookup(
-    raw: list[tuple[str, np.ndarray, np.ndarray, Path]], classes: int, foreground: Foreground
+    counts: dict[int, int], first_seen: dict[int, str], classes: int, foreground: Foreground
 ) -> dict[int, int]:
-    """Maps every mask value in the data set to a class index."""
-    values = np.unique(np.concatenate([np.unique(mask) for _, _, mask, _ in raw]))
+    """Maps every mask value in the data set (with its pixel count) to a class index."""
+    values = np.array(sorted(counts))
     labels = max(classes, 2)
     if len(values) == 1:
         raise UserError(f"every mask holds the single value {values[0]}: there is nothing to learn")
@@ -112,7 +145,7 @@ def _class_lookup(
         low, high = int(values[0]), int(values[1])
         fg = high if foreground is Foreground.BRIGHT else low
         return {low: int(low == fg), high: int(high == fg)}
-    near = _near_binary([mask for _, _, mask, _ in raw]) if labels == 2 else None
+    near = _near_binary(counts) if labels == 2 else None
     if near:
         low, high, share = near
         raise UserError(
@@ -122,7 +155,7 @@ def _class_lookup(
             "the values are classes)"
         )
     if values.max() >= labels:
-        path = next(path for _, _, mask, path in raw if mask.max() >= labels)
+        path = first_seen[int(next(v for v in values if v >= labels))]
         raise UserError(
             f"mask {path} holds class {int(values.max())} but the model has {classes} class(es) "
             f"(mask values {', '.join(map(str, values[:8]))}): pass --classes "
@@ -131,43 +164,80 @@ def _class_lookup(
     return {int(v): int(v) for v in values}
 
 
+def _entries(root: Path) -> list[tuple[str, Path, Path, int, int]]:
+    """(name, image file, mask file, page, pages) for every image page, checked for pairing."""
+    entries = []
+    for stem, image_path, mask_path in _pair_files(root):
+        pages, mask_pages = page_count(image_path), page_count(mask_path)
+        if pages == 0 or mask_pages == 0:
+            empty = image_path if pages == 0 else mask_path
+            raise UserError(f"TIFF stack {empty} has no pages: give a stack with images")
+        if pages != mask_pages:
+            raise UserError(
+                f"image stack {image_path} has {pages} page(s) but its mask stack "
+                f"{mask_path} has {mask_pages}: give one mask page per image page"
+            )
+        for page in range(pages):
+            name = stem if pages == 1 else f"{stem}#{page}"
+            entries.append((name, image_path, mask_path, page, pages))
+    return entries
+
+
+def _same_as_first_page(array: np.ndarray, first: dict[Path, np.ndarray], path: Path, page: int):
+    """Every page of a stack must have page 0's dtype and shape."""
+    ref = first.setdefault(path, array)
+    if (array.dtype, array.shape) != (ref.dtype, ref.shape):
+        raise UserError(
+            f"page {page} of TIFF stack {path} is {array.dtype} {array.shape}, page 0 "
+            f"{ref.dtype} {ref.shape}: every page of a stack must match"
+        )
+
+
 def load_folder(
     root: str | Path, classes: int, foreground: Foreground, mask_threshold: float | None = None
-) -> list[Sample]:
-    """Loads every image/mask pair, checked, in natural order of their names.
+) -> list[FileSample]:
+    """Checks every image/mask pair and returns them, in natural order of their names, as
+    samples read on demand.
 
-    `mask_threshold` binarizes the masks first (values >= it are the bright class), for binary
-    masks whose edges were anti-aliased or resized.
+    Every file is decoded once here, one at a time (memory stays that of one image): a broken
+    file fails now, not hours into training, and the mask values of the whole data set decide
+    the classes. `mask_threshold` binarizes the masks first (values >= it are the bright
+    class), for binary masks whose edges were anti-aliased or resized.
 
     Raises:
-        UserError: a missing or empty folder, unpaired files, an unreadable image, a mask whose
-            size differs from its image, or more mask values than the model has classes.
+        UserError: a missing or empty folder, unpaired files or stacks, an unreadable image, a
+            mask whose size differs from its image, or more mask values than the model has
+            classes.
     """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"data folder {root} does not exist: give a folder with image/ and label/")
-    raw = []
-    for stem, image_path, mask_path in _pair_files(root):
-        images, masks = read_pages(image_path), read_pages(mask_path)
-        if len(images) != len(masks):
+    counts: dict[int, int] = {}
+    first_seen: dict[int, str] = {}
+    first_pages: dict[Path, np.ndarray] = {}
+    shapes = {}
+    entries = _entries(root)
+    for name, image_path, mask_path, page, pages in entries:
+        image, raw_mask = read_page(image_path, page, pages), read_page(mask_path, page, pages)
+        if pages > 1:
+            _same_as_first_page(image, first_pages, image_path, page)
+            _same_as_first_page(raw_mask, first_pages, mask_path, page)
+        where = str(mask_path) if pages == 1 else f"{mask_path} page {page}"
+        mask = _binarized(_mask_plane(raw_mask, where), mask_threshold)
+        if image.shape[:2] != mask.shape:
             raise UserError(
-                f"image stack {image_path} has {len(images)} page(s) but its mask stack "
-                f"{mask_path} has {len(masks)}: give one mask page per image page"
+                f"mask {where} is {mask.shape[1]}x{mask.shape[0]} but its image is "
+                f"{image.shape[1]}x{image.shape[0]}: masks must match their images"
             )
-        for page, (image, mask) in enumerate(zip(images, masks, strict=True)):
-            name = stem if len(images) == 1 else f"{stem}#{page}"
-            where = mask_path if len(images) == 1 else f"{mask_path} page {page}"
-            mask = _mask_plane(mask, where)
-            if image.shape[:2] != mask.shape:
-                raise UserError(
-                    f"mask {where} is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                    f"{image.shape[1]}x{image.shape[0]}: masks must match their images"
-                )
-            if mask_threshold is not None:
-                mask = (mask >= mask_threshold).astype(np.uint8)
-            raw.append((name, image, mask, where))
-    lookup = _class_lookup(raw, classes, foreground)
+        for value, count in zip(*np.unique(mask, return_counts=True), strict=True):
+            counts[int(value)] = counts.get(int(value), 0) + int(count)
+            first_seen.setdefault(int(value), where)
+        shapes[name] = mask.shape
+    lookup = _class_lookup(counts, first_seen, classes, foreground)
     table = np.zeros(max(lookup) + 1, dtype=np.uint8)
     for value, index in lookup.items():
         table[value] = index
-    return [Sample(stem, image, table[mask]) for stem, image, mask, _ in raw]
+    return [
+        FileSample(name, ip, mp, page, pages, shapes[name], table, mask_threshold)
+        for name, ip, mp, page, pages in entries
+    ]
