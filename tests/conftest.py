@@ -60,11 +60,11 @@ def _train(root: Path, padding: str, input_size: int, epochs: int) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """A tiny 'same' U-Net trained for 80 steps on synthetic data: a run folder (64 px tiles).
+    """A tiny 'same' U-Net trained for 120 steps on synthetic data: a run folder (64 px tiles).
 
     Long enough that its masks mean something: int8 agreement with float is then a real test.
     """
-    return _train(tmp_path_factory.mktemp("tiny"), "same", 64, epochs=8)
+    return _train(tmp_path_factory.mktemp("tiny"), "same", 64, epochs=12)
 
 
 @pytest.fixture(scope="session")
