@@ -2,11 +2,6 @@
 
 import sys
 
-if len(sys.argv) > 1 and sys.argv[1] == "compare":
-    from benchmarks import compare
+from benchmarks.cli import console
 
-    sys.exit(compare.main(compare.parse_args(sys.argv[2:])))
-
-from benchmarks import cli
-
-sys.exit(cli.main(cli.parse_args(sys.argv[1:])))
+sys.exit(console())

@@ -196,6 +196,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--images", type=int, help=f"held-out images scored, at most (default: {c.images})"
     )
     parser.add_argument(
+        "--fail-on-target",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="exit 1 when a target is missed, so a CI can gate on it (default: on)",
+    )
+    parser.add_argument(
         "--cold-start",
         action=argparse.BooleanOptionalAction,
         help="measure a fresh process per variant (default: on)",
@@ -231,4 +237,21 @@ def main(args: argparse.Namespace) -> int:
         return error.exit_code
     _print_summary(report)
     print(f"\nreport: {out / 'report.html'} ({report['wall_seconds']:.0f} s)")
+    missed = [t["claim"] for t in report["targets"] if not t["met"]]
+    if missed and args.fail_on_target:
+        print(
+            f"error: {len(missed)} target(s) missed (exit 1; --no-fail-on-target to report only)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def console(argv: list[str] | None = None) -> int:
+    """`unet-bench` and `python -m benchmarks`: measure, or `compare OLD NEW`."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        from benchmarks import compare
+
+        return compare.main(compare.parse_args(argv[1:]))
+    return main(parse_args(argv))

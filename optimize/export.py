@@ -192,5 +192,10 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
+def console() -> int:
+    """The console script's entry point (pyproject's [project.scripts])."""
+    return main(parse_args())
+
+
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(console())

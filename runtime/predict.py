@@ -142,5 +142,10 @@ def _report(progress, line: str) -> None:
         print(line)
 
 
+def console() -> int:
+    """The console script's entry point (pyproject's [project.scripts])."""
+    return main(parse_args())
+
+
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(console())

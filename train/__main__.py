@@ -1,6 +1,6 @@
 import sys
 
-from train.cli import main, parse_args
+from train.cli import console
 
 if __name__ == "__main__":
-    sys.exit(main(parse_args()))
+    sys.exit(console())

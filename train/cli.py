@@ -258,3 +258,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"model: {result.out / 'model.keras'}")
     print(f"weights: sha256 {result.weights_sha256}")
     return 0
+
+
+def console() -> int:
+    """The console script's entry point (pyproject's [project.scripts])."""
+    return main(parse_args())
