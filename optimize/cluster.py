@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from optimize.finetune import Run, fine_tune
-from optimize.prune import DEFAULT_KEEP_DENSE, check_prunable, kernels, wrap_prunable
+from optimize.wrapping import DEFAULT_KEEP_DENSE, check_prunable, kernels, wrap_prunable
 from runtime.errors import UserError
 from train.tfk import keras
 

@@ -21,7 +21,7 @@ import numpy as np
 from optimize.cluster import is_clustered
 from optimize.export import serving_function
 from optimize.finetune import Run, fine_tune
-from optimize.prune import check_prunable, sparsity_report
+from optimize.wrapping import check_prunable, clone, sparsity_report
 from runtime.errors import UserError
 from train.tfk import keras, tf
 
@@ -173,12 +173,6 @@ class _ClusterPreserveScheme(tfmot_q.default_8bit.Default8BitQuantizeScheme):
         return _ClusterPreserveRegistry(self.preserve_sparsity)
 
 
-def _clone(model: keras.Model) -> keras.Model:
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
 def _annotate(model: keras.Model, keep_float: Collection[str]) -> keras.Model:
     """Every layer annotated for quantization except those in `keep_float`."""
     if not keep_float:
@@ -225,7 +219,7 @@ def prepare_qat(
         scheme = _PrunePreserveScheme()
     else:
         scheme = tfmot_q.default_8bit.Default8BitQuantizeScheme()
-    annotated = _annotate(_clone(model), keep_float)
+    annotated = _annotate(clone(model), keep_float)
     try:
         return tfmot_q.quantize_apply(annotated, scheme)
     except RuntimeError as error:  # tfmot: "Layer x:<class> is not supported. ..."

@@ -32,10 +32,10 @@ from optimize.parity import (
     parity_report,
     written,
 )
-from optimize.prune import check_prunable, sparsity_report
 from optimize.qat import fine_tuned_float, qat_tflite_int8, quantize_aware
 from optimize.saturation import saturation_summary, u8s8_saturation
 from optimize.sensitivity import CalibratedModel, layer_sensitivity, print_sensitivity
+from optimize.wrapping import check_prunable, sparsity_report
 from runtime.config import Choice, ConfigBase, require, stage_config
 from runtime.errors import UserError
 from runtime.golden import GOLDEN_FILE

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from optimize.finetune import Run
-from optimize.prune import check_prunable, kernels, magnitude_prune, sparsity_report
+from optimize.prune import magnitude_prune
+from optimize.wrapping import check_prunable, kernels, sparsity_report
 from runtime.errors import UserError
 from train.config import preset
 from train.model import build_unet

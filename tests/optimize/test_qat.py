@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from optimize.finetune import Run
-from optimize.prune import kernels, sparsity_report
 from optimize.qat import (
     init_activation_ranges,
     prepare_qat,
@@ -16,6 +15,7 @@ from optimize.qat import (
     qat_training_steps,
     quantize_aware,
 )
+from optimize.wrapping import kernels, sparsity_report
 from runtime.errors import UserError
 from runtime.metrics import masks_from_probabilities, pixel_accuracy
 from train.config import preset
