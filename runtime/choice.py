@@ -77,10 +77,9 @@ def time_per_tile(models: dict[str, Backend], tile: np.ndarray) -> dict[str, flo
     """Median ms of single-tile runs of each model, taking turns run after run so that the
     machine's drift falls on all alike (the models are warm: verification ran them)."""
     times: dict[str, list[float]] = {key: [] for key in models}
-    start = time.perf_counter()
-    while len(
-        times[next(iter(times))]
-    ) < _MIN_RUNS or time.perf_counter() - start < _MIN_SECONDS * len(models):
+    start, rounds = time.perf_counter(), 0
+    while rounds < _MIN_RUNS or time.perf_counter() - start < _MIN_SECONDS * len(models):
+        rounds += 1
         for key, model in models.items():
             began = time.perf_counter()
             model.run(tile[None])
