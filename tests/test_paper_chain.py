@@ -66,7 +66,8 @@ def test_the_paper_layout_goes_through_the_whole_chain(tmp_path):
     out = tmp_path / "report"
     argv = ["--bundle", str(bundle), "--out", str(out), "--sizes", "60", "--threads", "1"]
     argv += ["--min-runs", "3", "--seconds", "0", "--images", "2", "--batch", "0"]
-    assert bench_main(bench_args([*argv, "--no-cold-start"])) == 0
+    # Tiny models need not meet the speed targets: the chain, not the speed, is under test.
+    assert bench_main(bench_args([*argv, "--no-cold-start", "--no-fail-on-target"])) == 0
     report = json.loads((out / "report.json").read_text())
     names = {v["name"] for v in report["variants"]}
     assert {"keras fp32", "tflite int8", "onnx int8"} <= names
