@@ -78,13 +78,14 @@ def _run_configs(model: ModelConfig, data: DataConfig, train: TrainConfig) -> di
     return {"model": model.to_dict(), "data": data.to_dict(), "train": train.to_dict()}
 
 
-def _prepare_out_dir(out: Path, configs: dict[str, Any], overwrite: bool) -> bool:
-    """Checks the output folder; returns whether an interrupted run there will be resumed."""
+def _check_out_dir(out: Path, configs: dict[str, Any], overwrite: bool) -> bool:
+    """Checks the output folder without changing it; returns whether an interrupted run there
+    will be resumed."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file: give a folder")
     if overwrite:
-        _remove_artifacts(out)
-    elif (out / "model.keras").exists():
+        return False
+    if (out / "model.keras").exists():
         raise UserError(f"{out} already holds a trained model: pass --overwrite or another --out")
     resuming = (out / "backup").is_dir() and (out / "config.json").exists()
     if resuming:
@@ -95,8 +96,14 @@ def _prepare_out_dir(out: Path, configs: dict[str, Any], overwrite: bool) -> boo
                 f"{out} holds an interrupted run with other settings ({', '.join(changed)}): "
                 "re-run with the same settings to resume it, or pass --overwrite"
             )
-    else:
-        _remove_artifacts(out)  # leftovers of a run that ended before its first epoch
+    return resuming
+
+
+def _make_out_dir(out: Path, resuming: bool) -> None:
+    """Clears what an earlier run left unless it is resumed, and checks the folder takes files.
+    Called once the data has loaded: bad data neither writes a folder nor loses a run."""
+    if not resuming:
+        _remove_artifacts(out)  # an overwritten run, or one that ended before its first epoch
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / ".write-test").touch()
@@ -105,7 +112,6 @@ def _prepare_out_dir(out: Path, configs: dict[str, Any], overwrite: bool) -> boo
         raise UserError(
             f"cannot write to --out {out} ({error.strerror}): choose another folder"
         ) from None
-    return resuming
 
 
 def _changed_fields(previous: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -252,8 +258,7 @@ def run_training(
     # Only the chief touches the run folder; other workers' logs go to a scratch folder (Keras
     # keeps their BackupAndRestore state in backup/workertemp_N itself).
     chief = is_chief(strategy)
-    resuming = _prepare_out_dir(out, configs, overwrite) if chief else (out / "backup").is_dir()
-    logs = out if chief else Path(tempfile.mkdtemp(prefix="unet-worker-"))
+    resuming = _check_out_dir(out, configs, overwrite) if chief else (out / "backup").is_dir()
     train_samples, val_samples = split_samples(
         load_samples(data_config, model_config.classes, train_config.seed),
         data_config.val_fraction,
@@ -261,6 +266,9 @@ def run_training(
     prep = measure_preprocessing(
         [s.image for s in preprocessing_sample(train_samples)], model_config.channels
     )
+    if chief:
+        _make_out_dir(out, resuming)
+    logs = out if chief else Path(tempfile.mkdtemp(prefix="unet-worker-"))
     mixed = wants_mixed_precision(train_config.mixed_precision)
     global_batch = train_config.batch_size * strategy.num_replicas_in_sync
     steps = train_config.steps_per_epoch or steps_to_cover(train_samples, out_size, global_batch)

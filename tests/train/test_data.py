@@ -181,6 +181,7 @@ def test_a_folder_of_anti_aliased_masks_trains_with_the_threshold(tmp_path):
     ]
     argv += ["--steps-per-epoch", "2", "--batch-size", "2", "--out", str(tmp_path / "run")]
     assert main(parse_args(argv)) == 2  # without the threshold: the one-line advice
+    assert not (tmp_path / "run").exists()  # and nothing written
     assert main(parse_args([*argv, "--mask-threshold", "127.5"])) == 0
     assert (tmp_path / "run" / "model.keras").is_file()
 
