@@ -163,14 +163,19 @@ def read_manifest(bundle: str | Path) -> Manifest:
         ) from None
 
 
-def verified_model_path(bundle: str | Path, artifact: Artifact) -> Path:
-    """The model file, after checking it exists and its SHA-256 matches the manifest."""
-    path = Path(bundle) / artifact.file
+def verified_path(bundle: str | Path, file: str, sha256: str, what: str = "model file") -> Path:
+    """A file of the bundle, after checking it exists and its SHA-256 matches the manifest."""
+    path = Path(bundle) / file
     if not path.is_file():
-        raise UserError(f"model file {path} is missing: re-export the bundle")
-    if sha256_of(path) != artifact.sha256:
+        raise UserError(f"{what} {path} is missing: re-export the bundle")
+    if sha256_of(path) != sha256:
         raise UserError(
-            f"model file {path} does not match its SHA-256 in the manifest (truncated or "
+            f"{what} {path} does not match its SHA-256 in the manifest (truncated or "
             "changed): re-export or re-copy the bundle"
         )
     return path
+
+
+def verified_model_path(bundle: str | Path, artifact: Artifact) -> Path:
+    """The model file, after checking it exists and its SHA-256 matches the manifest."""
+    return verified_path(bundle, artifact.file, artifact.sha256)

@@ -16,7 +16,6 @@ are stored on a 1/255 grid (uint8) and its masks as computed from the full-preci
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import BACKENDS, Backend, check_backend, installed_backends
-from runtime.bundle import Artifact, BuildFigures, Manifest
+from runtime.bundle import Artifact, BuildFigures, Manifest, verified_path
 from runtime.errors import UserError
 from runtime.metrics import float_parity, masks_from_probabilities
 from runtime.preprocess import Preprocessing, normalize
@@ -76,17 +75,9 @@ def golden_count(tile_size: int, available: int) -> int:
 
 def load_golden(bundle: str | Path, file: str, sha256: str) -> Golden:
     """The bundle's golden tiles after checking their SHA-256 against the manifest."""
-    path = Path(bundle) / file
-    if not path.is_file():
-        raise UserError(f"golden tiles {path} are missing: re-copy the bundle")
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise UserError(
-            f"golden tiles {path} do not match their SHA-256 in the manifest (changed or "
-            "truncated): re-copy the bundle"
-        )
+    path = verified_path(bundle, file, sha256, what="golden tile file")
     try:
-        return Golden.from_bytes(data)
+        return Golden.from_bytes(path.read_bytes())
     except (OSError, ValueError, KeyError) as error:
         raise UserError(f"cannot read golden tiles {path} ({error}): re-copy the bundle") from None
 

@@ -59,16 +59,18 @@ def _tiff_pages(path: Path) -> list[np.ndarray] | None:
         ) from None
     if not pages:
         raise UserError(f"TIFF stack {path} has no pages: give a stack with images")
-    odd = next(
-        (i for i, p in enumerate(pages) if (p.dtype, p.shape) != (pages[0].dtype, pages[0].shape)),
-        None,
-    )
-    if odd is not None:
-        raise UserError(
-            f"page {odd} of TIFF stack {path} is {pages[odd].dtype} {pages[odd].shape}, page 0 "
-            f"{pages[0].dtype} {pages[0].shape}: every page of a stack must match"
-        )
+    for index, page in enumerate(pages):
+        check_like_first_page(page, pages[0], path, index)
     return pages
+
+
+def check_like_first_page(page: np.ndarray, first: np.ndarray, path: Path, index: int) -> None:
+    """Every page of a stack must have page 0's dtype and shape."""
+    if (page.dtype, page.shape) != (first.dtype, first.shape):
+        raise UserError(
+            f"page {index} of TIFF stack {path} is {page.dtype} {page.shape}, page 0 "
+            f"{first.dtype} {first.shape}: every page of a stack must match"
+        )
 
 
 def read_pages(path: Path) -> list[np.ndarray]:

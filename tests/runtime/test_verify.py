@@ -122,7 +122,8 @@ def test_old_and_tampered_golden_tiles_are_exit_2(tiny_quantized_bundle, tmp_pat
     data = golden.read_bytes()
     golden.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     done = _verify_cli(bundle)
-    assert done.returncode == 2 and "do not match their SHA-256" in done.stderr
+    assert done.returncode == 2 and "golden tile file" in done.stderr
+    assert "does not match its SHA-256" in done.stderr
     assert "Traceback" not in done.stderr
     manifest = json.loads((bundle / "manifest.json").read_text())
     del manifest["golden"]

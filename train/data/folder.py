@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import UserError
-from runtime.image_io import page_count, read_page
+from runtime.image_io import check_like_first_page, page_count, read_page
 from train.config import Foreground
 
 # Lossless formats only: JPEG would smear the class values of masks.
@@ -183,16 +183,6 @@ def _entries(root: Path) -> list[tuple[str, Path, Path, int, int]]:
     return entries
 
 
-def _same_as_first_page(array: np.ndarray, first: dict[Path, np.ndarray], path: Path, page: int):
-    """Every page of a stack must have page 0's dtype and shape."""
-    ref = first.setdefault(path, array)
-    if (array.dtype, array.shape) != (ref.dtype, ref.shape):
-        raise UserError(
-            f"page {page} of TIFF stack {path} is {array.dtype} {array.shape}, page 0 "
-            f"{ref.dtype} {ref.shape}: every page of a stack must match"
-        )
-
-
 def load_folder(
     root: str | Path, classes: int, foreground: Foreground, mask_threshold: float | None = None
 ) -> list[FileSample]:
@@ -220,8 +210,8 @@ def load_folder(
     for name, image_path, mask_path, page, pages in entries:
         image, raw_mask = read_page(image_path, page, pages), read_page(mask_path, page, pages)
         if pages > 1:
-            _same_as_first_page(image, first_pages, image_path, page)
-            _same_as_first_page(raw_mask, first_pages, mask_path, page)
+            for array, path in ((image, image_path), (raw_mask, mask_path)):
+                check_like_first_page(array, first_pages.setdefault(path, array), path, page)
         where = str(mask_path) if pages == 1 else f"{mask_path} page {page}"
         mask = _binarized(_mask_plane(raw_mask, where), mask_threshold)
         if image.shape[:2] != mask.shape:
