@@ -6,6 +6,7 @@ the float Keras model runs on the same tiles, so a difference is the model's, no
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from train.data import Sample, load_samples, split_samples
 
 EXAMPLE_VARIANT = "tflite int8"  # the overlays show the gated int8 model against float
 EXAMPLES = 2
+GATED_KEYS = ("int8", "int8-onnx")  # the models the parity gate passed, in every bundle
 
 
 def held_out_samples(variant: Variant, source: str | None, limit: int) -> list[Sample]:
@@ -83,9 +85,11 @@ def measure_accuracy(
         },
         "variants": {},
     }
-    examples = []
+    examples, gated_masks = [], {}
     for variant in tqdm(variants, desc="parity and accuracy"):
         probs = float_probs if variant is reference_variant else _probabilities(variant, images)
+        if variant.key in GATED_KEYS:
+            gated_masks[variant.name] = [masks_from_probabilities(p) for p in probs]
         result["variants"][variant.name] = {
             "overall": compare(overall_ref, _pooled(probs)),
             "per_image": {
@@ -95,14 +99,36 @@ def measure_accuracy(
         }
         if variant.name == EXAMPLE_VARIANT:
             examples = [
-                Example(
-                    name=s.name,
-                    image=to_channels(scale_to_unit(s.image), 1)[..., 0],
-                    truth=s.mask,
-                    float_mask=masks_from_probabilities(fp),
-                    mask=masks_from_probabilities(p),
-                    variant=variant.name,
-                )
+                _example(s, fp, masks_from_probabilities(p), variant.name)
                 for s, fp, p in list(zip(samples, float_probs, probs, strict=True))[:EXAMPLES]
             ]
+    worst = _worst(result["variants"], gated_masks, [s.name for s in samples])
+    if worst and (worst[1] >= EXAMPLES or worst[0] != EXAMPLE_VARIANT):
+        name, index = worst
+        sample = samples[index]
+        example = _example(sample, float_probs[index], gated_masks[name][index], name)
+        examples.append(dataclasses.replace(example, name=f"{sample.name}, the worst"))
     return result, examples
+
+
+def _example(sample: Sample, float_probs: np.ndarray, mask: np.ndarray, variant: str) -> Example:
+    return Example(
+        name=sample.name,
+        image=to_channels(scale_to_unit(sample.image), 1)[..., 0],
+        truth=sample.mask,
+        float_mask=masks_from_probabilities(float_probs),
+        mask=mask,
+        variant=variant,
+    )
+
+
+def _worst(
+    scores: dict[str, Any], gated: dict[str, list[np.ndarray]], names: list[str]
+) -> tuple[str, int] | None:
+    """The gated model that agrees least with float overall, and its least agreeing image."""
+    if not gated:
+        return None
+    model = min(gated, key=lambda v: scores[v]["overall"]["agreement_with_float"])
+    per_image = scores[model]["per_image"]
+    image = min(range(len(names)), key=lambda i: per_image[names[i]]["agreement_with_float"])
+    return model, image

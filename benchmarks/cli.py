@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import logging
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,11 @@ from runtime.choice import choose
 from runtime.config import stage_config
 from runtime.cpu import has_int8_dot_product
 from runtime.errors import UserError
+from runtime.io import check_out_folder
+from runtime.log import add_verbosity, configure
+from runtime.memory import DEFAULT_MAX_MEMORY_MB
+
+log = logging.getLogger(__name__)
 
 SCHEMA = 1
 BASELINE = "tflite fp32"
@@ -47,10 +53,10 @@ def _bundles(given: list[str]) -> dict[str, Path]:
 
 
 def collect_variants(
-    bundles: dict[str, Path], keras_path: Path | None
+    bundles: dict[str, Path], keras_path: Path | None, max_memory_mb: float = DEFAULT_MAX_MEMORY_MB
 ) -> tuple[list[Variant], list[dict[str, str]]]:
     """Every variant to measure, and the skipped ones with the reason."""
-    found = {label: bundle_variants(label, path) for label, path in bundles.items()}
+    found = {label: bundle_variants(label, path, max_memory_mb) for label, path in bundles.items()}
     keras, why = keras_variant(found[MAIN], keras_path)
     skipped = [] if keras else [{"name": "keras fp32", "reason": why}]
     variants = ([keras] if keras else []) + [v for vs in found.values() for v in vs]
@@ -80,32 +86,34 @@ def measure(
     # Here, not at the top: --help and argument errors answer without loading TensorFlow.
     from benchmarks.accuracy import held_out_samples, measure_accuracy
     from benchmarks.coldstart import measure_cold_start
+    from benchmarks.endtoend import measure_end_to_end
     from benchmarks.latency import measure_latency
-    from benchmarks.targets import NO_DOT_PRODUCT_NOTE, check_targets
+    from benchmarks.targets import NO_DOT_PRODUCT_NOTE, check_targets, end_to_end_targets
 
     started = time.perf_counter()
     source = data or "the bundle's own"
-    variants, skipped = collect_variants(bundles, keras_path)
+    variants, skipped = collect_variants(bundles, keras_path, config.max_memory_mb)
     if not variants:
         raise UserError("nothing to measure: install ai-edge-litert or onnxruntime")
     names = {v.name for v in variants}
     baseline = BASELINE if BASELINE in names else variants[0].name
-    print(f"measuring {len(variants)} variants: {', '.join(sorted(names))}", flush=True)
+    log.info("measuring %d variants: %s", len(variants), ", ".join(sorted(names)))
     samples = held_out_samples(variants[0], data, config.images)  # a data error fails early
     latency, ceilings = measure_latency(variants, config)
     largest = max(config.sizes)
     cold = []
     if config.cold_start:
         for v in variants:
-            print(f"cold start: {v.name}", file=sys.stderr, flush=True)
+            log.info("cold start: %s", v.name)
             cold.append(measure_cold_start(v, largest))
     reference = next((v for v in variants if v.format == "keras"), None) or next(
         v for v in variants if v.name == baseline
     )
+    threads = max(config.thread_counts)
+    end_to_end = measure_end_to_end(variants, config, threads)
     accuracy, examples = measure_accuracy(reference, variants, samples)
     accuracy |= {"data": source, "reference": reference.name}
     env = environment()
-    threads = max(config.thread_counts)
     choice = _auto_choice(bundles[MAIN], threads)
     report = {
         "schema": SCHEMA,
@@ -123,11 +131,13 @@ def measure(
         "skipped": skipped,
         "latency": latency,
         "cold_start": cold,
+        "end_to_end": end_to_end,
         "accuracy": accuracy,
         "choice": choice,
         "targets": check_targets(
             variants, latency, accuracy, largest, threads, env["int8_capability"], choice
-        ),
+        )
+        + end_to_end_targets(end_to_end),
     }
     if not has_int8_dot_product(env["int8_capability"]):
         report["targets_note"] = NO_DOT_PRODUCT_NOTE.format(capability=env["int8_capability"])
@@ -175,7 +185,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--overwrite", action="store_true", help="replace a report already in --out"
     )
     parser.add_argument(
-        "--config", type=Path, help="YAML with BenchmarkConfig fields; flags override it"
+        "--config",
+        type=Path,
+        help="the chain's YAML (its benchmarks section), or a file of BenchmarkConfig fields; "
+        "flags override it",
     )
     parser.add_argument(
         "--sizes", type=_ints, help=f"image sides (default: {','.join(map(str, c.sizes))})"
@@ -196,6 +209,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--images", type=int, help=f"held-out images scored, at most (default: {c.images})"
     )
     parser.add_argument(
+        "--end-to-end-sizes",
+        type=_ints,
+        help="sides for the runtime end to end and a fresh process's memory, empty = none "
+        f"(default: {','.join(map(str, c.end_to_end_sizes))})",
+    )
+    parser.add_argument(
+        "--max-memory-mb",
+        type=float,
+        help=f"the runtime's memory budget for one run (default: {c.max_memory_mb:g})",
+    )
+    parser.add_argument(
+        "--folder-images",
+        type=int,
+        help=f"PNGs through runtime.predict's pipeline, 0 = none (default: {c.folder_images})",
+    )
+    parser.add_argument(
         "--fail-on-target",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -206,14 +235,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         help="measure a fresh process per variant (default: on)",
     )
+    add_verbosity(parser)
     return parser.parse_args(argv)
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file: give a folder for the report")
-    if (out / REPORT).exists() and not overwrite:
-        raise UserError(f"{out} already holds a report: pass --overwrite or choose another --out")
 
 
 def _print_summary(report: dict[str, Any]) -> None:
@@ -223,11 +246,12 @@ def _print_summary(report: dict[str, Any]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    configure(args)
     try:
-        config = stage_config(BenchmarkConfig, args.config, "benchmark", vars(args))
+        config = stage_config(BenchmarkConfig, args.config, "benchmarks", vars(args))
         bundles = _bundles(args.bundle)
         out = args.out or bundles[MAIN] / "report"
-        _check_out(out, args.overwrite)
+        check_out_folder(out, args.overwrite, REPORT, what="a report")
         if args.keras and not args.keras.is_file():
             raise UserError(f"--keras {args.keras} does not exist: give the bundle's float .keras")
         report, examples = measure(bundles, args.keras, args.data, config)

@@ -27,7 +27,12 @@ def _segment_with_runtime(variant: Variant, image: Any) -> tuple[float, float]:
     from runtime.segmenter import Segmenter
 
     imported = time.perf_counter()
-    segmenter = Segmenter.from_bundle(variant.bundle_path, variant.precision, variant.backend)
+    segmenter = Segmenter.from_bundle(
+        variant.bundle_path,
+        variant.precision,
+        variant.backend,
+        max_memory_mb=variant.max_memory_mb,
+    )
     loaded = time.perf_counter()
     segmenter.predict(image)
     return imported, loaded

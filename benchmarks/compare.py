@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import UserError
+from runtime.log import add_verbosity, configure
 
 SCHEMA = 1
 KINDS = ("slower", "larger", "less accurate", "missing")
@@ -353,10 +354,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.05,
         help="relative growth of cold-start peak RSS taken as noise",
     )
+    add_verbosity(parser)
     return parser.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> int:
+    configure(args)
     try:
         old, new = load_report(args.old), load_report(args.new)
     except UserError as error:

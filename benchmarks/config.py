@@ -6,6 +6,7 @@ import dataclasses
 
 from benchmarks.environment import usable_cores
 from runtime.config import ConfigBase, require
+from runtime.memory import DEFAULT_MAX_MEMORY_MB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,10 +20,15 @@ class BenchmarkConfig(ConfigBase):
     max_runs: int = 50
     images: int = 6  # held-out images for parity and accuracy, at most
     cold_start: bool = True  # a fresh process per variant: import, load, first inference
+    # The runtime end to end per image (and a fresh process's peak RSS) at these sides; () = off.
+    end_to_end_sizes: tuple[int, ...] = (256, 512, 1024, 2048)
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB  # the runtime's budget for one run
+    folder_images: int = 8  # PNGs through runtime.predict's pipeline; 0 = none
+    folder_size: int = 512  # their side
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists; keep tuples so the config stays hashable and frozen.
-        for name in ("sizes", "threads"):
+        for name in ("sizes", "threads", "end_to_end_sizes"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         super().__post_init__()
 
@@ -41,6 +47,13 @@ class BenchmarkConfig(ConfigBase):
         require(self.max_runs >= self.min_runs, "max-runs must be >= min-runs")
         require(self.seconds >= 0, f"seconds must be >= 0, got {self.seconds}")
         require(self.images >= 1, f"images must be >= 1, got {self.images}")
+        require(
+            all(s >= 16 for s in self.end_to_end_sizes),
+            f"end-to-end sizes must be >= 16 px, got {self.end_to_end_sizes}",
+        )
+        require(self.max_memory_mb > 0, f"max-memory-mb must be > 0, got {self.max_memory_mb}")
+        require(self.folder_images >= 0, f"folder-images must be >= 0, got {self.folder_images}")
+        require(self.folder_size >= 16, f"folder-size must be >= 16 px, got {self.folder_size}")
 
     @property
     def thread_counts(self) -> list[int]:

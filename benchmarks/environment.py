@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.metadata
+import json
 import os
 import platform
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -13,18 +15,8 @@ from typing import Any
 import numpy as np
 
 from runtime.cpu import cpu_flags, cpu_info
+from runtime.versions import package_versions
 
-PACKAGES = (
-    "numpy",
-    "ai-edge-litert",
-    "onnxruntime",
-    "tensorflow",
-    "tf-keras",
-    "tensorflow-model-optimization",
-    "tf2onnx",
-    "onnx",
-    "archspec",
-)
 # CPU flag (archspec's names, as /proc/cpuinfo's) -> report name: the SIMD features int8 and fp32 kernels pick from.
 CPU_FLAGS = {
     "avx2": "avx2",
@@ -59,13 +51,6 @@ def _git(root: Path) -> dict[str, Any]:
         return {"revision": None, "dirty": None}
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def environment() -> dict[str, Any]:
     cpu, flags = cpu_info(), cpu_flags()
     return {
@@ -77,7 +62,9 @@ def environment() -> dict[str, Any]:
         "flags": {name: flag in flags for flag, name in CPU_FLAGS.items()},
         "os": platform.platform(),
         "python": platform.python_version(),
-        "packages": {p: v for p in PACKAGES if (v := _version(p))},
+        "packages": {
+            p: v for p, v in package_versions().items() if p != "python" and v != "not installed"
+        },
         "git": _git(Path(__file__).resolve().parent.parent),
     }
 
@@ -101,3 +88,17 @@ def gemm_ceiling(threads: int, side: int = 2048, repeats: int = 5) -> float:
             a @ b
             best = min(best, time.perf_counter() - start)
     return side**3 / best / 1e9
+
+
+def run_worker(module: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs `python -m MODULE SPEC.json OUT.json` in a fresh process (TensorFlow and the
+    interpreters fix their thread pools when they start) and returns what it wrote."""
+    with tempfile.TemporaryDirectory() as scratch:
+        spec_path, out_path = Path(scratch, "spec.json"), Path(scratch, "out.json")
+        spec_path.write_text(json.dumps(spec))
+        subprocess.run(
+            [sys.executable, "-m", module, str(spec_path), str(out_path)],
+            check=True,
+            env=quiet_env(),
+        )
+        return json.loads(out_path.read_text())

@@ -1,9 +1,10 @@
-"""Latency: every variant's interpreter on the tiles of one image (or a batch of images).
+"""Latency: every variant's interpreter on what the runtime runs for one image (or a batch).
 
 One process per thread count (TensorFlow fixes its thread pools when it starts), in which the
 variants take turns run after run, so that machine noise falls on all of them alike. Timed is
-the interpreter's work on all the tiles the runtime would run for a size x size image:
-pre-processing, quantizing the input and stitching are not (they are the same for all).
+the interpreter's work on the runs `Variant.plan` says the runtime makes for a size x size image
+(one pass, or tiles): pre-processing, quantizing the input and stitching are not (they are the
+same for all; `benchmarks.endtoend` times them).
 
 Run as `python -m benchmarks.latency SPEC.json OUT.json` by `measure_latency`.
 """
@@ -13,9 +14,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,15 +24,20 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.config import BenchmarkConfig
-from benchmarks.environment import gemm_ceiling, quiet_env
+from benchmarks.environment import gemm_ceiling, run_worker
 from benchmarks.variants import Variant
 
 Runner = Callable[[], None]
 
 
-def _inputs(variant: Variant, count: int, dtype: np.dtype, quantization=(0.0, 0)) -> np.ndarray:
+Tile = tuple[int, int]  # (height, width) of one interpreter input
+
+
+def _inputs(
+    variant: Variant, count: int, tile: Tile, dtype: np.dtype, quantization=(0.0, 0)
+) -> np.ndarray:
     """Normalized-looking random tiles, quantized the way the model's input wants them."""
-    shape = (count, variant.tile, variant.tile, variant.channels)
+    shape = (count, *tile, variant.channels)
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
     scale, zero_point = quantization
     if np.issubdtype(dtype, np.integer) and scale:
@@ -42,15 +46,15 @@ def _inputs(variant: Variant, count: int, dtype: np.dtype, quantization=(0.0, 0)
     return x.astype(dtype)
 
 
-def _litert_invoke(variant: Variant, threads: int, count: int) -> Runner | None:
+def _litert_invoke(variant: Variant, threads: int, count: int, tile: Tile) -> Runner | None:
     """One invoke on `count` tiles, or None when the model cannot take that batch."""
     from runtime.backends import litert_interpreter_class
 
     interpreter = litert_interpreter_class()(model_path=variant.path, num_threads=threads)
     detail = interpreter.get_input_details()[0]
-    if count != 1:
+    if count != 1 or variant.resizable:
         try:  # XNNPack resizes the batch of a fully convolutional model
-            interpreter.resize_tensor_input(detail["index"], [count, *detail["shape"][1:]])
+            interpreter.resize_tensor_input(detail["index"], [count, *tile, variant.channels])
         except (ValueError, RuntimeError):
             return None
     try:
@@ -58,7 +62,7 @@ def _litert_invoke(variant: Variant, threads: int, count: int) -> Runner | None:
     except RuntimeError:
         return None
     detail = interpreter.get_input_details()[0]
-    x = _inputs(variant, count, detail["dtype"], detail["quantization"])
+    x = _inputs(variant, count, tile, detail["dtype"], detail["quantization"])
     output = interpreter.get_output_details()[0]["index"]
 
     def run() -> None:
@@ -74,12 +78,14 @@ def _chunks(tiles: int, batch: int) -> list[int]:
     return [min(batch, tiles - i) for i in range(0, tiles, batch)]
 
 
-def litert_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tuple[Runner, bool]:
+def litert_runner(
+    variant: Variant, threads: int, tiles: int, batch: int, tile: Tile
+) -> tuple[Runner, bool]:
     """Runs `tiles` tiles, `batch` per invoke when the model takes a batch; (runner, batched)."""
     chunks = _chunks(tiles, batch)
-    made = {n: _litert_invoke(variant, threads, n) for n in set(chunks)}
+    made = {n: _litert_invoke(variant, threads, n, tile) for n in set(chunks)}
     if any(m is None for m in made.values()):
-        made, chunks = {1: _litert_invoke(variant, threads, 1)}, [1] * tiles
+        made, chunks = {1: _litert_invoke(variant, threads, 1, tile)}, [1] * tiles
     runs = [made[n] for n in chunks]
 
     def run_all() -> None:
@@ -89,29 +95,34 @@ def litert_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tup
     return run_all, max(chunks) > 1
 
 
-def onnx_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tuple[Runner, bool]:
-    """The bundle's ONNX models have a fixed batch of 1 (as exported): tiles one by one."""
+def onnx_runner(
+    variant: Variant, threads: int, tiles: int, batch: int, tile: Tile
+) -> tuple[Runner, bool]:
+    """`batch` tiles a run for a model that takes any size; one by one for a fixed batch 1."""
     from runtime.backends import onnx_session
 
     session = onnx_session(Path(variant.path), threads, ["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    x = _inputs(variant, 1, np.float32)
+    chunks = _chunks(tiles, batch) if variant.resizable else [1] * tiles
+    inputs = {n: _inputs(variant, n, tile, np.float32) for n in set(chunks)}
 
     def run() -> None:
-        for _ in range(tiles):
-            session.run(None, {name: x})
+        for n in chunks:
+            session.run(None, {name: inputs[n]})
 
-    return run, False
+    return run, max(chunks) > 1
 
 
-def keras_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tuple[Runner, bool]:
+def keras_runner(
+    variant: Variant, threads: int, tiles: int, batch: int, tile: Tile
+) -> tuple[Runner, bool]:
     """A compiled tf.function call (not model.predict, whose per-call set-up is not inference)."""
     from train.tfk import keras, tf
 
     model = keras.models.load_model(variant.path, compile=False)
-    spec = tf.TensorSpec([None, variant.tile, variant.tile, variant.channels], tf.float32)
+    spec = tf.TensorSpec([None, None, None, variant.channels], tf.float32)
     call = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-    chunks = [tf.constant(_inputs(variant, n, np.float32)) for n in _chunks(tiles, batch)]
+    chunks = [tf.constant(_inputs(variant, n, tile, np.float32)) for n in _chunks(tiles, batch)]
 
     def run() -> None:
         for chunk in chunks:
@@ -120,7 +131,7 @@ def keras_runner(variant: Variant, threads: int, tiles: int, batch: int) -> tupl
     return run, batch > 1
 
 
-RUNNERS: dict[str, Callable[[Variant, int, int, int], tuple[Runner, bool]]] = {
+RUNNERS: dict[str, Callable[[Variant, int, int, int, Tile], tuple[Runner, bool]]] = {
     "tflite": litert_runner,
     "onnx": onnx_runner,
     "keras": keras_runner,
@@ -183,17 +194,17 @@ def measure_threads(
     for size, batch in tqdm(settings, desc=f"latency, {threads} thread(s)", file=sys.stderr):
         runners, batched = {}, {}
         for v in variants:
-            tiles = v.tiles(size) * batch
-            runners[v.name], batched[v.name] = RUNNERS[v.format](v, threads, tiles, batch)
+            plan = v.plan(size)
+            runners[v.name], batched[v.name] = RUNNERS[v.format](
+                v, threads, plan.count * batch, batch if batch > 1 else plan.batch, plan.tile
+            )
         times = round_robin(
             runners, config.warmup, config.min_runs, config.seconds, config.max_runs
         )
         for v in variants:
             entry = {"variant": v.name, "size": size, "threads": threads, "batch": batch}
             entry |= {"tiles": v.tiles(size), "batched": batched[v.name]}
-            entries.append(
-                entry | summarize(times[v.name], batch, v.tiles(size) * v.macs_per_tile, ceiling)
-            )
+            entries.append(entry | summarize(times[v.name], batch, v.macs(size), ceiling))
         del runners
         gc.collect()
     return entries, ceiling
@@ -204,26 +215,15 @@ def measure_latency(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Latency entries and the GEMM ceiling for each thread count, a fresh process each."""
     entries, ceilings = [], []
-    with tempfile.TemporaryDirectory() as scratch:
-        for threads in config.thread_counts:
-            spec, out = Path(scratch) / f"spec{threads}.json", Path(scratch) / f"out{threads}.json"
-            spec.write_text(
-                json.dumps(
-                    {
-                        "threads": threads,
-                        "config": config.to_dict(),
-                        "variants": [dataclasses.asdict(v) for v in variants],
-                    }
-                )
-            )
-            subprocess.run(
-                [sys.executable, "-m", "benchmarks.latency", str(spec), str(out)],
-                check=True,
-                env=quiet_env(),
-            )
-            result = json.loads(out.read_text())
-            entries += result["entries"]
-            ceilings.append({"threads": threads, "gmacs_per_s": result["ceiling"]})
+    for threads in config.thread_counts:
+        spec = {
+            "threads": threads,
+            "config": config.to_dict(),
+            "variants": [dataclasses.asdict(v) for v in variants],
+        }
+        result = run_worker("benchmarks.latency", spec)
+        entries += result["entries"]
+        ceilings.append({"threads": threads, "gmacs_per_s": result["ceiling"]})
     return entries, ceilings
 
 

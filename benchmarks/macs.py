@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import litert_interpreter_class
+from runtime.private_api import operators
 
 
 def _conv(out: np.ndarray, weights: np.ndarray) -> int:
@@ -33,12 +34,17 @@ def _fully_connected(out: np.ndarray, weights: np.ndarray) -> int:
     return int(np.prod(out[1:])) * int(weights[1])
 
 
-def tflite_macs(path: Path) -> int:
-    """MACs of one batch-1 inference of the model at its stored input size."""
+def tflite_macs(path: Path, side: int) -> int:
+    """MACs of one batch-1 inference of a side x side input (a model with a fixed input
+    size: at that size)."""
     interpreter = litert_interpreter_class()(model_path=str(path))
+    detail = interpreter.get_input_details()[0]
+    if (detail["shape_signature"] < 0).any():
+        interpreter.resize_tensor_input(detail["index"], [1, side, side, detail["shape"][-1]])
+        interpreter.allocate_tensors()
     shapes = {t["index"]: t["shape"] for t in interpreter.get_tensor_details()}
     total = 0
-    for op in interpreter._get_ops_details():  # the only API that lists a model's operators
+    for op in operators(interpreter):
         name, inputs, outputs = op["op_name"], op["inputs"], op["outputs"]
         if name == "CONV_2D":
             total += _conv(shapes[outputs[0]], shapes[inputs[1]])

@@ -194,6 +194,7 @@ def _sections(report: dict) -> list[_Section]:
         _accuracy_section,
         _per_image_section,
         _examples_section,
+        _end_to_end_section,
         _cold_start_section,
         _skipped_section,
         _config_section,
@@ -315,10 +316,10 @@ def _latency_section(report: dict) -> _Section | None:
         f"Speedup: the p50 of {baseline} over the variant's p50 at the same size, threads and "
         "batch (above 1 is faster). % of ceiling: the model's GMAC/s over the float32 GEMM "
         "peak measured at that thread count; int8 kernels can pass it (more MACs per "
-        "instruction). Timed is the interpreter's work on all the tiles the runtime runs for "
-        "an image of that size (an image larger than the model's tile takes several, a smaller "
-        "one is padded to one); a batch runs as one call where the model takes a batch, "
-        "else tile by tile."
+        "instruction). Timed is the interpreter's work on what the runtime runs for an image "
+        "of that size: the whole image in one run where it fits the memory budget, else its "
+        "tiles (a model with a fixed tile: its tiles); a batch runs as one call where the "
+        "model takes a batch, else tile by tile."
     ]
     measured = {e.get("variant") for e in _latency(report)}
     unmeasured = [v["name"] for v in _variants(report) if v["name"] not in measured]
@@ -479,11 +480,121 @@ def _examples_section(report: dict) -> _Section:
         "Examples",
         notes=[
             "Each row: the input, the ground truth, the float model's mask, the variant's mask, "
-            "and in red the pixels where float and variant disagree."
+            "and in red the pixels where float and variant disagree. The first rows show the "
+            "gated TFLite int8 model; the last, where it is another, the worst case: the image "
+            "on which the gated int8 model (of any bundle, TFLite or ONNX) that agrees least "
+            "with float agrees least."
         ],
         plots=["overlay_*"],
         only_with_plots=True,
     )
+
+
+def _end_to_end_section(report: dict) -> _Section | None:
+    e2e = report.get("end_to_end") or {}
+    sizes = [e for e in e2e.get("sizes") or [] if isinstance(e, dict)]
+    if not sizes:
+        return None
+    rows = [
+        (
+            str(e.get("variant", DASH)),
+            str(e.get("size", DASH)),
+            f"{e.get('count', DASH)} x {_plain(e.get('tile'))}".replace(", ", "x"),
+            str(e.get("batch", DASH)),
+            _num(e.get("runtime_ms"), 1),
+            _num(e.get("interpreter_ms"), 1),
+            _times(_ratio(e.get("runtime_ms"), e.get("interpreter_ms"))),
+        )
+        for e in sorted(sizes, key=lambda e: (str(e.get("variant")), e.get("size", 0)))
+    ]
+    tables = [
+        _Table(
+            (
+                "variant",
+                "image px",
+                "runs x input",
+                "batch",
+                "runtime ms",
+                "interpreter ms",
+                "runtime / interpreter",
+            ),
+            rows,
+            "lrlrrrr",
+            caption=f"One image, {_plural(sizes[0].get('threads'), 'thread')}, p50",
+        )
+    ]
+    memory = [e for e in e2e.get("memory") or [] if isinstance(e, dict)]
+    if memory:
+        memory_rows = [
+            (
+                str(e.get("variant", DASH)),
+                str(e.get("size", DASH)),
+                _num(e.get("max_memory_mb"), 0),
+                f"{e.get('count', DASH)} x {_plain(e.get('tile'))}".replace(", ", "x"),
+                _num(e.get("first_inference_s"), 3),
+                _num(e.get("peak_rss_mb"), 1),
+                str(e.get("error", "")),
+            )
+            for e in memory
+        ]
+        tables.append(
+            _Table(
+                (
+                    "variant",
+                    "image px",
+                    "max_memory_mb",
+                    "runs x input",
+                    "first inference s",
+                    "peak RSS MB",
+                    "error",
+                ),
+                memory_rows,
+                "lrrlrrl",
+                caption="A fresh process segmenting one image",
+            )
+        )
+    folder = [e for e in e2e.get("folder") or [] if isinstance(e, dict)]
+    if folder:
+        interpreter = {(e.get("variant"), e.get("size")): e.get("interpreter_ms") for e in sizes}
+        folder_rows = [
+            (
+                str(e.get("variant", DASH)),
+                f"{e.get('images')} x {e.get('size')} px",
+                _num(e.get("images_per_s"), 2),
+                _num(_ratio(1e3, interpreter.get((e.get("variant"), e.get("size")))), 2),
+            )
+            for e in folder
+        ]
+        tables.append(
+            _Table(
+                ("variant", "folder", "runtime.predict images/s", "interpreter images/s"),
+                folder_rows,
+                "lrrr",
+                caption="A folder of PNGs through runtime.predict's pipeline",
+            )
+        )
+    budget = (report.get("config") or {}).get("max_memory_mb")
+    return _Section(
+        "Whole images end to end",
+        tables=tables,
+        notes=[
+            "Runtime: Segmenter.predict on one image already in memory (pre-processing, the "
+            "interpreter runs, stitching, threshold), against the interpreter alone on the same "
+            "inputs, taking turns. A model that takes any size runs the whole image (padded to "
+            "the pooling grid) when one run fits the memory budget"
+            + (f" (max_memory_mb {budget:g})" if _is_number(budget) else "")
+            + ", else the tiles that fit: 'runs x input' shows which. Peak RSS: a fresh "
+            "process that imports the runtime, loads the model and segments one image of that "
+            "size (VmHWM, MB = 10^6 bytes); an int8 model that needs more than the target for "
+            "a 512 px image in one pass is measured again with a budget that tiles it. The "
+            "folder: decoding, pre-processing and writing the PNG masks overlap the "
+            "interpreter's runs.",
+        ],
+    )
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    return a / b if _is_number(a) and _positive(b) else None
 
 
 def _cold_start_section(report: dict) -> _Section | None:

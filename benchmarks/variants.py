@@ -16,8 +16,9 @@ import numpy as np
 
 from benchmarks.macs import tflite_macs
 from runtime.bundle import MANIFEST, Manifest, read_manifest, sha256_of
+from runtime.memory import DEFAULT_MAX_MEMORY_MB, ModelMemory
 from runtime.preprocess import Preprocessing, normalize
-from runtime.tiling import predict_tiled, tile_count
+from runtime.tiling import TilePlan, default_overlap, plan_image, predict_tiled
 
 MAIN = "main"  # the label of the first --bundle; its float Keras model is the reference
 # Bundle keys measured in the further bundles (pruned, filter-pruned): the deployable ones.
@@ -40,6 +41,10 @@ class Variant:
     macs_per_tile: int
     classes: int
     prune_method: str | None  # magnitude, 2:4, filter; None when the model was not pruned
+    resizable: bool = False  # takes any size: the runtime runs whole images or large tiles
+    batchable: bool = False  # takes any batch: the runtime runs several tiles at once
+    memory: dict[str, float] | None = None  # `runtime.memory.ModelMemory` of a resizable model
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB  # the runtime's budget for one run
 
     @property
     def backend(self) -> str | None:
@@ -48,22 +53,42 @@ class Variant:
 
     def keras_predict(self, model: Any, prep: Preprocessing, image: np.ndarray) -> np.ndarray:
         """A Keras model's probabilities for one raw image, on the runtime's tiles."""
+        plan = self.plan(*image.shape[:2])
         return predict_tiled(
             normalize(image, prep),
             lambda tiles: model(tiles, training=False).numpy(),
-            self.tile,
-            self.out_tile,
+            plan.tile if self.resizable else self.tile,
+            plan.tile if self.resizable else self.out_tile,
             self.overlap,
+            batch_size=plan.batch,
             align=self.multiple,
         )
 
     @property
     def overlap(self) -> int:
-        return self.out_tile // 8  # the runtime's default (Segmenter.from_bundle)
+        return default_overlap(self.multiple, self.out_tile, self.resizable)  # the runtime's
+
+    def plan(self, height: int, width: int | None = None) -> TilePlan:
+        """How the runtime runs a (height, width) image (`Segmenter.plan`)."""
+        return plan_image(
+            height,
+            height if width is None else width,
+            (self.tile, self.out_tile, self.multiple),
+            self.overlap,
+            ModelMemory(**self.memory) if self.memory else None,
+            (self.resizable, self.batchable),
+            self.max_memory_mb,
+        )
 
     def tiles(self, size: int) -> int:
-        """Tiles the runtime runs for a size x size image."""
-        return tile_count(size, size, self.out_tile, self.overlap, self.multiple)
+        """Interpreter inputs the runtime runs for a size x size image (1: one pass)."""
+        return self.plan(size).count
+
+    def macs(self, size: int) -> int:
+        """MACs of a size x size image as the runtime runs it (convolutions scale with the
+        pixels of each input)."""
+        plan = self.plan(size)
+        return plan.count * round(self.macs_per_tile * plan.tile[0] * plan.tile[1] / self.tile**2)
 
     def describe(self, sizes: tuple[int, ...]) -> dict[str, Any]:
         """The report's entry: file, sizes on disk, MACs per image at each size."""
@@ -78,7 +103,8 @@ class Variant:
             "size_bytes": len(data),
             "gzip_bytes": len(gzip.compress(data, 9)),
             "tile": self.tile,
-            "macs": {str(s): self.tiles(s) * self.macs_per_tile for s in sizes},
+            "macs": {str(s): self.macs(s) for s in sizes},
+            "plans": {str(s): dataclasses.asdict(self.plan(s)) for s in sizes},
         }
 
 
@@ -92,12 +118,14 @@ def _bundle_key(fmt: str, precision: str) -> str:
 
 
 def _macs(bundle: Path, manifest: Manifest) -> int:
-    """MACs of one tile, counted on a TFLite model of the bundle (all share the graph)."""
+    """MACs of one input tile, counted on a TFLite model of the bundle (all share the graph)."""
     tflite = [a for a in manifest.artifacts if a.format == "tflite"]
-    return tflite_macs(bundle / tflite[0].file) if tflite else 0
+    return tflite_macs(bundle / tflite[0].file, manifest.input_size) if tflite else 0
 
 
-def bundle_variants(label: str, bundle: Path) -> list[Variant]:
+def bundle_variants(
+    label: str, bundle: Path, max_memory_mb: float = DEFAULT_MAX_MEMORY_MB
+) -> list[Variant]:
     """The bundle's models (all for the main bundle, FURTHER_KEYS for the others)."""
     manifest = read_manifest(bundle)
     macs = _macs(bundle, manifest)
@@ -123,6 +151,10 @@ def bundle_variants(label: str, bundle: Path) -> list[Variant]:
                 macs_per_tile=macs,
                 classes=manifest.classes,
                 prune_method=prune["method"] if prune else None,
+                resizable=artifact.resizable,
+                batchable=artifact.batchable,
+                memory=artifact.memory.to_dict() if artifact.memory else None,
+                max_memory_mb=max_memory_mb,
             )
         )
     return found

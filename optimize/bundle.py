@@ -10,8 +10,8 @@ from typing import Any
 
 from runtime.backends import litert_interpreter_class
 from runtime.bundle import FORMAT_VERSION, MANIFEST, read_manifest, sha256_of
-from runtime.errors import UserError
-from runtime.io import write_json_atomic
+from runtime.io import check_out_folder, write_json_atomic
+from runtime.memory import measure_model
 
 # Bundle key -> (file name, format). "int8" is always the int8 model that passed the parity
 # gate; keys ending in "-onnx" are the ONNX files of that precision.
@@ -27,7 +27,8 @@ BUNDLE_FILES: dict[str, tuple[str, str]] = {
 }
 
 
-def _tensor_info_tflite(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def _tensor_info_tflite(path: Path) -> tuple[dict[str, Any], dict[str, Any], list[int]]:
+    """Input and output dtype and quantization, and the input shape (-1: set at run time)."""
     interpreter = litert_interpreter_class()(model_path=str(path))
 
     def info(detail: dict[str, Any]) -> dict[str, Any]:
@@ -39,16 +40,29 @@ def _tensor_info_tflite(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
             "zero_point": int(zero_point) if quantized else None,
         }
 
-    return info(interpreter.get_input_details()[0]), info(interpreter.get_output_details()[0])
+    model_input = interpreter.get_input_details()[0]
+    shape = [int(d) for d in model_input["shape_signature"]]
+    return info(model_input), info(interpreter.get_output_details()[0]), shape
 
 
-def artifact_entry(folder: Path, file: str, fmt: str, precision: str) -> dict[str, Any]:
+def _input_shape_onnx(path: Path) -> list[int]:
+    import onnx
+
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in dims]
+
+
+def artifact_entry(folder: Path, file: str, fmt: str, precision: str, tile: int) -> dict[str, Any]:
+    """The manifest's entry for one model file; a model that takes any size gets its memory
+    per pixel measured at the tile side and twice that, one that takes any batch at 1 and 4
+    tiles (`runtime.memory`)."""
     path = folder / file
     if fmt == "tflite":
-        tensor_in, tensor_out = _tensor_info_tflite(path)
+        tensor_in, tensor_out, shape = _tensor_info_tflite(path)
     else:  # ONNX models keep float I/O; QDQ sits inside
         tensor_in = tensor_out = {"dtype": "float32", "scale": None, "zero_point": None}
-    return {
+        shape = _input_shape_onnx(path)
+    entry = {
         "file": file,
         "format": fmt,
         "precision": precision.removesuffix("-onnx"),
@@ -56,19 +70,23 @@ def artifact_entry(folder: Path, file: str, fmt: str, precision: str) -> dict[st
         "size": path.stat().st_size,
         "input": tensor_in,
         "output": tensor_out,
+        "shape": shape,
     }
+    channels = shape[-1]
+    if -1 in shape[1:3]:
+        shapes = [(1, tile, tile, channels), (1, 2 * tile, 2 * tile, channels)]
+    elif shape[0] == -1:
+        shapes = [(1, *shape[1:]), (4, *shape[1:])]
+    else:
+        return entry
+    entry["memory"] = measure_model(path, fmt, shapes).to_dict()
+    return entry
 
 
-def check_out_folder(out: Path, overwrite: bool) -> None:
-    """Refuses a folder that already holds a bundle (unless overwrite) or cannot be written."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file: give a folder for the bundle")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        what = "a bundle" if (out / MANIFEST).exists() else "files"
-        raise UserError(f"{out} already holds {what}: pass --overwrite or choose another --out")
-    parent = out.resolve().parent
-    if not os.access(parent if parent.exists() else Path.cwd(), os.W_OK):
-        raise UserError(f"cannot write the bundle under {parent}: choose a writable --out")
+def check_bundle_out(out: Path, overwrite: bool) -> None:
+    """Refuses a folder that already holds a bundle or other files (unless overwrite)."""
+    what = "a bundle" if (out / MANIFEST).exists() else "files"
+    check_out_folder(out, overwrite, what=what)
 
 
 def write_bundle(
@@ -87,7 +105,7 @@ def write_bundle(
         overwrite: replace an existing bundle in `out`.
         extra: further files by name (the golden tiles), which the manifest hashes itself.
     """
-    check_out_folder(out, overwrite)
+    check_bundle_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     staging.chmod(0o755)
@@ -97,7 +115,9 @@ def write_bundle(
         artifacts = []
         for precision, (name, fmt, data) in files.items():
             (staging / name).write_bytes(data)
-            artifacts.append(artifact_entry(staging, name, fmt, precision))
+            artifacts.append(
+                artifact_entry(staging, name, fmt, precision, manifest["input"]["size"])
+            )
         write_json_atomic(
             staging / MANIFEST,
             {"format_version": FORMAT_VERSION, **manifest, "artifacts": artifacts},

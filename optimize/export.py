@@ -1,7 +1,11 @@
-"""Converters from a float tf_keras U-Net to TFLite and ONNX model bytes, at a fixed tile size.
+"""Converters from a float tf_keras U-Net to TFLite and ONNX model bytes.
 
-A fixed input tile (batch 1) is what edge interpreters run best, and the runtime tiles any image
-size onto it. Exporters are data: `EXPORTERS` maps a bundle precision to its converter.
+A 'same' U-Net is exported with its batch, height and width set at run time: the runtime
+resizes the input to the whole image (any multiple of 2**depth) when it fits its memory budget,
+else to the tiles that fit. A 'valid' U-Net keeps the fixed tile it was trained at (its skip
+crops are fixed) with a run-time batch: the runtime runs several of its tiles at once. `size`
+is the tile that calibrates int8 models and measures parity. Exporters are data: `EXPORTERS`
+maps a bundle key to its converter, and `optimize.quantize` runs them all.
 """
 
 from __future__ import annotations
@@ -14,21 +18,35 @@ from typing import Any
 
 import numpy as np
 
-from optimize.bundle import BUNDLE_FILES, check_out_folder, manifest_fields, write_bundle
+from optimize.bundle import BUNDLE_FILES, check_bundle_out, manifest_fields, write_bundle
 from optimize.finetune import Run
 from optimize.parity import MAX_DICE_DROP, Reference, golden_section, parity_report, written
 from runtime.bundle import read_manifest
 from runtime.errors import UserError
 from runtime.golden import GOLDEN_FILE
+from runtime.log import add_verbosity, configure
+from runtime.versions import package_versions
 from train.tfk import keras, tf
-from train.trainer import package_versions
 
 ONNX_OPSET = 17  # tf2onnx 1.17 supports up to 18; 17 is what onnxruntime's tools know best
 
 
+def export_shape(model: keras.Model, size: int) -> list[int | None]:
+    """(batch, height, width, channels) of the exported input: None where set at run time.
+
+    The batch always; height and width for a model built for any side (a 'same' U-Net:
+    `build_unet(config, None)`). A model with a fixed side (a 'valid' U-Net) takes tiles of
+    `size`, as many to a run as the runtime's memory budget allows.
+    """
+    _, height, width, channels = model.input_shape
+    if height is None and width is None:
+        return [None, None, None, channels]
+    return [None, size, size, channels]
+
+
 def serving_function(model: keras.Model, size: int) -> tuple[Any, tf.TensorSpec]:
-    """The model as a batch-1 function of a fixed (size, size) tile, and its input spec."""
-    spec = tf.TensorSpec([1, size, size, model.input_shape[-1]], tf.float32, name="image")
+    """The model as a tf.function of its exported input (`export_shape`), and the input spec."""
+    spec = tf.TensorSpec(export_shape(model, size), tf.float32, name="image")
 
     @tf.function(input_signature=[spec])
     def serve(image: tf.Tensor) -> tf.Tensor:
@@ -100,29 +118,34 @@ def onnx_fp32(model: keras.Model, size: int) -> bytes:
     return proto.SerializeToString()
 
 
-# precision -> (file name, format, converter(model, size, calibration))
-# The quick path's exports (no QAT): bundle key -> converter(model, size, calibration tiles).
+# Every export of the float model: bundle key -> converter(model, calibration size, tiles).
+# optimize.quantize runs them all (and adds the gated int8 models); the quick path below a few.
 EXPORTERS: dict[str, Callable[[keras.Model, int, list[np.ndarray]], bytes]] = {
     "fp32": lambda m, s, _: tflite_fp32(m, s),
-    "int8": tflite_int8,
+    "fp16": lambda m, s, _: tflite_fp16(m, s),
+    "dynamic": lambda m, s, _: tflite_dynamic(m, s),
+    "int8_ptq": tflite_int8,
     "fp32-onnx": lambda m, s, _: onnx_fp32(m, s),
 }
+QUICK = ("fp32", "int8_ptq", "fp32-onnx")  # without QAT, int8_ptq is the bundle's int8
 
 
 def bundle_from_run(
     run_folder: str | Path,
     out: str | Path,
-    precisions: Iterable[str] = tuple(EXPORTERS),
+    precisions: Iterable[str] = QUICK,
     overwrite: bool = False,
     checkpoint: str = "model.keras",
 ) -> Path:
-    """Exports a training run's model (final or best.keras) to a bundle at its tile size."""
+    """Exports a training run's model (final or best.keras) to a bundle (`EXPORTERS` keys)."""
     out = Path(out)
-    check_out_folder(out, overwrite)
+    check_bundle_out(out, overwrite)
     run = Run.load(run_folder)
     model = run.load_model(checkpoint)
     tiles = run.calibration_tiles()
     exports = {key: EXPORTERS[key](model, run.tile_size, tiles) for key in precisions}
+    if "int8_ptq" in exports:
+        exports["int8"] = exports.pop("int8_ptq")
     fields = manifest_fields(
         run.raw_config,
         run.tile_size,
@@ -167,10 +190,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a bundle already in --out"
     )
+    add_verbosity(parser)
     return parser.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> int:
+    configure(args)
     try:
         for name in ("config.json", "model.keras"):
             if not (args.run / name).is_file():

@@ -79,8 +79,9 @@ def _input_name(model: onnx.ModelProto) -> str:
 def _preprocess(source: Path, target: Path) -> Path:
     """Shape inference and graph optimization, which the quantizer needs to place Q/DQ well.
 
-    The export has a fixed batch-1 tile, so ONNX's own shape inference knows every shape: the
-    symbolic pass (which needs sympy, not a dependency) has nothing to add and is skipped.
+    ONNX's own shape inference carries the export's run-time dimensions (batch, height, width)
+    through every op of the U-Net; the symbolic pass (which needs sympy, not a dependency) has
+    nothing to add and is skipped.
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -184,7 +185,7 @@ def onnx_int8_qdq(
     """Quantizes an fp32 ONNX model (`optimize.export.onnx_fp32`) to QDQ int8.
 
     Args:
-        fp32_onnx: the serialized float model, batch-1 NHWC float input.
+        fp32_onnx: the serialized float model, NHWC float input.
         calibration: normalized (size, size, C) tiles, as the runtime feeds them: the same tiles
             the TFLite int8 export calibrates on, so both int8 models see the same ranges.
         per_channel: one weight scale per output channel, as TFLite does; per-tensor weights

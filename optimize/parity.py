@@ -97,8 +97,10 @@ def written(exports: dict[str, bytes]) -> Iterator[dict[str, tuple[Path, str]]]:
 
 
 def run_exported(path: Path, fmt: str, tiles: np.ndarray) -> np.ndarray:
-    """Probabilities of an exported model file, run by the runtime's backend for its format."""
-    return BACKENDS[backend_for(fmt)][1](path, None).run(tiles)
+    """Probabilities of an exported model file, run by the runtime's backend for its format,
+    tile by tile: all held-out tiles as one batch would need gigabytes."""
+    backend = BACKENDS[backend_for(fmt)][1](path, None)
+    return np.concatenate([backend.run(tile[None]) for tile in tiles])
 
 
 def parity_report(

@@ -29,6 +29,7 @@ from optimize.wrapping import (
 from runtime.config import Choice, ConfigBase, require, stage_config
 from runtime.errors import UserError
 from runtime.io import atomic_path, write_json_atomic
+from runtime.log import add_verbosity, configure
 from train.tfk import keras
 
 # isort: split
@@ -281,7 +282,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--config",
         type=Path,
-        help="YAML with PruneConfig fields (or a `prune` section); flags override it",
+        help="the chain's YAML (its prune section), or a file of PruneConfig fields; flags "
+        "override it",
     )
     parser.add_argument(
         "--method",
@@ -337,10 +339,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help=f"(default: {c.cluster_learning_rate})",
     )
+    add_verbosity(parser)
     return parser.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> int:
+    configure(args)
     try:
         config = stage_config(PruneConfig, args.config, "prune", vars(args))
         report = prune_run(args.model, args.out, config, args.overwrite)

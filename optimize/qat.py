@@ -23,17 +23,15 @@ from optimize.export import serving_function
 from optimize.finetune import Run, fine_tune
 from optimize.wrapping import check_prunable, clone, sparsity_report
 from runtime.errors import UserError
+from runtime.private_api import tfmot_centroids_replaced, tfmot_cluster_preserve
 from train.tfk import keras, tf
 
 # isort: split
 # After train.tfk, which makes TensorFlow pick Keras 2 (tf_keras), the one tfmot needs.
 import tensorflow_model_optimization as tfmot
 
-# isort: split
 # tfmot's (P)CQAT quantizers, which its public API only offers inside a scheme (see below).
-from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (
-    cluster_preserve_quantize_registry as _cpq,
-)
+_cpq = tfmot_cluster_preserve()
 
 tfmot_q = tfmot.quantization.keras
 
@@ -113,12 +111,8 @@ class _PerTensorClusters:
     """
 
     def build(self, tensor_shape, name: str, layer) -> dict[str, Any]:
-        original = _cpq.get_centroids
-        _cpq.get_centroids = _per_tensor_centroids  # module-level in tfmot; build is not threaded
-        try:
+        with tfmot_centroids_replaced(_per_tensor_centroids):
             return super().build(tensor_shape, name, layer)
-        finally:
-            _cpq.get_centroids = original
 
 
 class _ClusterPreserveConvQuantizer(
@@ -333,7 +327,7 @@ def qat_tflite_int8(qat_model: keras.Model, size: int, float_io: bool = False) -
     callers that cannot quantize themselves.
 
     The ranges come from the QAT model itself, so no calibration data is needed. The input is
-    a fixed (1, size, size, C) tile, as for every exported model (see `optimize.export`).
+    the exported input of every model (`optimize.export.export_shape`): any batch and size.
 
     Raises:
         UserError: the model has had no training step (its weight ranges are still tfmot's

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from collections.abc import Callable, Collection
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
 from optimize.bundle import BUNDLE_FILES as FILES
-from optimize.bundle import check_out_folder, manifest_fields, write_bundle
+from optimize.bundle import check_bundle_out, manifest_fields, write_bundle
 from optimize.cluster import is_clustered
-from optimize.export import onnx_fp32, tflite_dynamic, tflite_fp16, tflite_fp32, tflite_int8
+from optimize.export import EXPORTERS, onnx_fp32
 from optimize.finetune import Run
 from optimize.onnx_int8 import onnx_int8_qdq
 from optimize.parity import (
@@ -39,21 +40,15 @@ from optimize.wrapping import check_prunable, sparsity_report
 from runtime.config import Choice, ConfigBase, require, stage_config
 from runtime.errors import UserError
 from runtime.golden import GOLDEN_FILE
+from runtime.log import add_verbosity, configure
+from runtime.versions import package_versions
 from train.config import DataConfig, TrainConfig, preset
 from train.tfk import keras
-from train.trainer import package_versions, run_training
+from train.trainer import run_training
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RUN = Path("runs/default-float")
-VERSIONED = (
-    "tensorflow",
-    "tf-keras",
-    "tensorflow-model-optimization",
-    "tf2onnx",
-    "onnx",
-    "onnxruntime",
-    "ai-edge-litert",
-    "numpy",
-)
 
 
 class Method(Choice):
@@ -97,7 +92,7 @@ GATED = ["int8", "int8_float_io", "int8-onnx"]
 def default_run(out: Path = DEFAULT_RUN) -> Path:
     """The embedded default: the `small` U-Net trained on synthetic data (kept for reuse)."""
     if not (out / "model.keras").exists():
-        print(f"no --model given: training the small U-Net on synthetic data in {out} first")
+        log.info("no --model given: training the small U-Net on synthetic data in %s first", out)
         run_training(preset("small"), DataConfig(), TrainConfig(epochs=15), out)
     return out / "model.keras"
 
@@ -115,7 +110,7 @@ class _Sensitivity:
 
     @cached_property
     def _rows(self) -> list[dict[str, Any]]:
-        print(f"per-layer sensitivity ({len(self.calibrated.layers)} layers)", flush=True)
+        log.info("per-layer sensitivity (%d layers)", len(self.calibrated.layers))
         rows = layer_sensitivity(self.calibrated, self._reference)
         print_sensitivity(rows)
         return rows
@@ -137,10 +132,12 @@ def _qat(
         return None
     kept = f", in float: {', '.join(sorted(keep_float))}" if keep_float else ""
     clustered = ", clustered: cluster-preserving QAT" if facts["float_clustered"] else ""
-    print(
-        f"QAT fine-tuning {config.qat_epochs} epoch(s) (model sparsity "
-        f"{facts['float_sparsity']:.2f}{clustered}{kept})",
-        flush=True,
+    log.info(
+        "QAT fine-tuning %d epoch(s) (model sparsity %.2f%s%s)",
+        config.qat_epochs,
+        facts["float_sparsity"],
+        clustered,
+        kept,
     )
     return quantize_aware(
         model,
@@ -155,7 +152,7 @@ def _qat(
 def _run_steps(steps: list[tuple[str, Callable[[], bytes]]]) -> dict[str, bytes]:
     exports = {}
     for key, make in steps:
-        print(f"exporting {FILES[key][0]}", flush=True)
+        log.info("exporting %s", FILES[key][0])
         exports[key] = make()
     return exports
 
@@ -164,13 +161,7 @@ def _export_all(
     float_model: keras.Model, qat_model: keras.Model | None, size: int, tiles: list
 ) -> dict[str, bytes]:
     exports = _run_steps(
-        [
-            ("fp32", lambda: tflite_fp32(float_model, size)),
-            ("fp16", lambda: tflite_fp16(float_model, size)),
-            ("dynamic", lambda: tflite_dynamic(float_model, size)),
-            ("int8_ptq", lambda: tflite_int8(float_model, size, tiles)),
-            ("fp32-onnx", lambda: onnx_fp32(float_model, size)),
-        ]
+        [(key, partial(make, float_model, size, tiles)) for key, make in EXPORTERS.items()]
     )
     exports |= _gated_exports(float_model, qat_model, size, tiles, exports["fp32-onnx"])
     if qat_model is None:  # post-training quantization is the int8 model
@@ -251,7 +242,7 @@ def quantize(
     model_path: Path, out: Path, config: QuantizeConfig, data: str | None, overwrite: bool
 ) -> dict[str, Any]:
     """Runs the whole stage; returns the parity report. Raises UserError or ParityGateFailed."""
-    check_out_folder(out, overwrite)
+    check_bundle_out(out, overwrite)
     run = Run.load(model_path.parent)
     if data:
         run = dataclasses.replace(run, data_config=run.data_config.replace(source=data))
@@ -279,7 +270,7 @@ def quantize(
         if not config.keep_float:
             raise
         kept = [row["layer"] for row in sensitivity.rows()[: config.keep_float]]
-        print(f"\n{failure}\n--keep-float: again with {', '.join(kept)} in float", flush=True)
+        log.warning("%s\n--keep-float: again with %s in float", failure, ", ".join(kept))
         exports |= _with_float_layers(model, run, config, tiles, exports, sensitivity, kept, facts)
         report = _parity(reference, exports, facts)
         try:
@@ -290,7 +281,7 @@ def quantize(
                 "in float)"
             ) from None
     fields = manifest_fields(
-        run.raw_config, run.tile_size, run.output_tile_size, package_versions(VERSIONED), model_path
+        run.raw_config, run.tile_size, run.output_tile_size, package_versions(), model_path
     )
     fields["configs"]["quantize"] = config.to_dict()
     fields["parity"] = report
@@ -347,7 +338,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--overwrite", action="store_true", help="replace a bundle already in --out"
     )
     parser.add_argument(
-        "--config", type=Path, help="YAML with QuantizeConfig fields; flags override it"
+        "--config",
+        type=Path,
+        help="the chain's YAML (its quantize section), or a file of QuantizeConfig fields; "
+        "flags override it",
     )
     parser.add_argument(
         "--method", choices=[m.value for m in Method], help=f"qat or ptq (default: {q.method})"
@@ -386,6 +380,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="when the int8 gate fails, leave the N most sensitive layers in float and gate "
         f"again (default: {q.keep_float}: fail at once)",
     )
+    add_verbosity(parser)
     return parser.parse_args(argv)
 
 
@@ -394,9 +389,10 @@ def _config(args: argparse.Namespace) -> QuantizeConfig:
 
 
 def main(args: argparse.Namespace) -> int:
+    configure(args)
     try:
         config = _config(args)
-        check_out_folder(args.out, args.overwrite)
+        check_bundle_out(args.out, args.overwrite)
         model_path = args.model or default_run()
         if model_path.suffix != ".keras" or not model_path.is_file():
             raise UserError(

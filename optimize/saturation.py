@@ -85,23 +85,40 @@ def _quantized_convs(model) -> list[_QuantizedConv]:
         if zero_point.dtype != np.uint8:
             continue  # int8 activations take onnxruntime's s8 x s8 path
         attrs = _attributes(node)
-        if attrs.get("group", 1) != 1 or attrs.get("auto_pad", b"NOTSET") not in (
-            b"NOTSET",
-            "NOTSET",
-        ):
-            raise SaturationRisk(f"{node.name}: grouped or auto-padded Conv is not emulated")
+        if attrs.get("group", 1) != 1:
+            raise SaturationRisk(f"{node.name}: grouped Conv is not emulated")
+        strides = tuple(attrs.get("strides", (1, 1)))
+        dilations = tuple(attrs.get("dilations", (1, 1)))
         convs.append(
             _QuantizedConv(
                 node=node.name,
                 activation=x_dq.input[0],
                 zero_point=int(zero_point),
                 weights=weights,
-                pads=tuple(attrs.get("pads", (0, 0, 0, 0))),
-                strides=tuple(attrs.get("strides", (1, 1))),
-                dilations=tuple(attrs.get("dilations", (1, 1))),
+                pads=_pads(node.name, attrs, weights.shape[2:], strides, dilations),
+                strides=strides,
+                dilations=dilations,
             )
         )
     return convs
+
+
+def _pads(name: str, attrs: dict, kernel: tuple[int, ...], strides, dilations) -> tuple:
+    """(top, left, bottom, right). A model exported for any input size says SAME_UPPER instead
+    of numbers; at stride 1 that is (k - 1) x dilation, the odd one at the end."""
+    auto = attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    if auto == "NOTSET":
+        return tuple(attrs.get("pads", (0, 0, 0, 0)))
+    if auto == "VALID":
+        return (0, 0, 0, 0)
+    if set(strides) != {1}:
+        raise SaturationRisk(f"{name}: a strided {auto} Conv is not emulated")
+    totals = [(k - 1) * d for k, d in zip(kernel, dilations, strict=True)]
+    small = [t // 2 for t in totals]
+    large = [t - t // 2 for t in totals]
+    begin, end = (small, large) if auto == "SAME_UPPER" else (large, small)
+    return (*begin, *end)
 
 
 def _activations(model, names: list[str], tiles: np.ndarray) -> dict[str, np.ndarray]:

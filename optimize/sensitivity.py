@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import math
 import re
 import tempfile
@@ -33,7 +34,10 @@ import numpy as np
 from optimize.export import int8_converter
 from optimize.parity import Reference, compare, run_exported
 from runtime.backends import litert_interpreter_class
+from runtime.private_api import operators, tensor_name
 from train.tfk import keras, tf
+
+log = logging.getLogger(__name__)
 
 _NAME_PARTS = re.compile(r"[;/:]")
 # The debugger's statistics are means over every value of a layer's output: a few tiles give
@@ -56,10 +60,7 @@ def kernel_layers(model: keras.Model) -> list[str]:
 def op_outputs(tflite_model: bytes) -> list[list[str]]:
     """Per op of a TFLite model, its output tensor names (what the debugger's denylist takes)."""
     interpreter = litert_interpreter_class()(model_content=tflite_model)
-    return [
-        [interpreter._get_tensor_details(i, 0)["name"] for i in op["outputs"]]
-        for op in interpreter._get_ops_details()
-    ]
+    return [[tensor_name(interpreter, i) for i in op["outputs"]] for op in operators(interpreter)]
 
 
 @contextlib.contextmanager
@@ -166,10 +167,12 @@ def layer_sensitivity(calibrated: CalibratedModel, reference: Reference) -> list
                     **statistics.get(layer, {}),
                 }
             )
-            print(
-                f"sensitivity {number}/{len(calibrated.layers)}: {layer} alone in int8 loses "
-                f"{scores['dice_drop']:+.4f} Dice",
-                flush=True,
+            log.info(
+                "sensitivity %d/%d: %s alone in int8 loses %+.4f Dice",
+                number,
+                len(calibrated.layers),
+                layer,
+                scores["dice_drop"],
             )
     # Ties (a layer whose rounding flips no mask pixel) fall back to agreement with float.
     return sorted(rows, key=lambda row: (-row["dice_drop"], row["agreement_with_float"]))

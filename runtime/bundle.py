@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import UserError
+from runtime.memory import ModelMemory
 from runtime.preprocess import Preprocessing
 
 FORMAT_VERSION = 1
@@ -38,6 +39,20 @@ class Artifact:
     size: int
     input: TensorInfo
     output: TensorInfo
+    # (batch, height, width, channels), -1 where set at run time; None in older bundles, whose
+    # models all take a fixed batch-1 tile.
+    shape: tuple[int, ...] | None = None
+    memory: ModelMemory | None = None  # measured for models that take any size or batch
+
+    @property
+    def batchable(self) -> bool:
+        """The model takes any batch: several tiles run as one."""
+        return self.shape is not None and self.shape[0] == -1
+
+    @property
+    def resizable(self) -> bool:
+        """The model takes any height and width (multiples of the manifest's `multiple`)."""
+        return self.shape is not None and -1 in self.shape[1:3]
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Artifact:
@@ -46,6 +61,8 @@ class Artifact:
                 **data,
                 "input": TensorInfo(**data["input"]),
                 "output": TensorInfo(**data["output"]),
+                "shape": tuple(data["shape"]) if "shape" in data else None,
+                "memory": ModelMemory(**data["memory"]) if "memory" in data else None,
             }
         )
 

@@ -15,9 +15,9 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -29,6 +29,8 @@ from runtime.cpu import cpu_info
 from runtime.errors import UserError
 from runtime.golden import Golden, check_model, golden_of, runnable
 from runtime.io import write_json_atomic
+
+log = logging.getLogger(__name__)
 
 # Timing of one model: at least this many single-tile runs and this many seconds.
 _MIN_RUNS, _MIN_SECONDS = 5, 0.3
@@ -161,18 +163,13 @@ def choose(
     if path.is_file() and not refresh:
         try:
             choice = Choice(**json.loads(path.read_text()))
-            print(
-                f"runtime: auto: {choice.file} on {choice.backend} (cached in {path})",
-                file=sys.stderr,
-            )
+            log.info("runtime: auto: %s on %s (cached in %s)", choice.file, choice.backend, path)
             return choice
         except (OSError, ValueError, TypeError):
             pass  # a broken cache file is measured again
-    print("runtime: auto: verifying and timing the bundle's models on this device", file=sys.stderr)
+    log.info("runtime: auto: verifying and timing the bundle's models on this device")
     choice = _measure(bundle, manifest, backend, num_threads)
     with contextlib.suppress(OSError):  # a read-only home still runs; it measures next time
         write_json_atomic(path, choice.to_dict())
-    print(
-        f"runtime: auto chose {choice.file} on {choice.backend}: {choice.reason}", file=sys.stderr
-    )
+    log.info("runtime: auto chose %s on %s: %s", choice.file, choice.backend, choice.reason)
     return choice

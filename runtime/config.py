@@ -75,9 +75,12 @@ def require(condition: bool, message: str) -> None:
 def read_config_file(path: Path) -> dict[str, Any]:
     """A YAML (or JSON) file of settings as a mapping; any problem with it is a UserError.
 
-    PyYAML is imported here, not at module import: devices never read config files.
+    PyYAML is imported here, not at module import: a device reads no config file unless asked.
     """
-    import yaml
+    try:
+        import yaml
+    except ImportError:
+        raise UserError(f"reading --config {path} needs PyYAML: pip install pyyaml") from None
 
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -90,12 +93,45 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return raw
 
 
+# One YAML for the whole chain: each command reads its own sections and ignores the others'.
+CHAIN_SECTIONS = ("model", "data", "train", "prune", "quantize", "runtime", "benchmarks")
+# What a run's config.json holds beside its sections (written, never settings).
+WRITTEN_ONLY = ("preprocessing", "versions")
+
+
+def own_settings(path: Path | None, own: tuple[str, ...]) -> dict[str, Any]:
+    """The settings of a command's `own` sections of a config file, merged into one mapping.
+
+    A file with sections (any of `CHAIN_SECTIONS`) is the chain's: the other sections belong
+    to other commands and are not read; a top-level key that is no section is an error. A file
+    without sections is one command's flat settings (a per-stage file).
+    """
+    if path is None:
+        return {}
+    raw = read_config_file(path)
+    if not any(key in CHAIN_SECTIONS for key in raw):
+        return {k: v for k, v in raw.items() if k not in WRITTEN_ONLY}
+    strays = sorted(set(raw) - set(CHAIN_SECTIONS) - set(WRITTEN_ONLY))
+    if strays:
+        raise UserError(
+            f"--config {path}: {', '.join(strays)} is no section: put each setting under one "
+            f"of {', '.join(CHAIN_SECTIONS)} (a training preset under model)"
+        )
+    settings: dict[str, Any] = {}
+    for section in own:
+        values = raw.get(section) or {}
+        if not isinstance(values, dict):
+            raise UserError(f"--config {path}: section {section} must hold a mapping of settings")
+        settings.update(values)
+    return settings
+
+
 def stage_config(
     cls: type[ConfigBase], path: Path | None, section: str, flags: dict[str, Any]
 ) -> Any:
-    """One stage's config: the file's `section` (or its flat keys), then the flags given."""
-    settings = read_config_file(path) if path else {}
-    settings = dict(settings.get(section, settings))
+    """One stage's config: its section of the file (an unknown key in it is an error that
+    names it), then the flags given."""
+    settings = own_settings(path, (section,))
     names = {f.name for f in dataclasses.fields(cls)}
     settings.update({k: v for k, v in flags.items() if k in names and v is not None})
     return cls.from_dict(settings)

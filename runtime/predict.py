@@ -6,54 +6,97 @@ One mask PNG per image; a multi-page TIFF stack gives a mask stack with the same
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import sys
-import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from runtime.backends import BACKENDS
+from runtime.config import ConfigBase, require, stage_config
 from runtime.errors import UserError
 from runtime.image_io import IMAGE_SUFFIXES, read_pages, write_tiff_stack
 from runtime.io import atomic_path
-from runtime.segmenter import Segmenter, overlay
+from runtime.log import add_verbosity, configure
+from runtime.memory import DEFAULT_MAX_MEMORY_MB
+from runtime.segmenter import Prediction, Prepared, Segmenter, overlay
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictConfig(ConfigBase):
+    """The `runtime` section of the chain's YAML; flags override it."""
+
+    precision: str = "auto"
+    backend: str = "auto"
+    threads: int | None = None
+    threshold: float | None = None
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB
+    overlay: bool = False
+    verify: bool = False
+
+    def check(self) -> None:
+        require(
+            self.max_memory_mb > 0, f"max_memory_mb must be positive, got {self.max_memory_mb:g}"
+        )
+        require(
+            self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    c = PredictConfig()
     parser = argparse.ArgumentParser(
         prog="python -m runtime.predict",
         description="Segment images with a bundle's model; writes one mask PNG per image, and "
         "a multi-page mask TIFF per TIFF stack.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=None,  # None = not given: --config or PredictConfig decides
     )
     parser.add_argument("bundle", type=Path, help="bundle folder (with manifest.json)")
     parser.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
     parser.add_argument("--out", type=Path, required=True, help="folder for the mask PNGs")
     parser.add_argument(
+        "--config",
+        type=Path,
+        help="the chain's YAML (its runtime section), or a file of these settings; flags "
+        "override it",
+    )
+    parser.add_argument(
         "--precision",
-        default="auto",
         help="which model of the bundle: auto (the fastest this device verifies, chosen once and "
-        "cached), int8 (the gated one), fp32, ...",
+        f"cached), int8 (the gated one), fp32, ... (default: {c.precision})",
     )
-    parser.add_argument("--backend", default="auto", help=f"auto, {', '.join(BACKENDS)}")
+    parser.add_argument("--backend", help=f"auto, {', '.join(BACKENDS)} (default: {c.backend})")
     parser.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="interpreter threads (default: the interpreter's choice)",
+        "--threads", type=int, help="interpreter threads (default: the interpreter's choice)"
     )
     parser.add_argument(
-        "--threshold", type=float, default=None, help="sigmoid threshold (default: the manifest's)"
+        "--threshold", type=float, help="sigmoid threshold (default: the manifest's)"
     )
     parser.add_argument(
         "--verify",
         action="store_true",
+        default=None,
         help="check the model on the bundle's golden tiles first (exit 1 if it fails here)",
     )
     parser.add_argument(
-        "--overlay", action="store_true", help="also write the image with the mask tinted on it"
+        "--overlay",
+        action="store_true",
+        default=None,
+        help="also write the image with the mask tinted on it",
     )
+    parser.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
+    parser.add_argument(
+        "--max-memory-mb",
+        type=float,
+        help="memory one interpreter run may take: an image that fits runs in one pass, a "
+        f"larger one in the tiles that fit (default: {c.max_memory_mb:g})",
+    )
+    add_verbosity(parser)
     return parser.parse_args(argv)
 
 
@@ -72,6 +115,31 @@ def collect_images(inputs: list[Path]) -> list[Path]:
     return found
 
 
+def check_outputs(images: list[Path], out: Path, overwrite: bool) -> None:
+    """Refuses, before any work, two inputs that would write the same mask, and masks already
+    in `out` (unless `overwrite`): a mask is never replaced silently."""
+    seen: dict[str, Path] = {}
+    for path in images:
+        if path.stem in seen:
+            raise UserError(
+                f"{seen[path.stem]} and {path} would both write {path.stem}_mask: rename one "
+                "or segment them into different --out folders"
+            )
+        seen[path.stem] = path
+    if overwrite or not out.is_dir():
+        return
+    taken = [
+        f"{stem}_{kind}{suffix}"
+        for stem in seen
+        for kind in ("mask", "overlay")
+        for suffix in (".png", ".tif")
+        if (out / f"{stem}_{kind}{suffix}").exists()
+    ]
+    if taken:
+        shown = ", ".join(taken[:3]) + (f" and {len(taken) - 3} more" if len(taken) > 3 else "")
+        raise UserError(f"{out} already holds {shown}: pass --overwrite or choose another --out")
+
+
 def mask_pixels(mask: np.ndarray, classes: int) -> np.ndarray:
     """Binary masks as 0/255 so they can be looked at; class-index masks as they are."""
     return (mask * 255).astype(np.uint8) if classes == 1 else mask
@@ -82,35 +150,80 @@ def _save(pages: list[np.ndarray], path: Path) -> Path:
     target = path.with_suffix(".png" if len(pages) == 1 else ".tif")
     with atomic_path(target) as tmp:
         if len(pages) == 1:
-            Image.fromarray(pages[0]).save(tmp, format="PNG")
+            # zlib level 1: a 512 px mask takes 5 ms instead of 24 at the default level 6,
+            # CPU time the interpreter needs on a small device; masks compress well anyway.
+            Image.fromarray(pages[0]).save(tmp, format="PNG", compress_level=1)
         else:
             write_tiff_stack(tmp, pages)
     return target
 
 
+@dataclasses.dataclass(frozen=True)
+class _Read:
+    path: Path
+    pages: list[np.ndarray]
+    prepared: list[Prepared]
+
+
+def _read(segmenter: Segmenter, path: Path) -> _Read:
+    pages = read_pages(path)
+    return _Read(path, pages, [segmenter.prepare(page) for page in pages])
+
+
+def _write(read: _Read, results: list[Prediction], classes: int, out: Path, tint: bool) -> None:
+    _save([mask_pixels(r.mask, classes) for r in results], out / f"{read.path.stem}_mask")
+    if tint:
+        tinted = [overlay(p, r.mask) for p, r in zip(read.pages, results, strict=True)]
+        _save(tinted, out / f"{read.path.stem}_overlay")
+
+
+def segment_files(
+    segmenter: Segmenter,
+    images: list[Path],
+    out: Path,
+    threshold: float | None = None,
+    tint: bool = False,
+) -> None:
+    """Segments the files in a pipeline: one thread decodes and pre-processes the next image
+    and another writes the last masks while the interpreter runs this one (LiteRT and
+    onnxruntime release the GIL while they compute)."""
+    progress = _progress(images)
+    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+        reads = iter(reader.submit(_read, segmenter, path) for path in images)
+        upcoming, written = next(reads), None
+        for _ in progress:
+            read = upcoming.result()
+            upcoming = next(reads, None)  # starts decoding the next file now
+            for note in dict.fromkeys(p.note for p in read.prepared if p.note):
+                log.warning("%s: %s", read.path.name, note)
+            results = [segmenter.predict_prepared(p, threshold) for p in read.prepared]
+            if written is not None:
+                written.result()  # one write in flight at most: masks do not pile up
+            written = writer.submit(_write, read, results, segmenter.manifest.classes, out, tint)
+            ms = sum(r.seconds for r in results) * 1000
+            stack = f" ({len(read.pages)} pages)" if len(read.pages) > 1 else ""
+            tiles = sum(r.tiles for r in results)
+            _report(progress, f"{read.path.name}{stack}: {ms:.0f} ms, {tiles} tile(s)")
+        if written is not None:
+            written.result()
+
+
 def main(args: argparse.Namespace) -> int:
+    configure(args)
     try:
+        config = stage_config(PredictConfig, args.config, "runtime", vars(args))
         images = collect_images(args.inputs)
+        check_outputs(images, args.out, bool(args.overwrite))
         segmenter = Segmenter.from_bundle(
-            args.bundle, args.precision, args.backend, args.threads, verify=args.verify
+            args.bundle,
+            config.precision,
+            config.backend,
+            config.threads,
+            verify=config.verify,
+            max_memory_mb=config.max_memory_mb,
         )
         args.out.mkdir(parents=True, exist_ok=True)
-        progress = _progress(images)
-        for path in progress:
-            pages = read_pages(path)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                results = [segmenter.predict(page, args.threshold) for page in pages]
-            for warning in {str(w.message) for w in caught}:
-                print(f"{path.name}: {warning}", file=sys.stderr)
-            classes = segmenter.manifest.classes
-            _save([mask_pixels(r.mask, classes) for r in results], args.out / f"{path.stem}_mask")
-            if args.overlay:
-                tinted = [overlay(p, r.mask) for p, r in zip(pages, results, strict=True)]
-                _save(tinted, args.out / f"{path.stem}_overlay")
-            ms = sum(r.seconds for r in results) * 1000
-            stack = f" ({len(pages)} pages)" if len(pages) > 1 else ""
-            _report(progress, f"{path.name}{stack}: {ms:.0f} ms")
+        segment_files(segmenter, images, args.out, config.threshold, config.overlay)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

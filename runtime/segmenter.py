@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import sys
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -11,14 +11,17 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import BACKENDS, Backend, check_backend, installed_backends
-from runtime.bundle import Manifest, read_manifest, verified_model_path
+from runtime.bundle import Artifact, Manifest, read_manifest, verified_model_path
 from runtime.choice import choose
 from runtime.errors import UserError
 from runtime.golden import VerificationFailed, check_model, golden_of
 from runtime.image_io import read_image
+from runtime.memory import DEFAULT_MAX_MEMORY_MB
 from runtime.metrics import masks_from_probabilities
 from runtime.preprocess import normalize
-from runtime.tiling import predict_tiled
+from runtime.tiling import TilePlan, default_overlap, plan_image, predict_tiled
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +29,13 @@ class Prediction:
     mask: np.ndarray  # (H, W) uint8 class indices, the input's height and width
     probabilities: np.ndarray  # (H, W, K) float32: K = 1 for a sigmoid model
     seconds: float  # pre-processing, inference and stitching, not image decoding
+    tiles: int = 1  # interpreter inputs the image took: 1 is one pass over the whole image
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    input: np.ndarray  # (H, W, C) float32, normalized as the model was trained
+    note: str | None  # what pre-processing changed that the caller should hear (channels)
 
 
 def _channel_count(image: np.ndarray) -> int:
@@ -36,11 +46,20 @@ def _channel_count(image: np.ndarray) -> int:
 class Segmenter:
     """Runs one model of a bundle. Build it with `Segmenter.from_bundle`."""
 
-    def __init__(self, manifest: Manifest, backend: Backend, precision: str, overlap: int) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        artifact: Artifact,
+        backend: Backend,
+        overlap: int,
+        max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
+    ) -> None:
         self.manifest = manifest
+        self.artifact = artifact
         self.backend = backend
-        self.precision = precision
+        self.precision = artifact.precision
         self.overlap = overlap
+        self.max_memory_mb = max_memory_mb
 
     @classmethod
     def from_bundle(
@@ -51,6 +70,7 @@ class Segmenter:
         num_threads: int | None = None,
         overlap: int | None = None,
         verify: bool = False,
+        max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     ) -> Segmenter:
         """Loads the bundle's `precision` model after verifying its SHA-256.
 
@@ -63,10 +83,14 @@ class Segmenter:
                 installed and the bundle has that precision as .tflite, else ONNX Runtime. The
                 choice is printed to stderr.
             num_threads: interpreter threads; None lets the interpreter choose.
-            overlap: output pixels shared by neighbouring tiles (default: an eighth of a tile).
+            overlap: output pixels shared by neighbouring tiles (default: `default_overlap`).
             verify: run the model on the bundle's golden tiles first and raise
                 `runtime.VerificationFailed` if it computes worse masks here than the
                 build machine measured (beyond the bundle's Dice budget).
+            max_memory_mb: what one interpreter run may take (the bundle's measured memory
+                per pixel decides): the whole image when it fits, else the tiles that fit. A
+                model with a fixed tile (a 'valid' U-Net) runs as many of its tiles at once as
+                fit; one from a bundle made before run-time sizes, one at a time.
         """
         manifest = read_manifest(path)
         check_backend(backend)
@@ -82,46 +106,77 @@ class Segmenter:
         artifact = manifest.artifact(precision, fmt)
         model = loader(verified_model_path(path, artifact), num_threads)
         if backend == "auto":
-            print(f"runtime: {artifact.file} on {name}", file=sys.stderr)
+            log.info("runtime: %s on %s", artifact.file, name)
         if verify:
             check = check_model(model, artifact, manifest, golden_of(path, manifest))
             if not check.passed:
                 raise VerificationFailed(check.failure())
-        tile_overlap = manifest.output_size // 8 if overlap is None else overlap
-        if not 0 <= tile_overlap < manifest.output_size:
+        tile_overlap = (
+            default_overlap(manifest.size_multiple, manifest.output_size, model.resizable)
+            if overlap is None
+            else overlap
+        )
+        if tile_overlap < 0 or (not artifact.resizable and tile_overlap >= manifest.output_size):
             raise UserError(f"overlap must be in [0, {manifest.output_size}), got {tile_overlap}")
-        return cls(manifest, model, precision, tile_overlap)
+        if max_memory_mb <= 0:
+            raise UserError(f"max_memory_mb must be positive, got {max_memory_mb:g}")
+        return cls(manifest, artifact, model, tile_overlap, max_memory_mb)
 
     def predict(self, image: np.ndarray | str | Path, threshold: float | None = None) -> Prediction:
         """Segments one image: a numpy array as Pillow gives it, or an image file's path."""
         array = read_image(Path(image)) if isinstance(image, str | Path) else np.asarray(image)
-        self._say_channel_conversion(array)
         start = time.perf_counter()
-        m = self.manifest
-        probs = predict_tiled(
-            normalize(array, m.preprocessing),
-            self.backend.run,
-            m.input_size,
-            m.output_size,
-            self.overlap,
-            align=m.size_multiple,
-        )
-        mask = masks_from_probabilities(probs, m.threshold if threshold is None else threshold)
-        return Prediction(mask, probs, time.perf_counter() - start)
+        prepared = self.prepare(array)
+        if prepared.note:
+            warnings.warn(prepared.note, stacklevel=2)
+        prediction = self.predict_prepared(prepared, threshold)
+        return dataclasses.replace(prediction, seconds=time.perf_counter() - start)
 
     def predict_batch(self, images: list, threshold: float | None = None) -> list[Prediction]:
         return [self.predict(image, threshold) for image in images]
 
-    def _say_channel_conversion(self, image: np.ndarray) -> None:
+    def prepare(self, image: np.ndarray) -> Prepared:
+        """Pre-processing alone (a folder's next image can be prepared while this one runs)."""
+        return Prepared(normalize(image, self.manifest.preprocessing), self._channel_note(image))
+
+    def predict_prepared(self, prepared: Prepared, threshold: float | None = None) -> Prediction:
+        """Inference and stitching of a prepared image; `seconds` counts only these."""
+        start = time.perf_counter()
+        m, x = self.manifest, prepared.input
+        plan = self.plan(*x.shape[:2])
+        probs = predict_tiled(
+            x,
+            self.backend.run,
+            plan.tile if self.backend.resizable else m.input_size,
+            plan.tile if self.backend.resizable else m.output_size,
+            self.overlap,
+            batch_size=plan.batch,
+            align=m.size_multiple,
+        )
+        mask = masks_from_probabilities(probs, m.threshold if threshold is None else threshold)
+        return Prediction(mask, probs, time.perf_counter() - start, plan.count)
+
+    def plan(self, height: int, width: int) -> TilePlan:
+        """How a (height, width) image runs: one pass, or which tiles, how many to a batch."""
+        m = self.manifest
+        return plan_image(
+            height,
+            width,
+            (m.input_size, m.output_size, m.size_multiple),
+            self.overlap,
+            self.artifact.memory,
+            (self.backend.resizable, self.backend.batchable),
+            self.max_memory_mb,
+        )
+
+    def _channel_note(self, image: np.ndarray) -> str | None:
         if image.ndim not in (2, 3):
-            return  # normalize raises the clear error
+            return None  # normalize raises the clear error
         have, want = _channel_count(image), self.manifest.channels
-        if have != want:
-            kinds = {1: "grey", 3: "RGB"}
-            warnings.warn(
-                f"converted a {kinds[have]} image to {kinds[want]} for this {want}-channel model",
-                stacklevel=3,
-            )
+        if have == want:
+            return None
+        kinds = {1: "grey", 3: "RGB"}
+        return f"converted a {kinds[have]} image to {kinds[want]} for this {want}-channel model"
 
 
 def _auto(
@@ -129,10 +184,9 @@ def _auto(
 ) -> tuple[str, str]:
     """precision="auto": the device's choice, or the gated int8 model in an older bundle."""
     if manifest.golden is None:
-        print(
+        log.warning(
             "runtime: auto: this bundle has no golden tiles to verify models with (made before "
-            "they existed): taking the gated int8 model; rebuild the bundle for the choice",
-            file=sys.stderr,
+            "they existed): taking the gated int8 model; rebuild the bundle for the choice"
         )
         return "int8", backend
     choice = choose(path, manifest, backend, num_threads)

@@ -17,6 +17,7 @@ from runtime.bundle import Manifest, read_manifest, verified_model_path
 from runtime.cpu import cpu_info
 from runtime.errors import UserError
 from runtime.golden import Check, VerificationFailed, check_model, golden_of, runnable
+from runtime.log import add_verbosity, configure
 
 
 def verify_bundle(
@@ -75,10 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", help="only this precision (default: every model)")
     parser.add_argument("--backend", default="auto", help=f"auto, {', '.join(BACKENDS)}")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    add_verbosity(parser)
     return parser.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> int:
+    configure(args)
     try:
         checks = verify_bundle(args.bundle, args.precision, args.backend, args.threads)
         print_checks(checks, read_manifest(args.bundle))

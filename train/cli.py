@@ -6,10 +6,10 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
 
-from runtime.config import ConfigBase, read_config_file
+from runtime.config import ConfigBase, own_settings
 from runtime.errors import UserError
+from runtime.log import add_verbosity, configure
 from train.config import (
     PRESETS,
     DataConfig,
@@ -29,7 +29,6 @@ SECTIONS: dict[str, type[ConfigBase]] = {
     "data": DataConfig,
     "train": TrainConfig,
 }
-_WRITTEN_ONLY = ("preprocessing", "versions")  # in a run's config.json, not settings
 PAPER_TILE = 572  # the paper's input tile, the default for 'valid' padding
 SAME_TILE = 256
 
@@ -47,7 +46,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     run = parser.add_argument_group("run")
     run.add_argument(
-        "--config", type=Path, help="YAML/JSON with model/data/train sections; flags override it"
+        "--config",
+        type=Path,
+        help="the chain's YAML (its model, data and train sections; the others are not read), "
+        "or a file of their fields; flags override it",
     )
     run.add_argument(
         "--out", type=Path, default=Path("runs/train"), help="output folder (default: runs/train)"
@@ -166,6 +168,7 @@ def _build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="XLA-compile the training step (default: False)",
     )
+    add_verbosity(parser)
     return parser
 
 
@@ -173,23 +176,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return _build_parser().parse_args(argv)
 
 
-def _load_config_file(path: Path) -> dict[str, Any]:
-    """Flattens a config file (sections model/data/train, or flat keys) into field values."""
-    flat: dict[str, Any] = {}
-    for key, value in read_config_file(path).items():
-        if key in SECTIONS and isinstance(value, dict):
-            flat.update(value)
-        elif key not in _WRITTEN_ONLY:
-            flat[key] = value
-    return flat
-
-
 def resolve_configs(args: argparse.Namespace) -> tuple[ModelConfig, DataConfig, TrainConfig]:
     """Preset, then the config file, then the flags: each overrides the one before."""
-    settings = _load_config_file(args.config) if args.config else {}
+    settings = own_settings(args.config, tuple(SECTIONS))
     settings.update({k: v for k, v in vars(args).items() if v is not None})
     known = {f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)}
-    meta = {"config", "out", "overwrite", "dry_run", "list_presets", "preset"}
+    meta = {"config", "out", "overwrite", "dry_run", "list_presets", "preset", "quiet", "verbose"}
     unknown = sorted(set(settings) - known - meta)
     if unknown:
         raise UserError(
@@ -228,6 +220,7 @@ def _dry_run(model_config: ModelConfig, train_config: TrainConfig) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    configure(args)
     try:
         if args.list_presets:
             _list_presets()
@@ -239,7 +232,14 @@ def main(args: argparse.Namespace) -> int:
         from train.trainer import TrainingDiverged, run_training
 
         try:
-            result = run_training(model_config, data_config, train_config, args.out, args.overwrite)
+            result = run_training(
+                model_config,
+                data_config,
+                train_config,
+                args.out,
+                args.overwrite,
+                verbose=0 if args.quiet else None,  # Keras' per-epoch lines
+            )
         except TrainingDiverged as error:
             print(f"error: {error}", file=sys.stderr)
             return 1

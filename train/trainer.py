@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.metadata
 import json
+import logging
 import math
 import shutil
 import sys
@@ -28,10 +28,11 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import UserError
-from runtime.io import atomic_path, write_json_atomic
+from runtime.io import atomic_path, check_out_folder, write_json_atomic
 from runtime.metrics import masks_from_probabilities, segmentation_scores
 from runtime.preprocess import Preprocessing, measure_preprocessing, normalize
 from runtime.tiling import predict_tiled
+from runtime.versions import package_versions
 from train.config import DataConfig, ModelConfig, Padding, TrainConfig
 from train.data import Sample, load_samples, split_samples
 from train.distribute import is_chief, make_strategy, precision_policy, wants_mixed_precision
@@ -40,7 +41,8 @@ from train.model import build_unet, checked_output_size, output_size
 from train.pipeline import steps_to_cover, train_dataset, validation_dataset
 from train.tfk import keras
 
-VERSIONED_PACKAGES = ("tensorflow", "tf-keras", "numpy", "pillow")
+log = logging.getLogger(__name__)
+
 _ARTIFACTS = (
     "model.keras",
     "best.keras",
@@ -64,16 +66,6 @@ class TrainResult:
     weights_sha256: str  # of the final weights: the same on every worker of a cluster
 
 
-def package_versions(names: tuple[str, ...] = VERSIONED_PACKAGES) -> dict[str, str]:
-    versions = {"python": sys.version.split()[0]}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
 def _run_configs(model: ModelConfig, data: DataConfig, train: TrainConfig) -> dict[str, Any]:
     return {"model": model.to_dict(), "data": data.to_dict(), "train": train.to_dict()}
 
@@ -81,12 +73,9 @@ def _run_configs(model: ModelConfig, data: DataConfig, train: TrainConfig) -> di
 def _check_out_dir(out: Path, configs: dict[str, Any], overwrite: bool) -> bool:
     """Checks the output folder without changing it; returns whether an interrupted run there
     will be resumed."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file: give a folder")
+    check_out_folder(out, overwrite, "model.keras", what="a trained model")
     if overwrite:
         return False
-    if (out / "model.keras").exists():
-        raise UserError(f"{out} already holds a trained model: pass --overwrite or another --out")
     resuming = (out / "backup").is_dir() and (out / "config.json").exists()
     if resuming:
         previous = json.loads((out / "config.json").read_text())
@@ -278,7 +267,7 @@ def run_training(
             out / "config.json",
             {**configs, "preprocessing": prep.to_dict(), "versions": package_versions()},
         )
-    print(
+    log.info(
         f"{'resuming' if resuming else 'training'} in {out}: {len(train_samples)} training and "
         f"{len(val_samples)} validation images, {strategy.num_replicas_in_sync} replica(s), "
         f"global batch {global_batch}, {steps} steps x {train_config.epochs} epochs, "

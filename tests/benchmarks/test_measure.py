@@ -46,7 +46,7 @@ def test_macs_counted_from_the_tflite_file_match_a_hand_count(upsampling, tmp_pa
     model = build_unet(preset("tiny").replace(upsampling=upsampling), 32)
     path = tmp_path / "m.tflite"
     path.write_bytes(tflite_fp32(model, 32))
-    assert tflite_macs(path) == _hand_count(model) == count_macs(model, 32) > 0
+    assert tflite_macs(path, 32) == _hand_count(model) == count_macs(model, 32) > 0
 
 
 def test_variants_describe_their_files_and_per_image_macs(tiny_bundle):
@@ -56,8 +56,9 @@ def test_variants_describe_their_files_and_per_image_macs(tiny_bundle):
         entry = v.describe((64, 96))
         data = Path(v.path).read_bytes()
         assert entry["size_bytes"] == len(data) > entry["gzip_bytes"] > 0
-        assert v.tiles(64) == 1 and v.tiles(96) == 4  # 96 px: 2 x 2 tiles of 64
-        assert entry["macs"] == {"64": v.macs_per_tile, "96": 4 * v.macs_per_tile}
+        assert v.tiles(64) == 1 and v.tiles(96) == 1  # any size: one pass over the image
+        assert entry["plans"]["96"] == {"tile": (96, 96), "count": 1, "batch": 1}
+        assert entry["macs"] == {"64": v.macs_per_tile, "96": round(v.macs_per_tile * 9 / 4)}
 
 
 def test_the_float_model_comes_from_the_manifest_and_a_changed_file_is_refused(
@@ -108,20 +109,15 @@ def test_latency_entries_cover_every_setting_and_are_sane(tiny_bundle):
     expected = {(n, s, t, 1) for n in names for s in (64, 96) for t in (1, 2)}
     expected |= {(n, s, 2, 2) for n in names for s in (64, 96)}  # throughput: most threads
     assert settings == expected
-    macs = {v.name: v.macs_per_tile for v in variants}
+    by_name = {v.name: v for v in variants}
     for e in entries:
         assert e["runs"] >= 3
         assert 0 < e["p50_ms"] <= e["p90_ms"] <= e["p99_ms"]
         assert e["ms_per_image"] == pytest.approx(e["p50_ms"] / e["batch"])
-        work = macs[e["variant"]] * e["tiles"] * e["batch"]
+        work = by_name[e["variant"]].macs(e["size"]) * e["batch"]
         assert e["gmacs_per_s"] == pytest.approx(work / (e["p50_ms"] / 1e3) / 1e9)
     batched = {e["variant"]: e["batched"] for e in entries if e["batch"] == 2}
-    assert batched == {
-        "keras fp32": True,
-        "tflite fp32": True,
-        "tflite int8": True,
-        "onnx fp32": False,
-    }
+    assert batched == dict.fromkeys(names, True)  # every export takes any batch
 
 
 @pytest.mark.slow
@@ -141,6 +137,7 @@ def report_folder(tiny_bundle, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bench") / "report"
     argv = ["--bundle", str(tiny_bundle), "--out", str(out), "--sizes", "64,96"]
     argv += ["--threads", "1", "--min-runs", "3", "--seconds", "0", "--images", "2", "--batch", "0"]
+    argv += ["--end-to-end-sizes", "64,128", "--folder-images", "3"]
     # Tiny models at 64 px need not meet the speed targets: this run checks the harness.
     assert main(parse_args([*argv, "--no-fail-on-target"])) == 0
     return out
@@ -173,6 +170,30 @@ def test_a_run_writes_every_report_file_with_sane_numbers(report_folder, tiny_bu
     assert any(claim.startswith('precision="auto"') for claim in claims)
     assert any("no further bundle" in s["reason"] for s in report["skipped"])
     assert report["environment"]["cores"] >= 1 and "avx2" in report["environment"]["flags"]
+
+
+@pytest.mark.slow
+def test_the_runtime_is_timed_end_to_end_beside_the_interpreter(report_folder):
+    e2e = json.loads((report_folder / "report.json").read_text())["end_to_end"]
+    deployable = {"tflite fp32", "tflite int8", "onnx fp32"}
+    assert {(e["variant"], e["size"]) for e in e2e["sizes"]} == {
+        (n, s) for n in deployable for s in (64, 128)
+    }
+    for e in e2e["sizes"]:
+        assert e["count"] == 1 and e["tile"] == [e["size"]] * 2  # one pass each
+        # The runtime does the interpreter's work and its own: it cannot be much faster.
+        assert e["runtime_ms"] >= 0.8 * e["interpreter_ms"] > 0
+    for e in e2e["memory"]:
+        assert 10 < e["peak_rss_mb"] < 1000 and e["tensorflow_imported"] is False
+    assert {e["variant"] for e in e2e["folder"]} == deployable
+    assert all(e["images"] == 3 and e["images_per_s"] > 0 for e in e2e["folder"])
+    claims = [
+        t["claim"] for t in json.loads((report_folder / "report.json").read_text())["targets"]
+    ]
+    assert sum("a 128 px image through the runtime" in c for c in claims) == 3
+    assert sum("on a folder of 3" in c for c in claims) == 0  # 512 px folder, no 512 px timing
+    html = (report_folder / "report.html").read_text()
+    assert "Whole images end to end" in html and "runtime / interpreter" in html
 
 
 def _p50(values: dict[str, float]) -> list[dict]:
@@ -262,6 +283,67 @@ def test_a_missed_target_is_exit_1_unless_told_otherwise(
     monkeypatch.setattr(benchmarks.targets, "check_targets", lambda *args: planted)
     argv = ["--bundle", str(tiny_bundle), "--sizes", "64", "--threads", "1", "--min-runs", "3"]
     argv += ["--seconds", "0", "--images", "1", "--batch", "0", "--no-cold-start"]
+    argv += ["--end-to-end-sizes", ""]
     assert main(parse_args([*argv, "--out", str(tmp_path / "a")])) == 1
     assert "1 target(s) missed" in capsys.readouterr().err
     assert main(parse_args([*argv, "--out", str(tmp_path / "b"), "--no-fail-on-target"])) == 0
+
+
+def test_whole_image_claims_from_planted_end_to_end_figures():
+    from benchmarks.targets import end_to_end_targets
+
+    def size(name, px, ms, count=1):
+        return {"variant": name, "size": px, "threads": 2, "count": count, "runtime_ms": ms,
+                "interpreter_ms": ms * 0.9, "tile": [px, px], "batch": 1}  # fmt: skip
+
+    def memory(name, mb, budget, count=1):
+        return {"variant": name, "size": 512, "peak_rss_mb": mb, "max_memory_mb": budget,
+                "count": count, "tile": [512, 512]}  # fmt: skip
+
+    figures = {
+        "sizes": [
+            size("tflite int8", 256, 10.0),
+            size("tflite int8", 512, 44.0),  # 1.1 x 4 x 256 px: met
+            size("tflite int8", 2048, 900.0, count=12),  # tiled by the budget: no claim
+            size("onnx fp32", 256, 10.0),
+            size("onnx fp32", 512, 56.0),  # 1.4: missed
+        ],
+        "memory": [
+            memory("tflite int8", 224.0, 384),
+            memory("tflite int8", 120.0, 80, count=3),  # the tighter budget's process
+            memory("onnx int8", 138.0, 384),
+            memory("onnx fp32", 229.0, 384),  # not int8: no claim
+        ],
+        "folder": [{"variant": "tflite int8", "size": 512, "images": 8, "images_per_s": 20.0}],
+    }
+    results = {t["claim"].split(":")[0] + f" {t['target']}": t for t in end_to_end_targets(figures)}
+    assert results["tflite int8 1.15"]["met"] and results["tflite int8 1.15"]["measured"] == 1.1
+    assert not results["onnx fp32 1.15"]["met"]
+    assert sum(" 2048 px" in t["claim"] for t in results.values()) == 0
+    assert results["tflite int8 150.0"]["measured"] == 120.0  # the budget that keeps it within
+    assert "max_memory_mb 80" in results["tflite int8 150.0"]["claim"]
+    assert results["onnx int8 150.0"]["met"] and "onnx fp32 150.0" not in results
+    folder = results["tflite int8 0.9"]  # 20 images/s against 1000 / 39.6 ms
+    assert folder["measured"] == pytest.approx(20.0 / (1000 / 39.6)) and not folder["met"]
+
+
+def test_the_worst_case_overlay_is_the_least_agreeing_gated_model_and_image():
+    import numpy as np
+
+    from benchmarks.accuracy import _worst
+
+    def scores(overall, per_image):
+        return {
+            "overall": {"agreement_with_float": overall},
+            "per_image": {f"img{i}": {"agreement_with_float": a} for i, a in enumerate(per_image)},
+        }
+
+    names = ["img0", "img1", "img2"]
+    gated = {"tflite int8": [np.zeros(1)] * 3, "onnx int8 [thin]": [np.zeros(1)] * 3}
+    result = {
+        "tflite int8": scores(0.995, [0.99, 0.98, 0.999]),
+        "onnx int8 [thin]": scores(0.990, [0.99, 0.995, 0.97]),
+        "tflite fp32": scores(0.5, [0.5, 0.5, 0.5]),  # not gated: never the worst case
+    }
+    assert _worst(result, gated, names) == ("onnx int8 [thin]", 2)
+    assert _worst(result, {}, names) is None

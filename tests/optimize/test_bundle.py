@@ -20,8 +20,24 @@ FIELDS = {
 }
 
 
-def _files(payload: bytes = b"model-bytes") -> dict[str, tuple[str, str, bytes]]:
-    return {"fp32-onnx": ("model_fp32.onnx", "onnx", payload)}
+def _onnx(tag: str) -> bytes:
+    """A real, if trivial, ONNX model (the writer reads its input shape): Identity on a fixed
+    1x32x32x1 input, so no memory measurement runs; `tag` tells versions apart."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    spec = [1, 32, 32, 1]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["image"], ["mask"])],
+        tag,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, spec)],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, spec)],
+    )
+    return onnx.helper.make_model(graph).SerializeToString()
+
+
+def _files(tag: str = "model") -> dict[str, tuple[str, str, bytes]]:
+    return {"fp32-onnx": ("model_fp32.onnx", "onnx", _onnx(tag))}
 
 
 def test_written_bundle_reads_back_with_hashes_of_its_files(tmp_path):
@@ -34,11 +50,11 @@ def test_written_bundle_reads_back_with_hashes_of_its_files(tmp_path):
 
 
 def test_an_existing_bundle_is_refused_unless_overwrite(tmp_path):
-    out = write_bundle(tmp_path / "b", _files(b"one"), FIELDS, overwrite=False)
+    out = write_bundle(tmp_path / "b", _files("one"), FIELDS, overwrite=False)
     with pytest.raises(UserError, match="already holds a bundle: pass --overwrite"):
-        write_bundle(out, _files(b"two"), FIELDS, overwrite=False)
-    write_bundle(out, _files(b"two"), FIELDS, overwrite=True)
-    assert (out / "model_fp32.onnx").read_bytes() == b"two"
+        write_bundle(out, _files("two"), FIELDS, overwrite=False)
+    write_bundle(out, _files("two"), FIELDS, overwrite=True)
+    assert (out / "model_fp32.onnx").read_bytes() == _onnx("two")
 
 
 def test_a_crash_while_writing_leaves_no_bundle_that_looks_whole(tmp_path, monkeypatch):
@@ -52,14 +68,14 @@ def test_a_crash_while_writing_leaves_no_bundle_that_looks_whole(tmp_path, monke
 
 
 def test_a_crash_while_overwriting_keeps_the_old_bundle(tmp_path, monkeypatch):
-    out = write_bundle(tmp_path / "b", _files(b"old"), FIELDS, overwrite=False)
+    out = write_bundle(tmp_path / "b", _files("old"), FIELDS, overwrite=False)
     monkeypatch.setattr(
         bundle_module, "artifact_entry", lambda *a, **k: (_ for _ in ()).throw(OSError("gone"))
     )
     with pytest.raises(OSError):
-        write_bundle(out, _files(b"new"), FIELDS, overwrite=True)
-    assert (out / "model_fp32.onnx").read_bytes() == b"old"
-    assert read_manifest(out).artifacts[0].size == 3
+        write_bundle(out, _files("new"), FIELDS, overwrite=True)
+    assert (out / "model_fp32.onnx").read_bytes() == _onnx("old")
+    assert read_manifest(out).artifacts[0].size == len(_onnx("old"))
 
 
 def test_a_file_as_output_is_refused(tmp_path):

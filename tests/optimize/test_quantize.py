@@ -24,6 +24,15 @@ def bundle(tiny_quantized_bundle: Path) -> Path:
     return tiny_quantized_bundle
 
 
+def test_bundles_and_runs_record_the_same_packages(bundle, tiny_bundle, tiny_run):
+    from runtime.versions import PACKAGES
+
+    every = {"python", *PACKAGES}
+    for manifest in (bundle / "manifest.json", tiny_bundle / "manifest.json"):
+        assert set(json.loads(manifest.read_text())["versions"]) == every, manifest
+    assert set(json.loads((tiny_run / "config.json").read_text())["versions"]) == every
+
+
 def test_the_bundle_holds_every_export_with_matching_hashes(bundle, tiny_run):
     manifest = read_manifest(bundle)
     assert {a.file for a in manifest.artifacts} == {name for name, _ in FILES.values()}

@@ -20,6 +20,7 @@ from optimize.sensitivity import CalibratedModel, kernel_layers, layer_sensitivi
 from runtime import Segmenter
 from runtime.backends import litert_interpreter_class
 from runtime.bundle import read_manifest
+from runtime.private_api import operators, tensor_dtype, tensor_name
 
 # A layer whose int8 model loses every foreground pixel, while float is untouched (see _sabotage).
 SABOTAGED = ("enc1_conv_b", "dec1_conv_b")
@@ -83,12 +84,11 @@ def _op_dtypes(tflite: bytes, layers: list[str]) -> dict[str, str]:
     """Kernel layer -> the dtype of its TFLite op's input activation (float32 or int8)."""
     interpreter = litert_interpreter_class()(model_content=tflite)
     found = {}
-    for op in interpreter._get_ops_details():
+    for op in operators(interpreter):
         if op["op_name"] not in ("CONV_2D", "TRANSPOSE_CONV"):
             continue
-        name = interpreter._get_tensor_details(op["outputs"][0], 0)["name"]
-        (layer,) = layers_in_name(name, layers)
-        found[layer] = interpreter._get_tensor_details(op["inputs"][0], 0)["dtype"].__name__
+        (layer,) = layers_in_name(tensor_name(interpreter, op["outputs"][0]), layers)
+        found[layer] = tensor_dtype(interpreter, op["inputs"][0]).__name__
     return found
 
 
@@ -184,7 +184,7 @@ def test_a_failed_gate_keeps_too_few_layers_float_and_says_so(sabotaged, tmp_pat
     argv = ["--model", str(sabotaged), "--out", str(out), "--method", "ptq", "--keep-float", "1"]
     assert main(parse_args(argv)) == 1
     captured = capsys.readouterr()
-    assert "--keep-float: again with" in captured.out  # the fallback ran ...
+    assert "--keep-float: again with" in captured.err  # the fallback ran (logged) ...
     assert "that is with --keep-float 1" in captured.err  # ... and the error says so
     assert not out.exists()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -136,7 +137,7 @@ def test_old_and_tampered_golden_tiles_are_exit_2(tiny_quantized_bundle, tmp_pat
 
 
 def test_auto_picks_the_fastest_verified_model_and_caches_it(
-    tiny_quantized_bundle, tmp_path, monkeypatch, capsys
+    tiny_quantized_bundle, tmp_path, monkeypatch, caplog
 ):
     """Timings are planted (speed is not a test's business): the perturbed ONNX int8 would be
     fastest, but fails verification; the next fastest verified model wins, the choice is
@@ -153,16 +154,18 @@ def test_auto_picks_the_fastest_verified_model_and_caches_it(
         return {file: planted.get(file, 10.0) for file in models}
 
     monkeypatch.setattr(runtime.choice, "time_per_tile", fake_time)
+    caplog.set_level(logging.INFO, logger="runtime")
     seg = Segmenter.from_bundle(bundle)
     assert (seg.precision, seg.backend.name) == ("fp32", "onnx")
-    err = capsys.readouterr().err
-    assert "auto chose model_fp32.onnx on onnx" in err and "fails verification here" in err
+    said = caplog.text
+    assert "auto chose model_fp32.onnx on onnx" in said and "fails verification here" in said
     assert "model_int8.onnx" not in timed  # failed models are not timed
     cached = list(cache_folder().glob("choice-*.json"))
     assert len(cached) == 1 and not list(bundle.glob("choice-*"))
     timed.clear()
+    caplog.clear()
     assert Segmenter.from_bundle(bundle).precision == "fp32"
-    assert timed == [] and "cached in" in capsys.readouterr().err
+    assert timed == [] and "cached in" in caplog.text
     # Another bundle (another manifest digest) is measured on its own.
     manifest = read_manifest(tiny_quantized_bundle)
     assert choose(tiny_quantized_bundle, manifest, refresh=True).file in planted

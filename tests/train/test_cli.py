@@ -33,7 +33,7 @@ def test_dry_run_of_the_paper_unet_prints_parameters_and_output_size():
 def test_config_file_sets_defaults_and_flags_override_it(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
-        "preset: tiny\nmodel: {classes: 3}\ntrain: {epochs: 7, batch_size: 2}\ndata: {val_fraction: 0.5}\n"
+        "model: {preset: tiny, classes: 3}\ntrain: {epochs: 7, batch_size: 2}\ndata: {val_fraction: 0.5}\n"
     )
     model, data, train = resolve_configs(parse_args(["--config", str(config), "--epochs", "9"]))
     assert (model.classes, model.base_filters, train.epochs, train.batch_size) == (3, 4, 9, 2)

@@ -148,7 +148,7 @@ def test_a_worker_killed_mid_run_resumes_with_its_cluster(tmp_path):
     results = [run.communicate(timeout=300) for run in again]
     for run, (_, stderr) in zip(again, results, strict=True):
         assert run.returncode == 0, stderr[-3000:]
-    assert "resuming in" in results[0][0]
+    assert "resuming in" in results[0][1]  # logged, on stderr
     digests = [line for stdout, _ in results for line in stdout.splitlines() if "sha256" in line]
     assert len(digests) == 2 and digests[0] == digests[1]
     epochs = [line.split(",")[0] for line in (out / "history.csv").read_text().splitlines()[1:]]

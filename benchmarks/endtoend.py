@@ -1,0 +1,167 @@
+"""End to end: the runtime per image beside the interpreter alone, memory per size, a folder.
+
+- Per size: `Segmenter.predict` on one image (pre-processing, tiling, inference, stitching and
+  thresholding; no file decoding) and the interpreter alone on the same inputs (the plan's
+  tiles), the two taking turns run after run.
+- Per size: the peak RSS of a fresh process that segments one image (`benchmarks.coldstart`).
+- A folder of PNGs through `runtime.predict`'s pipeline (decoding, pre-processing and writing
+  overlapped with inference): images per second, against the interpreter alone.
+
+The main bundle's deployable models only (TFLite and ONNX, fp32 and int8). The timings run in
+one fresh process (`python -m benchmarks.endtoend SPEC.json OUT.json`), at the most threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.config import BenchmarkConfig
+from benchmarks.environment import run_worker
+from benchmarks.targets import RSS_LIMIT_MB, RSS_SIZE, TIGHT_BUDGET_MB
+from benchmarks.variants import MAIN, Variant
+
+log = logging.getLogger(__name__)
+
+KEYS = ("fp32", "int8", "fp32-onnx", "int8-onnx")  # the models a device would run
+
+
+def end_to_end_variants(variants: list[Variant]) -> list[Variant]:
+    return [v for v in variants if v.bundle == MAIN and v.key in KEYS]
+
+
+def _image(size: int, channels: int, seed: int = 0) -> np.ndarray:
+    shape = (size, size) if channels == 1 else (size, size, 3)
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def _segmenter(variant: Variant, threads: int):
+    from runtime.segmenter import Segmenter
+
+    return Segmenter.from_bundle(
+        variant.bundle_path,
+        variant.precision,
+        variant.backend,
+        threads,
+        max_memory_mb=variant.max_memory_mb,
+    )
+
+
+def _per_size(variant: Variant, size: int, threads: int, config: BenchmarkConfig) -> dict:
+    """p50 of the runtime and of the interpreter alone, one image of `size`, taking turns."""
+    from benchmarks.latency import RUNNERS, round_robin
+
+    plan = variant.plan(size)
+    segmenter = _segmenter(variant, threads)
+    image = _image(size, variant.channels)
+    interpreter, _ = RUNNERS[variant.format](variant, threads, plan.count, plan.batch, plan.tile)
+    times = round_robin(
+        {"runtime": lambda: segmenter.predict(image), "interpreter": interpreter},
+        warmup=1,
+        min_runs=3,  # a 2048 px fp32 image takes seconds a run
+        seconds=config.seconds,
+        max_runs=config.max_runs,
+    )
+    runtime_ms, interpreter_ms = (float(np.median(times[k])) * 1e3 for k in times)
+    return {
+        "variant": variant.name,
+        "size": size,
+        "threads": threads,
+        "runs": len(times["runtime"]),
+        "runtime_ms": runtime_ms,
+        "interpreter_ms": interpreter_ms,
+        **dataclasses.asdict(plan),
+    }
+
+
+def _folder(variant: Variant, size: int, count: int, threads: int) -> dict[str, Any]:
+    """Images per second of `runtime.predict`'s pipeline over `count` PNGs of `size` px."""
+    from PIL import Image
+
+    from runtime.predict import segment_files
+
+    segmenter = _segmenter(variant, threads)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder, out = Path(scratch, "in"), Path(scratch, "out")
+        folder.mkdir()
+        out.mkdir()
+        paths = []
+        for i in range(count):
+            paths.append(folder / f"{i:03d}.png")
+            Image.fromarray(_image(size, variant.channels, seed=i)).save(paths[-1])
+        segmenter.predict(_image(size, variant.channels))  # the interpreter sized and warm
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            start = time.perf_counter()
+            segment_files(segmenter, paths, out)
+            seconds = time.perf_counter() - start
+    return {"variant": variant.name, "size": size, "images": count, "images_per_s": count / seconds}
+
+
+def _worker(spec_path: Path, out_path: Path) -> None:
+    spec = json.loads(spec_path.read_text())
+    config = BenchmarkConfig.from_dict(spec["config"])
+    variants = [Variant(**v) for v in spec["variants"]]
+    threads = spec["threads"]
+    sizes = [
+        _per_size(v, size, threads, config) for size in config.end_to_end_sizes for v in variants
+    ]
+    folder = (
+        [_folder(v, config.folder_size, config.folder_images, threads) for v in variants]
+        if config.folder_images
+        else []
+    )
+    out_path.write_text(json.dumps({"sizes": sizes, "folder": folder}))
+
+
+def measure_end_to_end(
+    variants: list[Variant], config: BenchmarkConfig, threads: int
+) -> dict[str, list[dict[str, Any]]]:
+    """The timings (a fresh process) and each size's cold-start memory (a process each)."""
+    chosen = end_to_end_variants(variants)
+    if not chosen or not config.end_to_end_sizes:
+        return {"sizes": [], "folder": [], "memory": []}
+    spec = {
+        "threads": threads,
+        "config": config.to_dict(),
+        "variants": [dataclasses.asdict(v) for v in chosen],
+    }
+    result = run_worker("benchmarks.endtoend", spec)
+    memory = [_fresh_process(v, size) for size in config.end_to_end_sizes for v in chosen]
+    # An int8 model that needs more than RSS_LIMIT_MB for RSS_SIZE px in one pass: again
+    # with a budget that tiles it, to show what staying within the limit costs.
+    over = {
+        e["variant"]
+        for e in memory
+        if e["size"] == RSS_SIZE
+        and "int8" in e["variant"]
+        and e.get("peak_rss_mb", 0) > RSS_LIMIT_MB
+    }
+    memory += [
+        _fresh_process(dataclasses.replace(v, max_memory_mb=TIGHT_BUDGET_MB), RSS_SIZE)
+        for v in chosen
+        if v.name in over
+    ]
+    return result | {"memory": memory}
+
+
+def _fresh_process(variant: Variant, size: int) -> dict[str, Any]:
+    """Peak RSS and phases of a fresh process segmenting one image, with the runtime's plan."""
+    from benchmarks.coldstart import measure_cold_start
+
+    log.info("memory: %s, %d px", variant.name, size)
+    plan = dataclasses.asdict(variant.plan(size))
+    return measure_cold_start(variant, size) | plan | {"max_memory_mb": variant.max_memory_mb}
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]), Path(sys.argv[2]))

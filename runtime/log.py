@@ -1,0 +1,53 @@
+"""Logging for every command: what the library says goes to stderr through `logging`; results
+(tables, paths, the masks written) are the commands' own output on stdout.
+
+Each CLI adds `-q/--quiet` (warnings and errors only) and `-v/--verbose` (debug lines too) with
+`add_verbosity`, and calls `configure` with what was given. Progress bars (tqdm) stay on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+FORMAT = "%(message)s"
+
+
+def add_verbosity(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "-q", "--quiet", action="store_true", default=False, help="warnings and errors only"
+    )
+    group.add_argument(
+        "-v", "--verbose", action="store_true", default=False, help="debug messages too"
+    )
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged (tests swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def configure(args: argparse.Namespace) -> None:
+    """The package loggers' level from -q/-v (INFO by default), written to stderr."""
+    level = (
+        logging.WARNING
+        if getattr(args, "quiet", False)
+        else logging.DEBUG
+        if getattr(args, "verbose", False)
+        else logging.INFO
+    )
+    handler = _Stderr()
+    handler.setFormatter(logging.Formatter(FORMAT))
+    for name in ("runtime", "train", "optimize", "benchmarks"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)

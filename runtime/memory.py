@@ -1,0 +1,102 @@
+"""How much memory a model needs for an input size: measured, then a line through two sizes.
+
+An interpreter's memory for one run grows with the pixels it computes: activations, and
+per-operator buffers (XNNPACK keeps an indirection buffer per convolution output pixel). On the
+demo U-Net, LiteRT int8 measured ~590 bytes a pixel on an Ice Lake Xeon, fp32 ~1.1 KB: a
+whole 1024 px image needs 0.6 GB in int8. The bundle writer measures every model at two sides
+in a fresh process (`python -m runtime.memory MODEL SIDE...`), and the runtime sizes its tiles
+from the line through the two figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+MB = 1 << 20
+# The memory one interpreter run may take, by default: a 512 px image runs in one pass with
+# every model of the demo bundle (LiteRT fp32 needs ~300 MB for it, int8 ~170 MB, onnxruntime
+# int8 ~90 MB; measured on the Ice Lake Xeon).
+DEFAULT_MAX_MEMORY_MB = 384.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMemory:
+    """Peak memory of one run of a batch of `pixels` input pixels: base_mb + bytes_per_pixel x
+    pixels. Measured on the build machine (`built_on`), the process's own start-up excluded."""
+
+    base_mb: float
+    bytes_per_pixel: float
+
+    def mb(self, pixels: int) -> float:
+        return self.base_mb + self.bytes_per_pixel * pixels / MB
+
+    def pixels_within(self, budget_mb: float) -> int:
+        """The most input pixels one run may have to stay within `budget_mb`."""
+        return max(0, int((budget_mb - self.base_mb) * MB / self.bytes_per_pixel))
+
+    @classmethod
+    def through(cls, points: list[tuple[int, float]]) -> ModelMemory:
+        """The line through (pixels, MB) at the smallest and largest side.
+
+        A slope the noise made non-positive falls back to the largest run's MB per pixel (an
+        overestimate, which tiles sooner rather than later).
+        """
+        (p1, m1), (p2, m2) = min(points), max(points)
+        slope = (m2 - m1) / (p2 - p1) if p2 > p1 else 0.0
+        if slope <= 0:
+            slope = m2 / p2
+        base = max(0.0, m2 - slope * p2)
+        return cls(round(base, 2), round(slope * MB, 1))
+
+    def to_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far.
+
+    Linux: VmHWM, the high-water mark of this program's own memory (`ru_maxrss` would carry
+    a parent's peak over fork and exec). Elsewhere `ru_maxrss` (bytes on macOS).
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MB if sys.platform == "darwin" else peak / 1024
+
+
+def measure_model(path: Path, fmt: str, shapes: list[tuple[int, ...]]) -> ModelMemory:
+    """Runs `python -m runtime.memory` once per input shape (a fresh process each: the peak
+    is a high-water mark) and fits the line through the pixels of each batch."""
+    points = []
+    for shape in shapes:
+        command = [sys.executable, "-m", "runtime.memory", str(path), fmt, *map(str, shape)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        points.append((int(np.prod(shape[:3])), json.loads(done.stdout.splitlines()[-1])["mb"]))
+    return ModelMemory.through(points)
+
+
+def _measure_one_run(path: Path, fmt: str, shape: tuple[int, ...]) -> float:
+    """Peak MB that loading `path` and one run of a zero input of `shape` add to this process."""
+    from runtime.backends import BACKENDS, backend_for
+
+    batch = np.zeros(shape, np.float32)  # allocated before the baseline
+    before = peak_rss_mb()
+    model = BACKENDS[backend_for(fmt)][1](path, None)
+    model.run(batch)
+    return peak_rss_mb() - before
+
+
+if __name__ == "__main__":
+    model_path, model_format, *model_shape = sys.argv[1:]
+    mb = _measure_one_run(Path(model_path), model_format, tuple(map(int, model_shape)))
+    print(json.dumps({"mb": round(mb, 2)}))

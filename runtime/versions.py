@@ -1,0 +1,32 @@
+"""The package versions every artifact records: one list, so that a training run, a bundle from
+`optimize.quantize` or `optimize.export` and a benchmark report name the same packages."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+
+PACKAGES = (
+    "numpy",
+    "pillow",
+    "tensorflow",
+    "tf-keras",
+    "tensorflow-model-optimization",
+    "tf2onnx",
+    "onnx",
+    "onnxruntime",
+    "ai-edge-litert",
+    "archspec",
+    "tifffile",
+)
+
+
+def package_versions() -> dict[str, str]:
+    """Python's version and each of PACKAGES' ("not installed" where it is not)."""
+    versions = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
