@@ -33,7 +33,10 @@ def _quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> 
 
 
 def _dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
+    real = q.astype(np.float32)  # one float copy, then in place
+    real -= zero_point
+    real *= np.float32(scale)
+    return real
 
 
 def litert_interpreter_class():
