@@ -15,6 +15,7 @@ import json
 import resource
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -75,14 +76,20 @@ def peak_rss_mb() -> float:
 
 
 def measure_model(path: Path, fmt: str, shapes: list[tuple[int, ...]]) -> ModelMemory:
-    """Runs `python -m runtime.memory` once per input shape (a fresh process each: the peak
-    is a high-water mark) and fits the line through the pixels of each batch."""
-    points = []
-    for shape in shapes:
+    """Runs `python -m runtime.memory` once per input shape, side by side (a fresh process
+    each: the peak is a high-water mark of the process's own), and fits the line through the
+    pixels of each batch."""
+
+    def peak_mb(shape: tuple[int, ...]) -> float:
         command = [sys.executable, "-m", "runtime.memory", str(path), fmt, *map(str, shape)]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
-        points.append((int(np.prod(shape[:3])), json.loads(done.stdout.splitlines()[-1])["mb"]))
-    return ModelMemory.through(points)
+        return json.loads(done.stdout.splitlines()[-1])["mb"]
+
+    with ThreadPoolExecutor(len(shapes)) as pool:
+        peaks = list(pool.map(peak_mb, shapes))
+    return ModelMemory.through(
+        [(int(np.prod(shape[:3])), mb) for shape, mb in zip(shapes, peaks, strict=True)]
+    )
 
 
 def _measure_one_run(path: Path, fmt: str, shape: tuple[int, ...]) -> float:

@@ -156,7 +156,7 @@ def default_overlap(multiple: int, output_size: int, resizable: bool) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class TilePlan:
-    """How `predict_tiled` runs one image through a model that takes any size."""
+    """How `predict_tiled` runs one image: the input tile, how many, how many to a run."""
 
     tile: tuple[int, int]  # (height, width) of each model input
     count: int  # tiles for the image: 1 is one pass over the whole image
