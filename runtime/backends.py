@@ -114,10 +114,10 @@ ONNX_DISABLED_OPTIMIZERS = ["WeightBiasQuantization"]
 def onnx_session(path: Path, num_threads: int | None = None, providers: list[str] | None = None):
     """An onnxruntime session as the runtime runs one (the benchmarks use the same settings).
 
-    Memory patterns are off (below). Spinning is off: onnxruntime's idle threads otherwise keep a core busy for milliseconds
-    after each run, which slowed whatever ran next on a 2-core CPU by half (a LiteRT int8 model
-    after an ONNX one: 70 ms instead of 41) and two sessions' spinning threads fought each
-    other (ONNX int8 96 ms instead of 61).
+    Memory patterns are off (below). Spinning is off: onnxruntime's idle threads otherwise keep
+    a core busy for milliseconds after each run, which slowed whatever ran next on a 2-core CPU
+    by half (a LiteRT int8 model after an ONNX one: 70 ms instead of 41) and two sessions'
+    spinning threads fought each other (ONNX int8 96 ms instead of 61).
     """
     import onnxruntime as ort
 
