@@ -13,10 +13,8 @@ _STARTED = time.perf_counter()
 
 import dataclasses
 import json
-import resource
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 from benchmarks.environment import quiet_env
@@ -51,18 +49,10 @@ def _segment_with_keras(variant: Variant, image: Any) -> tuple[float, float]:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB (10^6 bytes).
+    """This process's peak resident memory in MB (10^6 bytes), as the report gives it."""
+    from runtime.memory import peak_rss_bytes
 
-    Linux's VmHWM belongs to the address space that exec made; ru_maxrss would also count
-    the parent's pages that the child had before exec (600 MB of a TensorFlow parent).
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e6  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # KiB on Linux
+    return peak_rss_bytes() / 1e6
 
 
 def _child(variant: Variant, size: int) -> dict[str, float]:

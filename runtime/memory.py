@@ -60,19 +60,25 @@ class ModelMemory:
         return dataclasses.asdict(self)
 
 
-def peak_rss_mb() -> float:
+def peak_rss_bytes() -> int:
     """This process's peak resident memory so far.
 
-    Linux: VmHWM, the high-water mark of this program's own memory (`ru_maxrss` would carry
-    a parent's peak over fork and exec). Elsewhere `ru_maxrss` (bytes on macOS).
+    Linux: VmHWM, the high-water mark of the address space exec made (`ru_maxrss` would also
+    count a parent's pages from before exec: 600 MB of a TensorFlow parent). Elsewhere
+    `ru_maxrss` (bytes on macOS, KiB on Linux).
     """
     status = Path("/proc/self/status")
     if status.exists():
         for line in status.read_text().splitlines():
             if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
+                return int(line.split()[1]) * 1024
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MB if sys.platform == "darwin" else peak / 1024
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def peak_rss_mb() -> float:
+    """`peak_rss_bytes` in MB of 2^20 bytes, the unit of `max_memory_mb`."""
+    return peak_rss_bytes() / MB
 
 
 def measure_model(path: Path, fmt: str, shapes: list[tuple[int, ...]]) -> ModelMemory:
