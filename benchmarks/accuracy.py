@@ -7,12 +7,12 @@ the float Keras model runs on the same tiles, so a difference is the model's, no
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from benchmarks.report import Example
+from benchmarks.schema import Accuracy, Scores, VariantScores
 from benchmarks.variants import Variant, manifest_json
 from optimize.parity import Reference, compare
 from runtime.bundle import read_manifest
@@ -62,10 +62,10 @@ def _probabilities(variant: Variant, images: list[np.ndarray]) -> list[np.ndarra
 
 
 def measure_accuracy(
-    reference_variant: Variant, variants: list[Variant], samples: list[Sample]
-) -> tuple[dict[str, Any], list[Example]]:
+    reference_variant: Variant, variants: list[Variant], samples: list[Sample], data: str
+) -> tuple[Accuracy, list[Example]]:
     """Scores of every variant against the reference (the float Keras model when there is one)
-    and the labels; overlay examples."""
+    and the labels of `data`; overlay examples."""
     classes = reference_variant.classes
     images = [s.image for s in samples]
     labels = [s.mask for s in samples]
@@ -76,39 +76,43 @@ def measure_accuracy(
     }
     truth = np.concatenate([label.ravel() for label in labels])
     overall_ref = Reference(None, truth, _pooled(float_probs), classes)
-    result: dict[str, Any] = {
-        "images": [s.name for s in samples],
-        "has_labels": True,
-        "float": {
-            "overall": overall_ref.truth_scores(overall_ref.masks),
-            "per_image": {n: r.truth_scores(r.masks) for n, r in per_image_refs.items()},
-        },
-        "variants": {},
-    }
+    float_scores = VariantScores(
+        Scores(**overall_ref.truth_scores(overall_ref.masks)),
+        {n: Scores(**r.truth_scores(r.masks)) for n, r in per_image_refs.items()},
+    )
+    scores: dict[str, VariantScores] = {}
     examples, gated_masks = [], {}
     for variant in tqdm(variants, desc="parity and accuracy"):
         probs = float_probs if variant is reference_variant else _probabilities(variant, images)
         if variant.key in GATED_KEYS:
             gated_masks[variant.name] = [masks_from_probabilities(p) for p in probs]
-        result["variants"][variant.name] = {
-            "overall": compare(overall_ref, _pooled(probs)),
-            "per_image": {
-                name: compare(per_image_refs[name], p)
+        scores[variant.name] = VariantScores(
+            Scores(**compare(overall_ref, _pooled(probs))),
+            {
+                name: Scores(**compare(per_image_refs[name], p))
                 for name, p in zip(per_image_refs, probs, strict=True)
             },
-        }
+        )
         if variant.name == EXAMPLE_VARIANT:
             examples = [
                 _example(s, fp, masks_from_probabilities(p), variant.name)
                 for s, fp, p in list(zip(samples, float_probs, probs, strict=True))[:EXAMPLES]
             ]
-    worst = _worst(result["variants"], gated_masks, [s.name for s in samples])
+    worst = _worst(scores, gated_masks, [s.name for s in samples])
     if worst and (worst[1] >= EXAMPLES or worst[0] != EXAMPLE_VARIANT):
         name, index = worst
         sample = samples[index]
         example = _example(sample, float_probs[index], gated_masks[name][index], name)
         examples.append(dataclasses.replace(example, name=f"{sample.name}, the worst"))
-    return result, examples
+    accuracy = Accuracy(
+        images=tuple(s.name for s in samples),
+        has_labels=True,
+        float_model=float_scores,
+        variants=scores,
+        data=data,
+        reference=reference_variant.name,
+    )
+    return accuracy, examples
 
 
 def _example(sample: Sample, float_probs: np.ndarray, mask: np.ndarray, variant: str) -> Example:
@@ -123,12 +127,12 @@ def _example(sample: Sample, float_probs: np.ndarray, mask: np.ndarray, variant:
 
 
 def _worst(
-    scores: dict[str, Any], gated: dict[str, list[np.ndarray]], names: list[str]
+    scores: dict[str, VariantScores], gated: dict[str, list[np.ndarray]], names: list[str]
 ) -> tuple[str, int] | None:
     """The gated model that agrees least with float overall, and its least agreeing image."""
     if not gated:
         return None
-    model = min(gated, key=lambda v: scores[v]["overall"]["agreement_with_float"])
-    per_image = scores[model]["per_image"]
-    image = min(range(len(names)), key=lambda i: per_image[names[i]]["agreement_with_float"])
+    model = min(gated, key=lambda v: scores[v].overall.agreement_with_float)
+    per_image = scores[model].per_image
+    image = min(range(len(names)), key=lambda i: per_image[names[i]].agreement_with_float)
     return model, image

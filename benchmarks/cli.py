@@ -7,20 +7,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.environment import environment
 from benchmarks.report import write_report
-from benchmarks.variants import MAIN, Variant, bundle_variants, keras_variant
+from benchmarks.schema import MAIN, Report, Skipped
+from benchmarks.variants import Variant, bundle_variants, keras_variant
 from runtime.backends import installed_backends
 from runtime.bundle import MANIFEST, read_manifest
-from runtime.choice import choose
+from runtime.choice import Choice, choose
 from runtime.config import stage_config
 from runtime.cpu import has_int8_dot_product
 from runtime.errors import UserError
@@ -30,7 +31,6 @@ from runtime.memory import DEFAULT_MAX_MEMORY_MB
 
 log = logging.getLogger(__name__)
 
-SCHEMA = 1
 BASELINE = "tflite fp32"
 REPORT = "report.json"
 
@@ -54,34 +54,32 @@ def _bundles(given: list[str]) -> dict[str, Path]:
 
 def collect_variants(
     bundles: dict[str, Path], keras_path: Path | None, max_memory_mb: float = DEFAULT_MAX_MEMORY_MB
-) -> tuple[list[Variant], list[dict[str, str]]]:
+) -> tuple[list[Variant], list[Skipped]]:
     """Every variant to measure, and the skipped ones with the reason."""
     found = {label: bundle_variants(label, path, max_memory_mb) for label, path in bundles.items()}
     keras, why = keras_variant(found[MAIN], keras_path)
-    skipped = [] if keras else [{"name": "keras fp32", "reason": why}]
+    skipped = [] if keras else [Skipped("keras fp32", why)]
     variants = ([keras] if keras else []) + [v for vs in found.values() for v in vs]
     installed = set(installed_backends())
     usable = []
     for v in variants:
         if v.backend and v.backend not in installed:
-            skipped.append(
-                {"name": v.name, "reason": f"the {v.backend} interpreter is not installed"}
-            )
+            skipped.append(Skipped(v.name, f"the {v.backend} interpreter is not installed"))
         else:
             usable.append(v)
     if not any(v.key == "int8" and v.bundle != MAIN for v in usable):
         skipped.append(
-            {
-                "name": "pruned / filter-pruned int8",
-                "reason": "no further bundle given: add --bundle LABEL=PATH for each",
-            }
+            Skipped(
+                "pruned / filter-pruned int8",
+                "no further bundle given: add --bundle LABEL=PATH for each",
+            )
         )
     return usable, skipped
 
 
 def measure(
     bundles: dict[str, Path], keras_path: Path | None, data: str | None, config: BenchmarkConfig
-) -> tuple[dict[str, Any], list]:
+) -> tuple[Report, list]:
     """The whole report and the overlay examples."""
     # Here, not at the top: --help and argument errors answer without loading TensorFlow.
     from benchmarks.accuracy import held_out_samples, measure_accuracy
@@ -111,46 +109,43 @@ def measure(
     )
     threads = max(config.thread_counts)
     end_to_end = measure_end_to_end(variants, config, threads)
-    accuracy, examples = measure_accuracy(reference, variants, samples)
-    accuracy |= {"data": source, "reference": reference.name}
+    accuracy, examples = measure_accuracy(reference, variants, samples, source)
     env = environment()
+    capability = env.int8_capability or ""
     choice = _auto_choice(bundles[MAIN], threads)
-    report = {
-        "schema": SCHEMA,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "config": {
+    targets = check_targets(variants, latency, accuracy, largest, threads, capability, choice)
+    report = Report(
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        config={
             "bundles": {k: str(v) for k, v in bundles.items()},
             "keras": next((v.path for v in variants if v.format == "keras"), None),
             "data": source,
             **config.to_dict(),
         },
-        "environment": env,
-        "ceiling": ceilings,
-        "baseline": baseline,
-        "variants": [v.describe(config.sizes) for v in variants],
-        "skipped": skipped,
-        "latency": latency,
-        "cold_start": cold,
-        "end_to_end": end_to_end,
-        "accuracy": accuracy,
-        "choice": choice,
-        "targets": check_targets(
-            variants, latency, accuracy, largest, threads, env["int8_capability"], choice
-        )
-        + end_to_end_targets(end_to_end),
-    }
-    if not has_int8_dot_product(env["int8_capability"]):
-        report["targets_note"] = NO_DOT_PRODUCT_NOTE.format(capability=env["int8_capability"])
-    report["wall_seconds"] = time.perf_counter() - started
-    return report, examples
+        environment=env,
+        ceiling=tuple(ceilings),
+        baseline=baseline,
+        variants=tuple(v.describe(config.sizes) for v in variants),
+        skipped=tuple(skipped),
+        latency=tuple(latency),
+        cold_start=tuple(cold),
+        end_to_end=end_to_end,
+        accuracy=accuracy,
+        choice=choice,
+        targets=tuple(targets + end_to_end_targets(end_to_end)),
+        targets_note=None
+        if has_int8_dot_product(capability)
+        else NO_DOT_PRODUCT_NOTE.format(capability=capability),
+    )
+    return dataclasses.replace(report, wall_seconds=time.perf_counter() - started), examples
 
 
-def _auto_choice(bundle: Path, threads: int) -> dict[str, Any] | None:
+def _auto_choice(bundle: Path, threads: int) -> Choice | None:
     """What precision="auto" picks on this machine, measured afresh (not from the cache)."""
     manifest = read_manifest(bundle)
     if manifest.golden is None:
         return None  # an older bundle: the runtime takes its int8 model
-    return choose(bundle, manifest, num_threads=threads, refresh=True).to_dict()
+    return choose(bundle, manifest, num_threads=threads, refresh=True)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -239,10 +234,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _print_summary(report: dict[str, Any]) -> None:
-    for target in report["targets"]:
-        mark = "met   " if target["met"] else "MISSED"
-        print(f"{mark} {target['claim']}: {target['measured']:.3g} (target {target['target']:g})")
+def _print_summary(report: Report) -> None:
+    for target in report.targets:
+        mark = "met   " if target.met else "MISSED"
+        print(f"{mark} {target.claim}: {target.measured:.3g} (target {target.target:g})")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -260,8 +255,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     _print_summary(report)
-    print(f"\nreport: {out / 'report.html'} ({report['wall_seconds']:.0f} s)")
-    missed = [t["claim"] for t in report["targets"] if not t["met"]]
+    print(f"\nreport: {out / 'report.html'} ({report.wall_seconds:.0f} s)")
+    missed = [t.claim for t in report.targets if not t.met]
     if missed and args.fail_on_target:
         print(
             f"error: {len(missed)} target(s) missed (exit 1; --no-fail-on-target to report only)",

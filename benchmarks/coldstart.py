@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from benchmarks.environment import quiet_env
+from benchmarks.schema import ColdStart
 from benchmarks.variants import Variant
 
 
@@ -71,7 +72,7 @@ def _child(variant: Variant, size: int) -> dict[str, float]:
     }
 
 
-def measure_cold_start(variant: Variant, size: int) -> dict[str, Any]:
+def measure_cold_start(variant: Variant, size: int) -> ColdStart:
     """Wall seconds of a fresh process segmenting one size x size image, and its phases."""
     start = time.perf_counter()
     done = subprocess.run(
@@ -89,9 +90,9 @@ def measure_cold_start(variant: Variant, size: int) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"variant": variant.name, "size": size, "error": last}
+        return ColdStart(variant.name, size, error=last)
     phases = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"variant": variant.name, "size": size, "seconds": seconds, **phases}
+    return ColdStart(variant.name, size, seconds, **phases)
 
 
 if __name__ == "__main__":

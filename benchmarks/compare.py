@@ -14,12 +14,11 @@ import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+from benchmarks.schema import SCHEMA, Report, SchemaError, Scores, plural
 from runtime.errors import UserError
 from runtime.log import add_verbosity, configure
 
-SCHEMA = 1
 KINDS = ("slower", "larger", "less accurate", "missing")
 
 
@@ -40,8 +39,8 @@ class Finding:
 
 
 def compare_reports(
-    old: dict,
-    new: dict,
+    old: Report,
+    new: Report,
     latency_tolerance: float = 0.10,
     size_tolerance: float = 0.005,
     dice_tolerance: float = 0.005,
@@ -65,50 +64,36 @@ def compare_reports(
     return findings
 
 
-def _missing_variants(old: dict, new: dict) -> dict[str, str]:
+def _missing_variants(old: Report, new: Report) -> dict[str, str]:
     """Variants of `old` that `new` lacks -> why (the new report's skip reason when it gave one)."""
-    present = _variant_names(new)
-    reasons = {s.get("name"): s.get("reason") for s in _entries(new, "skipped")}
+    present = new.variant_names()
+    reasons = {s.name: s.reason for s in new.skipped}
     return {
         name: f"skipped: {reasons[name]}" if reasons.get(name) else "not in the new report"
-        for name in _variant_names(old)
+        for name in old.variant_names()
         if name not in present
     }
 
 
-def _variant_names(report: dict) -> list[str]:
-    names = [v["name"] for v in _entries(report, "variants") if "name" in v]
-    for entry in [*_entries(report, "latency"), *_entries(report, "cold_start")]:
-        if entry.get("variant") is not None and entry["variant"] not in names:
-            names.append(entry["variant"])
-    names += [n for n in _accuracy_of(report) if n not in names]
-    return names
-
-
-def _latency(old: dict, new: dict, tolerance: float) -> Iterator[Finding]:
-    new_p50 = {_latency_key(e): e.get("p50_ms") for e in _entries(new, "latency")}
-    for entry in _entries(old, "latency"):
-        key = _latency_key(entry)
-        variant, size, threads, batch = key
-        what = f"{variant}: p50 at {size} px, {_plural(threads, 'thread')}, batch {batch}"
-        finding = _grown("slower", what, entry.get("p50_ms"), new_p50.get(key), tolerance, "ms")
+def _latency(old: Report, new: Report, tolerance: float) -> Iterator[Finding]:
+    new_p50 = {(e.variant, e.setting): e.p50_ms for e in new.latency}
+    for entry in old.latency:
+        size, threads, batch = entry.setting
+        what = f"{entry.variant}: p50 at {size} px, {plural(threads, 'thread')}, batch {batch}"
+        after = new_p50.get((entry.variant, entry.setting))
+        finding = _grown("slower", what, entry.p50_ms, after, tolerance, "ms")
         if finding:
             yield finding
 
 
-def _latency_key(entry: dict) -> tuple[Any, Any, Any, Any]:
-    return (entry.get("variant"), entry.get("size"), entry.get("threads"), entry.get("batch", 1))
-
-
-def _sizes(old: dict, new: dict, tolerance: float) -> Iterator[Finding]:
-    new_sizes = {v.get("name"): v.get("size_bytes") for v in _entries(new, "variants")}
-    for variant in _entries(old, "variants"):
-        name = variant.get("name")
+def _sizes(old: Report, new: Report, tolerance: float) -> Iterator[Finding]:
+    new_sizes = {v.name: v.size_bytes for v in new.variants}
+    for v in old.variants:
         finding = _grown(
             "larger",
-            f"{name}: file size",
-            variant.get("size_bytes"),
-            new_sizes.get(name),
+            f"{v.name}: file size",
+            v.size_bytes,
+            new_sizes.get(v.name),
             tolerance,
             "bytes",
         )
@@ -116,57 +101,60 @@ def _sizes(old: dict, new: dict, tolerance: float) -> Iterator[Finding]:
             yield finding
 
 
-def _accuracy(old: dict, new: dict, tolerance: float) -> list[Finding]:
-    old_acc, new_acc = _accuracy_of(old), _accuracy_of(new)
-    old_float, new_float = _float_overall(old), _float_overall(new)
+def _accuracy(old: Report, new: Report, tolerance: float) -> list[Finding]:
+    old_acc, new_acc = _scored(old), _scored(new)
     findings = []
-    if "dice_vs_truth" in old_float and "dice_vs_truth" in new_float:
-        old_acc = {"float (Keras)": old_float, **old_acc}
-        new_acc = {"float (Keras)": new_float, **new_acc}
     for name, before in old_acc.items():
         after = new_acc.get(name)
         if after is None:
             continue
-        key = (
-            "dice_vs_truth"
-            if _both_numbers(before, after, "dice_vs_truth")
-            else "agreement_with_float"
-        )
-        finding = _dropped(name, key, before.get(key), after.get(key), tolerance)
+        with_truth = before.dice_vs_truth is not None and after.dice_vs_truth is not None
+        key = "dice_vs_truth" if with_truth else "agreement_with_float"
+        finding = _dropped(name, key, getattr(before, key), getattr(after, key), tolerance)
         if finding:
             findings.append(finding)
     return findings
 
 
-def _dropped(name: str, key: str, old: Any, new: Any, tolerance: float) -> Finding | None:
-    if not (_is_number(old) and _is_number(new)) or old - new <= tolerance:
+def _scored(report: Report) -> dict[str, Scores]:
+    """Variant name -> its overall scores; the float model's too where it has Dice vs truth."""
+    accuracy = report.accuracy
+    if accuracy is None:
+        return {}
+    scored = {name: result.overall for name, result in accuracy.variants.items()}
+    reference = accuracy.float_model
+    if reference is not None and reference.overall.dice_vs_truth is not None:
+        scored = {"float (Keras)": reference.overall, **scored}
+    return scored
+
+
+def _dropped(
+    name: str, key: str, old: float | None, new: float | None, tolerance: float
+) -> Finding | None:
+    if old is None or new is None or old - new <= tolerance:
         return None
     label = "Dice vs truth" if key == "dice_vs_truth" else "agreement with float"
-    return Finding("less accurate", f"{name}: {label}", float(old), float(new), f"{new - old:+.4f}")
+    return Finding("less accurate", f"{name}: {label}", old, new, f"{new - old:+.4f}")
 
 
 def _cold_start(
-    old: dict, new: dict, time_tolerance: float, memory_tolerance: float
+    old: Report, new: Report, time_tolerance: float, memory_tolerance: float
 ) -> Iterator[Finding]:
-    after = {e.get("variant"): e for e in _entries(new, "cold_start")}
-    for before in _entries(old, "cold_start"):
-        name = before.get("variant")
-        if name not in after:
+    after = {e.variant: e for e in new.cold_start}
+    for before in old.cold_start:
+        now = after.get(before.variant)
+        if now is None:
             continue
+        name = before.variant
         for finding in (
             _grown(
-                "slower",
-                f"{name}: cold start",
-                before.get("seconds"),
-                after[name].get("seconds"),
-                time_tolerance,
-                "s",
+                "slower", f"{name}: cold start", before.seconds, now.seconds, time_tolerance, "s"
             ),
             _grown(
                 "larger",
                 f"{name}: peak RSS",
-                before.get("peak_rss_mb"),
-                after[name].get("peak_rss_mb"),
+                before.peak_rss_mb,
+                now.peak_rss_mb,
                 memory_tolerance,
                 "MB",
             ),
@@ -175,54 +163,20 @@ def _cold_start(
                 yield finding
 
 
-def _grown(kind: str, what: str, old: Any, new: Any, tolerance: float, unit: str) -> Finding | None:
+def _grown(
+    kind: str, what: str, old: float | None, new: float | None, tolerance: float, unit: str
+) -> Finding | None:
     """A finding when `new` exceeds `old` by more than the relative `tolerance`."""
-    if not (_is_number(old) and _is_number(new)) or old <= 0 or new <= old * (1 + tolerance):
+    if old is None or new is None or old <= 0 or new <= old * (1 + tolerance):
         return None
-    return Finding(kind, what, float(old), float(new), f"{(new / old - 1) * 100:+.1f} %", unit)
-
-
-def _entries(report: dict, key: str) -> list[dict]:
-    value = report.get(key)
-    return [e for e in value if isinstance(e, dict)] if isinstance(value, list) else []
-
-
-def _accuracy_of(report: dict) -> dict[str, dict]:
-    """Variant name -> its overall accuracy."""
-    variants = _dict(_dict(report.get("accuracy")).get("variants"))
-    return {
-        name: result["overall"]
-        for name, result in variants.items()
-        if isinstance(result, dict) and isinstance(result.get("overall"), dict)
-    }
-
-
-def _float_overall(report: dict) -> dict:
-    return _dict(_dict(_dict(report.get("accuracy")).get("float")).get("overall"))
-
-
-def _dict(value: Any) -> dict:
-    """`value` when it is a dict, else an empty one: a hand-edited report must not crash us."""
-    return value if isinstance(value, dict) else {}
-
-
-def _both_numbers(a: dict, b: dict, key: str) -> bool:
-    return _is_number(a.get(key)) and _is_number(b.get(key))
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _plural(count: Any, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
+    return Finding(kind, what, old, new, f"{(new / old - 1) * 100:+.1f} %", unit)
 
 
 # --------------------------------------------------------------------------------------------
 # Reading reports and printing
 
 
-def load_report(path: Path) -> dict:
+def load_report(path: Path) -> Report:
     """A report.json (or a folder that holds one); a UserError names what is wrong with it."""
     hint = "give report.json files written by python -m benchmarks"
     if path.is_dir() and (path / "report.json").is_file():
@@ -232,7 +186,7 @@ def load_report(path: Path) -> dict:
     if path.is_dir():
         raise UserError(f"{path} is a folder without report.json: {hint}")
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:
         raise UserError(f"cannot read {path} ({error.strerror or error}): {hint}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -242,28 +196,16 @@ def load_report(path: Path) -> dict:
             else "not text"
         )
         raise UserError(f"{path} is not JSON ({reason}): {hint}") from None
-    _check_report(report, path, hint)
-    return report
-
-
-def _check_report(report: Any, path: Path, hint: str) -> None:
-    if not isinstance(report, dict) or "schema" not in report:
+    if not isinstance(data, dict) or "schema" not in data:
         raise UserError(f'{path} is not a benchmark report (no "schema" key): {hint}')
-    if report["schema"] != SCHEMA:
+    if data["schema"] != SCHEMA:
         raise UserError(
-            f"{path} has report schema {report['schema']!r}; this compare reads schema {SCHEMA}"
+            f"{path} has report schema {data['schema']!r}; this compare reads schema {SCHEMA}"
         )
-    for key, kind in (
-        ("variants", list),
-        ("latency", list),
-        ("cold_start", list),
-        ("skipped", list),
-        ("accuracy", dict),
-    ):
-        if key in report and not isinstance(report[key], kind | None):
-            raise UserError(
-                f'{path} is not a well-formed report ("{key}" is not a {kind.__name__}): {hint}'
-            )
+    try:
+        return Report.from_dict(data)
+    except SchemaError as error:
+        raise UserError(f"{path} is not a well-formed report ({error}): {hint}") from None
 
 
 def format_findings(findings: list[Finding]) -> str:
@@ -293,14 +235,14 @@ def _value(value: float | None, unit: str) -> str:
     return f"{value:.4f}"
 
 
-def _notes(old: dict, new: dict) -> list[str]:
+def _notes(old: Report, new: Report) -> list[str]:
     """Why numbers may differ without any regression: another machine, other data."""
     notes = []
-    cpus = [_dict(r.get("environment")).get("cpu") for r in (old, new)]
+    cpus = [r.environment.cpu for r in (old, new)]
     if cpus[0] != cpus[1]:
         notes.append(f"note: the reports come from different CPUs ({cpus[0]} vs {cpus[1]})")
-    data = [_dict(r.get("accuracy")).get("data") for r in (old, new)]
-    images = [len(_dict(r.get("accuracy")).get("images") or []) for r in (old, new)]
+    data = [r.accuracy.data if r.accuracy else None for r in (old, new)]
+    images = [len(r.accuracy.images) if r.accuracy else 0 for r in (old, new)]
     if data[0] != data[1] or images[0] != images[1]:
         notes.append(
             f"note: accuracy was measured on different data ({data[0]}, {images[0]} images "

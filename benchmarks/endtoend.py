@@ -22,12 +22,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.environment import run_worker
+from benchmarks.schema import EndToEnd, EndToEndSize, FolderRun, ProcessMemory, from_json, to_json
 from benchmarks.targets import RSS_LIMIT_MB, RSS_SIZE, TIGHT_BUDGET_MB
 from benchmarks.variants import MAIN, Variant
 
@@ -58,7 +58,7 @@ def _segmenter(variant: Variant, threads: int):
     )
 
 
-def _per_size(variant: Variant, size: int, threads: int, config: BenchmarkConfig) -> dict:
+def _per_size(variant: Variant, size: int, threads: int, config: BenchmarkConfig) -> EndToEndSize:
     """p50 of the runtime and of the interpreter alone, one image of `size`, taking turns."""
     from benchmarks.latency import RUNNERS, round_robin
 
@@ -73,18 +73,18 @@ def _per_size(variant: Variant, size: int, threads: int, config: BenchmarkConfig
         seconds=config.seconds,
         max_runs=config.max_runs,
     )
-    return {
-        "variant": variant.name,
-        "size": size,
-        "threads": threads,
-        "runs": len(times["runtime"]),
-        "runtime_ms": float(np.median(times["runtime"])) * 1e3,
-        "interpreter_ms": float(np.median(times["interpreter"])) * 1e3,
+    return EndToEndSize(
+        variant=variant.name,
+        size=size,
+        threads=threads,
+        runs=len(times["runtime"]),
+        runtime_ms=float(np.median(times["runtime"])) * 1e3,
+        interpreter_ms=float(np.median(times["interpreter"])) * 1e3,
         **dataclasses.asdict(plan),
-    }
+    )
 
 
-def _folder(variant: Variant, size: int, count: int, threads: int) -> dict[str, Any]:
+def _folder(variant: Variant, size: int, count: int, threads: int) -> FolderRun:
     """Images per second of `runtime.predict`'s pipeline over `count` PNGs of `size` px:
     synthetic EM slices, whose masks have the structure real ones have (a mask of noise is
     the slowest PNG to encode: 5 ms at 512 px, several times a real one's)."""
@@ -108,7 +108,7 @@ def _folder(variant: Variant, size: int, count: int, threads: int) -> dict[str, 
             start = time.perf_counter()
             segment_files(segmenter, paths, out)
             seconds = time.perf_counter() - start
-    return {"variant": variant.name, "size": size, "images": count, "images_per_s": count / seconds}
+    return FolderRun(variant.name, size, count, count / seconds)
 
 
 def _worker(spec_path: Path, out_path: Path) -> None:
@@ -124,47 +124,44 @@ def _worker(spec_path: Path, out_path: Path) -> None:
         if config.folder_images
         else []
     )
-    out_path.write_text(json.dumps({"sizes": sizes, "folder": folder}))
+    out_path.write_text(json.dumps(to_json(EndToEnd(tuple(sizes), tuple(folder)))))
 
 
-def measure_end_to_end(
-    variants: list[Variant], config: BenchmarkConfig, threads: int
-) -> dict[str, list[dict[str, Any]]]:
+def measure_end_to_end(variants: list[Variant], config: BenchmarkConfig, threads: int) -> EndToEnd:
     """The timings (a fresh process) and each size's cold-start memory (a process each)."""
     chosen = end_to_end_variants(variants)
     if not chosen or not config.end_to_end_sizes:
-        return {"sizes": [], "folder": [], "memory": []}
+        return EndToEnd()
     spec = {
         "threads": threads,
         "config": config.to_dict(),
         "variants": [dataclasses.asdict(v) for v in chosen],
     }
-    result = run_worker("benchmarks.endtoend", spec)
+    timed = from_json(EndToEnd, run_worker("benchmarks.endtoend", spec), "end_to_end")
     memory = [_fresh_process(v, size) for size in config.end_to_end_sizes for v in chosen]
     # An int8 model that needs more than RSS_LIMIT_MB for RSS_SIZE px in one pass: again
     # with a budget that tiles it, to show what staying within the limit costs.
     over = {
-        e["variant"]
+        e.variant
         for e in memory
-        if e["size"] == RSS_SIZE
-        and "int8" in e["variant"]
-        and e.get("peak_rss_mb", 0) > RSS_LIMIT_MB
+        if e.size == RSS_SIZE and "int8" in e.variant and (e.peak_rss_mb or 0) > RSS_LIMIT_MB
     }
     memory += [
         _fresh_process(dataclasses.replace(v, max_memory_mb=TIGHT_BUDGET_MB), RSS_SIZE)
         for v in chosen
         if v.name in over
     ]
-    return result | {"memory": memory}
+    return dataclasses.replace(timed, memory=tuple(memory))
 
 
-def _fresh_process(variant: Variant, size: int) -> dict[str, Any]:
+def _fresh_process(variant: Variant, size: int) -> ProcessMemory:
     """Peak RSS and phases of a fresh process segmenting one image, with the runtime's plan."""
     from benchmarks.coldstart import measure_cold_start
 
     log.info("memory: %s, %d px", variant.name, size)
+    cold = dataclasses.asdict(measure_cold_start(variant, size))
     plan = dataclasses.asdict(variant.plan(size))
-    return measure_cold_start(variant, size) | plan | {"max_memory_mb": variant.max_memory_mb}
+    return ProcessMemory(**cold, **plan, max_memory_mb=variant.max_memory_mb)
 
 
 if __name__ == "__main__":

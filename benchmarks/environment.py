@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.schema import Environment, GitState
 from runtime.cpu import cpu_flags, cpu_info
 from runtime.versions import package_versions
 
@@ -39,34 +40,34 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _git(root: Path) -> dict[str, Any]:
+def _git(root: Path) -> GitState:
     def git(*args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
 
     try:
-        return {"revision": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+        return GitState(git("rev-parse", "HEAD"), bool(git("status", "--porcelain")))
     except (OSError, subprocess.CalledProcessError):
-        return {"revision": None, "dirty": None}
+        return GitState()
 
 
-def environment() -> dict[str, Any]:
+def environment() -> Environment:
     cpu, flags = cpu_info(), cpu_flags()
-    return {
-        "cpu": cpu["model"],
-        "microarchitecture": cpu["microarchitecture"],
-        "int8_capability": cpu["int8"],
-        "machine": platform.machine(),
-        "cores": usable_cores(),
-        "flags": {name: flag in flags for flag, name in CPU_FLAGS.items()},
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "packages": {
+    return Environment(
+        cpu=cpu["model"],
+        microarchitecture=cpu["microarchitecture"],
+        int8_capability=cpu["int8"],
+        machine=platform.machine(),
+        cores=usable_cores(),
+        flags={name: flag in flags for flag, name in CPU_FLAGS.items()},
+        os=platform.platform(),
+        python=platform.python_version(),
+        packages={
             p: v for p, v in package_versions().items() if p != "python" and v != "not installed"
         },
-        "git": _git(Path(__file__).resolve().parent.parent),
-    }
+        git=_git(Path(__file__).resolve().parent.parent),
+    )
 
 
 def gemm_ceiling(threads: int, side: int = 2048, repeats: int = 5) -> float:

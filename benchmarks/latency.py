@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.environment import gemm_ceiling, run_worker
+from benchmarks.schema import Ceiling, Latency, from_json, to_json
 from benchmarks.variants import Variant
 
 Runner = Callable[[], None]
@@ -159,7 +160,7 @@ def round_robin(
 
 
 def summarize(seconds: list[float], images: int, macs: int, ceiling: float) -> dict[str, Any]:
-    """Percentiles in ms; throughput and GMAC/s from the median."""
+    """`Latency`'s timing fields: percentiles in ms; throughput and GMAC/s from the median."""
     ms = np.asarray(seconds) * 1e3
     p50, p90, p99 = (float(np.percentile(ms, q)) for q in (50, 90, 99))
     gmacs = macs * images / (p50 / 1e3) / 1e9
@@ -186,7 +187,7 @@ def _settings(config: BenchmarkConfig, threads: int) -> list[tuple[int, int]]:
 
 def measure_threads(
     variants: list[Variant], config: BenchmarkConfig, threads: int
-) -> tuple[list[dict[str, Any]], float]:
+) -> tuple[list[Latency], float]:
     """Every variant at every setting for one thread count; returns entries and the ceiling."""
     ceiling = gemm_ceiling(threads)
     entries = []
@@ -202,9 +203,18 @@ def measure_threads(
             runners, config.warmup, config.min_runs, config.seconds, config.max_runs
         )
         for v in variants:
-            entry = {"variant": v.name, "size": size, "threads": threads, "batch": batch}
-            entry |= {"tiles": v.tiles(size), "batched": batched[v.name]}
-            entries.append(entry | summarize(times[v.name], batch, v.macs(size), ceiling))
+            timings = summarize(times[v.name], batch, v.macs(size), ceiling)
+            entries.append(
+                Latency(
+                    variant=v.name,
+                    size=size,
+                    threads=threads,
+                    batch=batch,
+                    tiles=v.tiles(size),
+                    batched=batched[v.name],
+                    **timings,
+                )
+            )
         del runners
         gc.collect()
     return entries, ceiling
@@ -212,9 +222,10 @@ def measure_threads(
 
 def measure_latency(
     variants: list[Variant], config: BenchmarkConfig
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[Latency], list[Ceiling]]:
     """Latency entries and the GEMM ceiling for each thread count, a fresh process each."""
-    entries, ceilings = [], []
+    entries: list[Latency] = []
+    ceilings: list[Ceiling] = []
     for threads in config.thread_counts:
         spec = {
             "threads": threads,
@@ -222,8 +233,8 @@ def measure_latency(
             "variants": [dataclasses.asdict(v) for v in variants],
         }
         result = run_worker("benchmarks.latency", spec)
-        entries += result["entries"]
-        ceilings.append({"threads": threads, "gmacs_per_s": result["ceiling"]})
+        entries += from_json(tuple[Latency, ...], result["entries"], "latency")
+        ceilings.append(Ceiling(threads, result["ceiling"]))
     return entries, ceilings
 
 
@@ -237,7 +248,7 @@ def _worker(spec_path: Path, out_path: Path) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     entries, ceiling = measure_threads(variants, BenchmarkConfig.from_dict(spec["config"]), threads)
-    out_path.write_text(json.dumps({"entries": entries, "ceiling": ceiling}))
+    out_path.write_text(json.dumps({"entries": to_json(entries), "ceiling": ceiling}))
 
 
 if __name__ == "__main__":

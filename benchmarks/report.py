@@ -19,6 +19,18 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.schema import (
+    MAIN,
+    Accuracy,
+    Environment,
+    Latency,
+    Report,
+    Scores,
+    VariantInfo,
+    VariantScores,
+    plural,
+)
+from runtime.choice import Choice
 from runtime.io import write_bytes_atomic, write_json_atomic
 
 DASH = "—"  # a value that was not measured
@@ -60,7 +72,7 @@ class _Section:
 # Public API
 
 
-def write_report(report: dict, examples: list[Example], out: Path) -> dict[str, Path]:
+def write_report(report: Report, examples: list[Example], out: Path) -> dict[str, Path]:
     """Writes the plots, report.md, report.html and report.json under `out`, each atomically.
 
     report.json is written last, so its presence means that the whole report is there.
@@ -69,7 +81,6 @@ def write_report(report: dict, examples: list[Example], out: Path) -> dict[str, 
         Each file's path relative to `out` (e.g. "report.md", "plots/latency.png") -> its path.
     """
     out = Path(out)
-    report = _jsonable(report)
     plots = _draw_plots(report, examples)
     files = {f"plots/{name}.png": out / "plots" / f"{name}.png" for name in plots}
     for (_, data), path in zip(plots.values(), files.values(), strict=True):
@@ -80,22 +91,21 @@ def write_report(report: dict, examples: list[Example], out: Path) -> dict[str, 
     files["report.html"] = out / "report.html"
     write_bytes_atomic(files["report.html"], _html(report, plots).encode())
     files["report.json"] = out / "report.json"
-    write_json_atomic(files["report.json"], report)
+    write_json_atomic(files["report.json"], report.to_dict())
     return files
 
 
-def render_markdown(report: dict, plots: Mapping[str, str] | None = None) -> str:
+def render_markdown(report: Report, plots: Mapping[str, str] | None = None) -> str:
     """The report as Markdown tables; `plots` maps a plot's key to the path the .md links."""
-    plots, report = plots or {}, _jsonable(report)
+    plots = plots or {}
     lines = [f"# {_title(report)}", ""]
     for section in _sections(report):
         lines += _markdown_section(section, plots)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def render_html(report: dict, examples: list[Example]) -> str:
+def render_html(report: Report, examples: list[Example]) -> str:
     """One self-contained page: inline CSS, plots as base64 PNGs, no scripts or external links."""
-    report = _jsonable(report)
     return _html(report, _draw_plots(report, examples))
 
 
@@ -103,90 +113,52 @@ def render_html(report: dict, examples: list[Example]) -> str:
 # Reading the report
 
 
-def _variants(report: dict) -> list[dict]:
-    return [v for v in report.get("variants") or [] if isinstance(v, dict) and "name" in v]
+def _has_labels(report: Report) -> bool:
+    return report.accuracy is not None and report.accuracy.has_labels
 
 
-def _variant_order(report: dict) -> list[str]:
-    """Variant names in the report's order, then names that appear only in measurements."""
-    names = [v["name"] for v in _variants(report)]
-    for entry in [*_latency(report), *(report.get("cold_start") or [])]:
-        if entry.get("variant") not in names:
-            names.append(entry.get("variant"))
-    return names
-
-
-def _latency(report: dict) -> list[dict]:
-    return [e for e in report.get("latency") or [] if isinstance(e, dict)]
-
-
-def _accuracy(report: dict) -> dict:
-    return report.get("accuracy") or {}
-
-
-def _has_labels(report: dict) -> bool:
-    return bool(_accuracy(report).get("has_labels"))
-
-
-def _quality(report: dict) -> tuple[str, str]:
-    """The accuracy that ranks variants: Dice vs truth with labels, else agreement with float."""
+def _quality(report: Report) -> tuple[str, str]:
+    """The score that ranks variants: Dice vs truth with labels, else agreement with float."""
     if _has_labels(report):
         return "dice_vs_truth", "Dice vs truth"
     return "agreement_with_float", "agreement with float"
 
 
-def _overall(report: dict, variant: dict) -> dict | None:
-    """A variant's overall accuracy; the Keras model is the float reference itself."""
-    accuracy = _accuracy(report)
-    found = (accuracy.get("variants") or {}).get(variant["name"])
-    if found:
-        return found.get("overall") or {}
-    if variant.get("format") == "keras" and accuracy.get("float"):
-        return {**(accuracy["float"].get("overall") or {}), "agreement_with_float": 1.0}
-    return None
-
-
-def _size_reference(report: dict) -> dict | None:
+def _size_reference(report: Report) -> VariantInfo | None:
     """The fp32 TFLite that sizes are compared with (the baseline if there is none)."""
-    variants = _variants(report)
-    fp32 = [v for v in variants if v.get("format") == "tflite" and v.get("precision") == "fp32"]
-    main = [v for v in fp32 if v.get("bundle") == "main"]
-    baseline = [v for v in variants if v["name"] == report.get("baseline")]
+    variants = report.variants
+    fp32 = [v for v in variants if v.format == "tflite" and v.precision == "fp32"]
+    main = [v for v in fp32 if v.bundle == MAIN]
+    baseline = [v for v in variants if v.name == report.baseline]
     return (main or fp32 or baseline or [None])[0]
 
 
-def _latency_groups(report: dict) -> dict[tuple[int, int, int], list[dict]]:
+def _latency_groups(report: Report) -> dict[tuple[int, int, int], list[Latency]]:
     """Latency entries by (size, threads, batch), in ascending order, variants in report order."""
-    order = {name: i for i, name in enumerate(_variant_order(report))}
-    groups: dict[tuple[int, int, int], list[dict]] = {}
-    for entry in _latency(report):
-        key = (entry.get("size", 0), entry.get("threads", 0), entry.get("batch", 1))
-        groups.setdefault(key, []).append(entry)
-    return {
-        key: sorted(groups[key], key=lambda e: order.get(e.get("variant"), len(order)))
-        for key in sorted(groups)
-    }
+    order = {name: i for i, name in enumerate(report.variant_names())}
+    groups: dict[tuple[int, int, int], list[Latency]] = {}
+    for entry in report.latency:
+        groups.setdefault(entry.setting, []).append(entry)
+    return {key: sorted(groups[key], key=lambda e: order[e.variant]) for key in sorted(groups)}
 
 
-def _speedup(entry: dict, group: list[dict], baseline: str | None) -> float | None:
+def _speedup(entry: Latency, group: list[Latency], baseline: str | None) -> float | None:
     """The baseline's p50 over this entry's p50 at the same size, threads and batch."""
-    base = next((e for e in group if e.get("variant") == baseline), None)
-    if base is None or not _positive(base.get("p50_ms")) or not _positive(entry.get("p50_ms")):
-        return None
-    return base["p50_ms"] / entry["p50_ms"]
+    base = next((e for e in group if e.variant == baseline), None)
+    return _ratio(base.p50_ms, entry.p50_ms) if base else None
 
 
 # --------------------------------------------------------------------------------------------
 # Sections (shared by Markdown and HTML)
 
 
-def _title(report: dict) -> str:
-    cpu = (report.get("environment") or {}).get("cpu")
+def _title(report: Report) -> str:
+    cpu = report.environment.cpu
     return f"Benchmark report: {cpu}" if cpu else "Benchmark report"
 
 
-def _sections(report: dict) -> list[_Section]:
-    builders: list[Callable[[dict], _Section | None]] = [
+def _sections(report: Report) -> list[_Section]:
+    builders: list[Callable[[Report], _Section | None]] = [
         _header_section,
         _targets_section,
         _latency_section,
@@ -202,76 +174,71 @@ def _sections(report: dict) -> list[_Section]:
     return [s for s in (build(report) for build in builders) if s is not None]
 
 
-def _header_section(report: dict) -> _Section:
-    env = report.get("environment") or {}
-    checked = env.get("flags") or {}
-    flags = ", ".join(name for name, on in checked.items() if on)
-    if checked and not flags:
-        flags = f"none of {', '.join(checked)}"
-    machine = str(env.get("cpu") or DASH) + (f" ({env['machine']})" if env.get("machine") else "")
-    git = env.get("git") or {}
-    revision = str(git.get("revision") or DASH) + (
-        " (uncommitted changes)" if git.get("dirty") else ""
-    )
-    packages = ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items())
-    accuracy = _accuracy(report)
+def _header_section(report: Report) -> _Section:
+    env = report.environment
+    flags = ", ".join(name for name, on in env.flags.items() if on)
+    if env.flags and not flags:
+        flags = f"none of {', '.join(env.flags)}"
+    machine = (env.cpu or DASH) + (f" ({env.machine})" if env.machine else "")
+    revision = (env.git.revision or DASH) + (" (uncommitted changes)" if env.git.dirty else "")
+    packages = ", ".join(f"{k} {v}" for k, v in env.packages.items())
     facts = [
-        ("Machine", f"{machine}, {env.get('cores', DASH)} cores"),
+        ("Machine", f"{machine}, {_text(env.cores)} cores"),
         ("int8 dot product", _capability(env)),
         ("CPU flags", flags or DASH),
-        ('precision="auto"', _choice_fact(report.get("choice"))),
-        ("OS", str(env.get("os", DASH))),
-        ("Python", f"{env.get('python', DASH)}" + (f"; {packages}" if packages else "")),
+        ('precision="auto"', _choice_fact(report.choice)),
+        ("OS", _text(env.os)),
+        ("Python", _text(env.python) + (f"; {packages}" if packages else "")),
         ("Git revision", revision),
-        ("Data", _data_fact(accuracy, report)),
-        ("Baseline for speedups", str(report.get("baseline") or DASH)),
-        ("Created", f"{report.get('created', DASH)} in {_num(report.get('wall_seconds'), 0)} s"),
+        ("Data", _data_fact(report)),
+        ("Baseline for speedups", _text(report.baseline)),
+        ("Created", f"{_text(report.created)} in {_num(report.wall_seconds, 0)} s"),
     ]
     return _Section("Machine and run", facts=facts)
 
 
-def _capability(env: dict) -> str:
-    capability = env.get("int8_capability") or DASH
-    arch = env.get("microarchitecture")
+def _capability(env: Environment) -> str:
+    capability = env.int8_capability or DASH
+    arch = env.microarchitecture
     return f"{capability} ({arch})" if arch and arch != "unknown" else capability
 
 
-def _choice_fact(choice: dict | None) -> str:
+def _choice_fact(choice: Choice | None) -> str:
     """What the runtime picks on this machine (`runtime.choice`), and why."""
-    if not choice:
+    if choice is None:
         return "not measured (the bundle has no golden tiles)"
-    return (
-        f"{choice.get('file', DASH)} on {choice.get('backend', DASH)}: {choice.get('reason', '')}"
-    )
+    return f"{choice.file} on {choice.backend}: {choice.reason}"
 
 
-def _data_fact(accuracy: dict, report: dict) -> str:
-    data = accuracy.get("data") or (report.get("config") or {}).get("data") or DASH
-    images = accuracy.get("images") or []
-    labels = "with labels" if accuracy.get("has_labels") else "no labels"
-    return f"{data}, {len(images)} images, {labels}" if accuracy else str(data)
+def _data_fact(report: Report) -> str:
+    accuracy = report.accuracy
+    data = (accuracy.data if accuracy else None) or report.config.get("data") or DASH
+    if accuracy is None:
+        return str(data)
+    labels = "with labels" if accuracy.has_labels else "no labels"
+    return f"{data}, {len(accuracy.images)} images, {labels}"
 
 
-def _digits(target: Any) -> int:
+def _digits(target: float) -> int:
     """Speed-ups read well with 2 decimals; Dice budgets (0.01) need 4."""
-    return 4 if isinstance(target, int | float) and abs(target) < 0.1 else 2
+    return 4 if abs(target) < 0.1 else 2
 
 
-def _targets_section(report: dict) -> _Section | None:
-    targets = report.get("targets") or []
+def _targets_section(report: Report) -> _Section | None:
+    targets = report.targets
     if not targets:
         return None
     rows = [
         (
-            str(t.get("claim", DASH)),
-            _num(t.get("target"), _digits(t.get("target"))),
-            _num(t.get("measured"), _digits(t.get("target"))),
-            "met" if t.get("met") else "missed",
+            t.claim,
+            _num(t.target, _digits(t.target)),
+            _num(t.measured, _digits(t.target)),
+            "met" if t.met else "missed",
         )
         for t in targets
     ]
-    met = sum(1 for t in targets if t.get("met"))
-    note = report.get("targets_note")
+    met = sum(1 for t in targets if t.met)
+    note = report.targets_note
     return _Section(
         "Targets",
         tables=[_Table(("claim", "target", "measured", "result"), rows, "lrrl")],
@@ -294,23 +261,22 @@ _LATENCY_HEADERS = (
 )
 
 
-def _latency_section(report: dict) -> _Section | None:
+def _latency_section(report: Report) -> _Section | None:
     groups = _latency_groups(report)
     if not groups:
         return None
-    baseline = report.get("baseline")
+    baseline = report.baseline
     tables = [
         _Table(
             _LATENCY_HEADERS,
             [_latency_row(e, entries, baseline) for e in entries],
             "l" + "r" * (len(_LATENCY_HEADERS) - 1),
-            caption=f"{size} px, {_plural(threads, 'thread')}, batch {batch}",
+            caption=f"{size} px, {plural(threads, 'thread')}, batch {batch}",
         )
         for (size, threads, batch), entries in groups.items()
     ]
-    ceiling = report.get("ceiling") or []
-    if ceiling:
-        rows = [(str(c.get("threads", DASH)), _num(c.get("gmacs_per_s"), 1)) for c in ceiling]
+    if report.ceiling:
+        rows = [(str(c.threads), _num(c.gmacs_per_s, 1)) for c in report.ceiling]
         tables.append(_Table(("threads", "GMAC/s"), rows, "rr", caption="Compute ceiling"))
     notes = [
         f"Speedup: the p50 of {baseline} over the variant's p50 at the same size, threads and "
@@ -321,43 +287,36 @@ def _latency_section(report: dict) -> _Section | None:
         "tiles (a model with a fixed tile: its tiles); a batch runs as one call where the "
         "model takes a batch, else tile by tile."
     ]
-    measured = {e.get("variant") for e in _latency(report)}
-    unmeasured = [v["name"] for v in _variants(report) if v["name"] not in measured]
+    measured = {e.variant for e in report.latency}
+    unmeasured = [v.name for v in report.variants if v.name not in measured]
     if unmeasured:
         notes.append(f"No latency measured for: {', '.join(unmeasured)}.")
     return _Section("Latency", tables=tables, notes=notes, plots=["latency"])
 
 
-def _latency_row(entry: dict, group: list[dict], baseline: str | None) -> tuple:
-    speedup = _speedup(entry, group, baseline)
-    is_baseline = entry.get("variant") == baseline
+def _latency_row(entry: Latency, group: list[Latency], baseline: str | None) -> tuple:
+    one_by_one = " (one by one)" if entry.batch > 1 and not entry.batched else ""
     return (
-        str(entry.get("variant", DASH)),
-        _num(entry.get("p50_ms"), 1),
-        _num(entry.get("p90_ms"), 1),
-        _num(entry.get("p99_ms"), 1),
-        _num(entry.get("ms_per_image"), 1),
-        _num(entry.get("images_per_s"), 2),
-        "baseline" if is_baseline else _times(speedup),
-        _num(entry.get("gmacs_per_s"), 1),
-        _pct(entry.get("of_ceiling"), 0),  # measured against the same process's GEMM
-        str(entry.get("tiles", DASH)) + _one_by_one(entry),
-        str(entry.get("runs", DASH)),
+        entry.variant,
+        _num(entry.p50_ms, 1),
+        _num(entry.p90_ms, 1),
+        _num(entry.p99_ms, 1),
+        _num(entry.ms_per_image, 1),
+        _num(entry.images_per_s, 2),
+        "baseline" if entry.variant == baseline else _times(_speedup(entry, group, baseline)),
+        _num(entry.gmacs_per_s, 1),
+        _pct(entry.of_ceiling, 0),  # measured against the same process's GEMM
+        _text(entry.tiles) + one_by_one,
+        _text(entry.runs),
     )
 
 
-def _one_by_one(entry: dict) -> str:
-    """Marks a batch that ran tile by tile because the model takes no batch (ONNX, batch 1)."""
-    return " (one by one)" if entry.get("batch", 1) > 1 and not entry.get("batched", True) else ""
-
-
-def _size_section(report: dict) -> _Section | None:
-    variants = _variants(report)
+def _size_section(report: Report) -> _Section | None:
+    variants = report.variants
     if not variants:
         return None
     reference = _size_reference(report)
-    mac_sizes = sorted({int(s) for v in variants for s in (v.get("macs") or {})})
-    ref_name = reference["name"] if reference else DASH
+    mac_sizes = sorted({s for v in variants for s in v.macs})
     headers = (
         "variant",
         "format",
@@ -365,7 +324,7 @@ def _size_section(report: dict) -> _Section | None:
         "file",
         "MB",
         "gzip MB",
-        f"% of {ref_name}",
+        f"% of {reference.name if reference else DASH}",
         *(f"GMAC @ {s} px" for s in mac_sizes),
     )
     rows = [_size_row(v, reference, mac_sizes) for v in variants]
@@ -377,23 +336,21 @@ def _size_section(report: dict) -> _Section | None:
     )
 
 
-def _size_row(variant: dict, reference: dict | None, mac_sizes: list[int]) -> tuple:
-    size, ref = variant.get("size_bytes"), (reference or {}).get("size_bytes")
-    share = size / ref if _is_number(size) and _positive(ref) else None
-    macs = variant.get("macs") or {}
+def _size_row(variant: VariantInfo, reference: VariantInfo | None, mac_sizes: list[int]) -> tuple:
+    share = _ratio(variant.size_bytes, reference.size_bytes if reference else None)
     return (
-        variant["name"],
-        str(variant.get("format", DASH)),
-        str(variant.get("precision", DASH)),
-        str(variant.get("file", DASH)),
-        _num(_scale(size, 1e-6), 2),
-        _num(_scale(variant.get("gzip_bytes"), 1e-6), 2),
+        variant.name,
+        _text(variant.format),
+        _text(variant.precision),
+        _text(variant.file),
+        _num(_scale(variant.size_bytes, 1e-6), 2),
+        _num(_scale(variant.gzip_bytes, 1e-6), 2),
         _pct(share, 1),
-        *(_num(_scale(macs.get(str(s), macs.get(s)), 1e-9), 2) for s in mac_sizes),
+        *(_num(_scale(variant.macs.get(s), 1e-9), 2) for s in mac_sizes),
     )
 
 
-_ACCURACY_COLUMNS = (  # key, header, formatter
+_ACCURACY_COLUMNS = (  # Scores field, header, formatter
     ("dice_vs_truth", "Dice vs truth", lambda v: _num(v, 4)),
     ("iou_vs_truth", "IoU vs truth", lambda v: _num(v, 4)),
     ("accuracy_vs_truth", "pixel accuracy", lambda v: _pct(v, 2)),
@@ -405,25 +362,24 @@ _ACCURACY_COLUMNS = (  # key, header, formatter
 )
 
 
-def _accuracy_section(report: dict) -> _Section | None:
-    accuracy = _accuracy(report)
-    if not accuracy:
+def _accuracy_section(report: Report) -> _Section | None:
+    accuracy = report.accuracy
+    if accuracy is None or not (accuracy.float_model or accuracy.variants):
         return None
-    rows: list[tuple[str, dict]] = []
-    if accuracy.get("float"):
-        rows.append(("float (Keras)", accuracy["float"].get("overall") or {}))
-    for name, result in (accuracy.get("variants") or {}).items():
-        rows.append((name, (result or {}).get("overall") or {}))
-    columns = [c for c in _ACCURACY_COLUMNS if any(_is_number(r.get(c[0])) for _, r in rows)]
+    rows: list[tuple[str, Scores]] = []
+    if accuracy.float_model is not None:
+        rows.append(("float (Keras)", accuracy.float_model.overall))
+    rows += [(name, result.overall) for name, result in accuracy.variants.items()]
+    columns = [c for c in _ACCURACY_COLUMNS if any(getattr(r, c[0]) is not None for _, r in rows)]
     table = _Table(
         ("variant", *(header for _, header, _ in columns)),
-        [(name, *(fmt(r.get(key)) for key, _, fmt in columns)) for name, r in rows],
+        [(name, *(fmt(getattr(r, key)) for key, _, fmt in columns)) for name, r in rows],
         "l" + "r" * len(columns),
     )
     notes = [
         "Agreement with float: the share of pixels whose class matches the float model's mask."
     ]
-    if _has_labels(report):
+    if accuracy.has_labels:
         notes.append(
             "Dice drop: the float model's Dice vs truth minus the variant's (above 0 is worse)."
         )
@@ -432,38 +388,39 @@ def _accuracy_section(report: dict) -> _Section | None:
     return _Section("Accuracy", tables=[table], notes=notes)
 
 
-def _per_image_section(report: dict) -> _Section | None:
-    tables = _per_image_tables(report)
+def _per_image_section(report: Report) -> _Section | None:
+    tables = _per_image_tables(report.accuracy) if report.accuracy else []
     return _Section("Accuracy per image", tables=tables, plots=["parity"]) if tables else None
 
 
-def _per_image_tables(report: dict) -> list[_Table]:
-    accuracy = _accuracy(report)
-    variants = accuracy.get("variants") or {}
-    images = [str(i) for i in accuracy.get("images") or []]
+def _per_image_tables(accuracy: Accuracy) -> list[_Table]:
+    variants, images = accuracy.variants, accuracy.images
     if not images or not variants:
         return []
     names = list(variants)
 
-    def value(name: str, image: str, key: str) -> Any:
-        return ((variants[name] or {}).get("per_image") or {}).get(image, {}).get(key)
+    def value(scores: VariantScores | None, image: str, key: str) -> float | None:
+        found = scores.per_image.get(image) if scores else None
+        return getattr(found, key) if found else None
 
     tables = [
         _Table(
             ("image", *names),
-            [(i, *(_pct(value(n, i, "agreement_with_float"), 2) for n in names)) for i in images],
+            [
+                (i, *(_pct(value(variants[n], i, "agreement_with_float"), 2) for n in names))
+                for i in images
+            ],
             "l" + "r" * len(names),
             caption="Agreement with float per image",
             collapsed=True,
         )
     ]
-    if _has_labels(report):
-        floats = (accuracy.get("float") or {}).get("per_image") or {}
+    if accuracy.has_labels:
         rows = [
             (
                 i,
-                _num((floats.get(i) or {}).get("dice_vs_truth"), 4),
-                *(_num(value(n, i, "dice_vs_truth"), 4) for n in names),
+                _num(value(accuracy.float_model, i, "dice_vs_truth"), 4),
+                *(_num(value(variants[n], i, "dice_vs_truth"), 4) for n in names),
             )
             for i in images
         ]
@@ -474,7 +431,7 @@ def _per_image_tables(report: dict) -> list[_Table]:
     return tables
 
 
-def _examples_section(report: dict) -> _Section:
+def _examples_section(report: Report) -> _Section:
     """The overlays, one per Example; shown only when there are any."""
     return _Section(
         "Examples",
@@ -490,90 +447,77 @@ def _examples_section(report: dict) -> _Section:
     )
 
 
-def _end_to_end_section(report: dict) -> _Section | None:
-    e2e = report.get("end_to_end") or {}
-    sizes = [e for e in e2e.get("sizes") or [] if isinstance(e, dict)]
-    if not sizes:
+def _runs(count: int | None, tile: tuple[int, int] | None) -> str:
+    """'2 x 256x512': interpreter runs x their input (height x width)."""
+    return f"{_text(count)} x {'x'.join(map(str, tile)) if tile else DASH}"
+
+
+def _end_to_end_section(report: Report) -> _Section | None:
+    e2e = report.end_to_end
+    if not e2e.sizes:
         return None
     rows = [
         (
-            str(e.get("variant", DASH)),
-            str(e.get("size", DASH)),
-            f"{e.get('count', DASH)} x {_plain(e.get('tile'))}".replace(", ", "x"),
-            str(e.get("batch", DASH)),
-            _num(e.get("runtime_ms"), 1),
-            _num(e.get("interpreter_ms"), 1),
-            _times(_ratio(e.get("runtime_ms"), e.get("interpreter_ms"))),
+            e.variant,
+            str(e.size),
+            _runs(e.count, e.tile),
+            str(e.batch),
+            _num(e.runtime_ms, 1),
+            _num(e.interpreter_ms, 1),
+            _times(_ratio(e.runtime_ms, e.interpreter_ms)),
         )
-        for e in sorted(sizes, key=lambda e: (str(e.get("variant")), e.get("size", 0)))
+        for e in sorted(e2e.sizes, key=lambda e: (e.variant, e.size))
     ]
-    tables = [
-        _Table(
-            (
-                "variant",
-                "image px",
-                "runs x input",
-                "batch",
-                "runtime ms",
-                "interpreter ms",
-                "runtime / interpreter",
-            ),
-            rows,
-            "lrlrrrr",
-            caption=f"One image, {_plural(sizes[0].get('threads'), 'thread')}, p50",
-        )
-    ]
-    memory = [e for e in e2e.get("memory") or [] if isinstance(e, dict)]
-    if memory:
+    headers = (
+        "variant",
+        "image px",
+        "runs x input",
+        "batch",
+        "runtime ms",
+        "interpreter ms",
+        "runtime / interpreter",
+    )
+    caption = f"One image, {plural(e2e.sizes[0].threads, 'thread')}, p50"
+    tables = [_Table(headers, rows, "lrlrrrr", caption=caption)]
+    if e2e.memory:
         memory_rows = [
             (
-                str(e.get("variant", DASH)),
-                str(e.get("size", DASH)),
-                _num(e.get("max_memory_mb"), 0),
-                f"{e.get('count', DASH)} x {_plain(e.get('tile'))}".replace(", ", "x"),
-                _num(e.get("first_inference_s"), 3),
-                _num(e.get("peak_rss_mb"), 1),
-                str(e.get("error", "")),
+                e.variant,
+                _text(e.size),
+                _num(e.max_memory_mb, 0),
+                _runs(e.count, e.tile),
+                _num(e.first_inference_s, 3),
+                _num(e.peak_rss_mb, 1),
+                e.error or "",
             )
-            for e in memory
+            for e in e2e.memory
         ]
-        tables.append(
-            _Table(
-                (
-                    "variant",
-                    "image px",
-                    "max_memory_mb",
-                    "runs x input",
-                    "first inference s",
-                    "peak RSS MB",
-                    "error",
-                ),
-                memory_rows,
-                "lrrlrrl",
-                caption="A fresh process segmenting one image",
-            )
+        headers = (
+            "variant",
+            "image px",
+            "max_memory_mb",
+            "runs x input",
+            "first inference s",
+            "peak RSS MB",
+            "error",
         )
-    folder = [e for e in e2e.get("folder") or [] if isinstance(e, dict)]
-    if folder:
-        interpreter = {(e.get("variant"), e.get("size")): e.get("interpreter_ms") for e in sizes}
+        caption = "A fresh process segmenting one image"
+        tables.append(_Table(headers, memory_rows, "lrrlrrl", caption=caption))
+    if e2e.folder:
+        interpreter = {(e.variant, e.size): e.interpreter_ms for e in e2e.sizes}
         folder_rows = [
             (
-                str(e.get("variant", DASH)),
-                f"{e.get('images')} x {e.get('size')} px",
-                _num(e.get("images_per_s"), 2),
-                _num(_ratio(1e3, interpreter.get((e.get("variant"), e.get("size")))), 2),
+                e.variant,
+                f"{e.images} x {e.size} px",
+                _num(e.images_per_s, 2),
+                _num(_ratio(1e3, interpreter.get((e.variant, e.size))), 2),
             )
-            for e in folder
+            for e in e2e.folder
         ]
-        tables.append(
-            _Table(
-                ("variant", "folder", "runtime.predict images/s", "interpreter images/s"),
-                folder_rows,
-                "lrrr",
-                caption="A folder of PNGs through runtime.predict's pipeline",
-            )
-        )
-    budget = (report.get("config") or {}).get("max_memory_mb")
+        headers = ("variant", "folder", "runtime.predict images/s", "interpreter images/s")
+        caption = "A folder of PNGs through runtime.predict's pipeline"
+        tables.append(_Table(headers, folder_rows, "lrrr", caption=caption))
+    budget = report.config.get("max_memory_mb")
     return _Section(
         "Whole images end to end",
         tables=tables,
@@ -582,7 +526,7 @@ def _end_to_end_section(report: dict) -> _Section | None:
             "interpreter runs, stitching, threshold), against the interpreter alone on the same "
             "inputs, taking turns. A model that takes any size runs the whole image (padded to "
             "the pooling grid) when one run fits the memory budget"
-            + (f" (max_memory_mb {budget:g})" if _is_number(budget) else "")
+            + (f" (max_memory_mb {budget:g})" if isinstance(budget, int | float) else "")
             + ", else the tiles that fit: 'runs x input' shows which. Peak RSS: a fresh "
             "process that imports the runtime, loads the model and segments one image of that "
             "size (VmHWM, MB = 10^6 bytes); an int8 model that needs more than the target for "
@@ -593,28 +537,23 @@ def _end_to_end_section(report: dict) -> _Section | None:
     )
 
 
-def _ratio(a: Any, b: Any) -> float | None:
-    return a / b if _is_number(a) and _positive(b) else None
-
-
-def _cold_start_section(report: dict) -> _Section | None:
-    entries = [e for e in report.get("cold_start") or [] if isinstance(e, dict)]
+def _cold_start_section(report: Report) -> _Section | None:
+    entries = report.cold_start
     if not entries:
         return None
     rows = [
         (
-            str(e.get("variant", DASH)),
-            _num(e.get("seconds"), 3),
-            _num(e.get("import_s"), 3),
-            _num(e.get("load_s"), 3),
-            _num(e.get("first_inference_s"), 3),
-            _num(e.get("peak_rss_mb"), 1),
-            {True: "yes", False: "no"}.get(e.get("tensorflow_imported"), DASH),
-            str(e.get("error", "")),
+            e.variant,
+            _num(e.seconds, 3),
+            _num(e.import_s, 3),
+            _num(e.load_s, 3),
+            _num(e.first_inference_s, 3),
+            _num(e.peak_rss_mb, 1),
+            {True: "yes", False: "no"}.get(e.tensorflow_imported, DASH),
+            e.error or "",
         )
         for e in entries
     ]
-    errors = any("error" in e for e in entries)
     headers = (
         "variant",
         "total s",
@@ -625,9 +564,9 @@ def _cold_start_section(report: dict) -> _Section | None:
         "TensorFlow loaded",
         "error",
     )
-    if not errors:  # the column only when a process failed
+    if not any(e.error for e in entries):  # the column only when a process failed
         headers, rows = headers[:-1], [row[:-1] for row in rows]
-    sizes = sorted({e["size"] for e in entries if "size" in e})
+    sizes = sorted({e.size for e in entries if e.size is not None})
     image = f"one {' / '.join(map(str, sizes))} px image" if sizes else "one image"
     return _Section(
         "Cold start and memory",
@@ -640,19 +579,17 @@ def _cold_start_section(report: dict) -> _Section | None:
     )
 
 
-def _skipped_section(report: dict) -> _Section | None:
-    skipped = report.get("skipped") or []
-    if not skipped:
+def _skipped_section(report: Report) -> _Section | None:
+    if not report.skipped:
         return None
-    rows = [(str(s.get("name", DASH)), str(s.get("reason", DASH))) for s in skipped]
+    rows = [(s.name, s.reason) for s in report.skipped]
     return _Section("Skipped variants", tables=[_Table(("variant", "reason"), rows, "ll")])
 
 
-def _config_section(report: dict) -> _Section | None:
-    config = report.get("config") or {}
-    if not config:
+def _config_section(report: Report) -> _Section | None:
+    if not report.config:
         return None
-    return _Section("Configuration", facts=[(str(k), _plain(v)) for k, v in config.items()])
+    return _Section("Configuration", facts=[(k, _plain(v)) for k, v in report.config.items()])
 
 
 # --------------------------------------------------------------------------------------------
@@ -710,7 +647,7 @@ p.note { font-size: 0.9rem; color: #444; }
 """
 
 
-def _html(report: dict, plots: Mapping[str, tuple[str, bytes]]) -> str:
+def _html(report: Report, plots: Mapping[str, tuple[str, bytes]]) -> str:
     title = _h(_title(report))
     parts = [
         "<!DOCTYPE html>",
@@ -789,7 +726,7 @@ def _h(text: Any) -> str:
 # Plots
 
 
-def _draw_plots(report: dict, examples: Sequence[Example]) -> dict[str, tuple[str, bytes]]:
+def _draw_plots(report: Report, examples: Sequence[Example]) -> dict[str, tuple[str, bytes]]:
     """Every plot the report has data for: key -> (caption, PNG bytes)."""
     plots: dict[str, tuple[str, bytes]] = {}
     for key, draw in (
@@ -818,14 +755,11 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def _plot_latency(report: dict) -> tuple[str, bytes] | None:
+def _plot_latency(report: Report) -> tuple[str, bytes] | None:
     """Grouped bars at batch 1: one group per (size, threads), p50 with p90 as the error bar."""
     groups = {k: v for k, v in _latency_groups(report).items() if k[2] == 1}
-    names = [
-        n
-        for n in _variant_order(report)
-        if any(e.get("variant") == n for g in groups.values() for e in g)
-    ]
+    timed = {e.variant for g in groups.values() for e in g}
+    names = [n for n in report.variant_names() if n in timed]
     if not groups or not names:
         return None
     width = 0.8 / len(names)
@@ -834,9 +768,9 @@ def _plot_latency(report: dict) -> tuple[str, bytes] | None:
     for i, name in enumerate(names):
         p50, p90 = [], []
         for entries in groups.values():
-            entry = next((e for e in entries if e.get("variant") == name), {})
-            p50.append(_float(entry.get("p50_ms")))
-            p90.append(_float(entry.get("p90_ms")))
+            entry = next((e for e in entries if e.variant == name), None)
+            p50.append(_float(entry.p50_ms if entry else None))
+            p90.append(_float(entry.p90_ms if entry else None))
         low = [0.0] * len(p50)
         high = [
             max(0.0, b - a) if math.isfinite(a + b) else 0.0 for a, b in zip(p50, p90, strict=True)
@@ -844,22 +778,22 @@ def _plot_latency(report: dict) -> tuple[str, bytes] | None:
         x = [g + (i - (len(names) - 1) / 2) * width for g in range(len(groups))]
         axes.bar(x, p50, width, yerr=[low, high], capsize=2, label=name)
     axes.set_xticks(range(len(groups)))
-    axes.set_xticklabels([f"{s} px\n{_plural(t, 'thread')}" for s, t, _ in groups])
+    axes.set_xticklabels([f"{s} px\n{plural(t, 'thread')}" for s, t, _ in groups])
     axes.set_ylabel("p50 latency, ms (bar: p90)")
     axes.set_title("Latency per variant, batch 1")
     figure.legend(loc="outside lower center", fontsize="small", ncols=min(4, len(names)))
     return "Latency per variant at batch 1: p50, with p90 as the error bar", _png(figure)
 
 
-def _quality_points(report: dict) -> list[tuple[str, float, float]]:
-    """(variant, size MB, accuracy) of every variant with both a size and an accuracy."""
+def _quality_points(report: Report) -> list[tuple[str, float, float]]:
+    """(variant, size MB, score) of every variant with both a size and a score."""
     key, _ = _quality(report)
     points = []
-    for variant in _variants(report):
-        overall = _overall(report, variant) or {}
-        size, value = variant.get("size_bytes"), overall.get(key)
-        if _positive(size) and _is_number(value):
-            points.append((variant["name"], size / 1e6, float(value)))
+    for variant in report.variants:
+        overall = report.overall(variant.name)
+        value = getattr(overall, key) if overall else None
+        if variant.size_bytes and value is not None and math.isfinite(value):
+            points.append((variant.name, variant.size_bytes / 1e6, value))
     return points
 
 
@@ -873,7 +807,7 @@ def _pareto(points: Iterable[tuple[str, float, float]]) -> list[tuple[str, float
     return sorted((p for p in points if not beaten(p)), key=lambda p: p[1])
 
 
-def _plot_size_vs_quality(report: dict) -> tuple[str, bytes] | None:
+def _plot_size_vs_quality(report: Report) -> tuple[str, bytes] | None:
     points = _quality_points(report)
     if not points:
         return None
@@ -923,20 +857,17 @@ def _label_offsets(points: list[tuple[str, float, float]], log: bool) -> list[fl
     return offsets
 
 
-def _plot_parity(report: dict) -> tuple[str, bytes] | None:
-    accuracy = _accuracy(report)
-    images = [str(i) for i in accuracy.get("images") or []]
-    variants = accuracy.get("variants") or {}
-    if not images or not variants:
+def _plot_parity(report: Report) -> tuple[str, bytes] | None:
+    accuracy = report.accuracy
+    if accuracy is None or not accuracy.images or not accuracy.variants:
         return None
+    images = accuracy.images
     figure = _figure(max(6.5, 3.0 + 0.25 * len(images)), 3.2)
     axes = figure.add_subplot()
     drawn = False
-    for name, result in variants.items():
-        per_image = (result or {}).get("per_image") or {}
-        values = [
-            _float((per_image.get(i) or {}).get("agreement_with_float")) * 100 for i in images
-        ]
+    for name, result in accuracy.variants.items():
+        found = [result.per_image.get(i) for i in images]
+        values = [_float(f.agreement_with_float if f else None) * 100 for f in found]
         if any(math.isfinite(v) for v in values):
             axes.plot(range(len(images)), values, "o-", markersize=3, label=name)
             drawn = True
@@ -1025,57 +956,40 @@ def _expand(keys: Iterable[str], plots: Mapping[str, Any]) -> list[str]:
 # Small helpers
 
 
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types: numpy scalars and arrays, tuples and paths converted; NaN becomes None."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _float(value: float | None) -> float:
+    return float(value) if _finite(value) else math.nan
 
 
-def _positive(value: Any) -> bool:
-    return _is_number(value) and value > 0
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if _finite(a) and _finite(b) and b > 0 else None
 
 
-def _float(value: Any) -> float:
-    return float(value) if _is_number(value) else math.nan
+def _scale(value: float | None, factor: float) -> float | None:
+    return value * factor if _finite(value) else None
 
 
-def _scale(value: Any, factor: float) -> float | None:
-    return value * factor if _is_number(value) else None
+def _num(value: float | None, digits: int) -> str:
+    return f"{value:.{digits}f}" if _finite(value) else DASH
 
 
-def _num(value: Any, digits: int) -> str:
-    return f"{value:.{digits}f}" if _is_number(value) else DASH
+def _signed(value: float | None, digits: int) -> str:
+    return f"{value:+.{digits}f}" if _finite(value) else DASH
 
 
-def _signed(value: Any, digits: int) -> str:
-    return f"{value:+.{digits}f}" if _is_number(value) else DASH
+def _pct(fraction: float | None, digits: int) -> str:
+    return f"{fraction * 100:.{digits}f} %" if _finite(fraction) else DASH
 
 
-def _pct(fraction: Any, digits: int) -> str:
-    return f"{fraction * 100:.{digits}f} %" if _is_number(fraction) else DASH
+def _times(value: float | None) -> str:
+    return f"{value:.2f}x" if _finite(value) else DASH
 
 
-def _times(value: Any) -> str:
-    return f"{value:.2f}x" if _is_number(value) else DASH
-
-
-def _plural(count: Any, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
+def _text(value: object) -> str:
+    return DASH if value is None else str(value)
 
 
 def _plain(value: Any) -> str:
@@ -1083,7 +997,7 @@ def _plain(value: Any) -> str:
         return ", ".join(f"{k}={_plain(v)}" for k, v in value.items()) or DASH
     if isinstance(value, list | tuple):
         return ", ".join(_plain(v) for v in value) or DASH
-    return DASH if value is None else str(value)
+    return _text(value)
 
 
 def _slug(text: str) -> str:

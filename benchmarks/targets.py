@@ -8,9 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
-from benchmarks.variants import MAIN, Variant
+from benchmarks.schema import (
+    MAIN,
+    Accuracy,
+    EndToEnd,
+    EndToEndSize,
+    FolderRun,
+    Latency,
+    ProcessMemory,
+    Target,
+)
+from benchmarks.variants import Variant
+from runtime.choice import Choice
 from runtime.cpu import has_int8_dot_product
 
 
@@ -65,74 +75,59 @@ def _speed_claims(variants: list[Variant], dot_product: bool) -> list[SpeedClaim
 
 
 def _auto_claim(
-    variants: list[Variant], p50: dict[str, float], choice: dict[str, Any]
-) -> dict[str, Any] | None:
+    variants: list[Variant], p50: dict[str, float], choice: Choice, where: str
+) -> Target | None:
     """precision="auto"'s pick against the fastest model it verified, in this run's timings."""
     by_file = {Path(v.path).name: v.name for v in variants if v.bundle == MAIN}
-    verified = {by_file[f]: p50[by_file[f]] for f in choice["verified_ms"] if by_file.get(f) in p50}
-    chosen = by_file.get(choice["file"])
+    verified = {by_file[f]: p50[by_file[f]] for f in choice.verified_ms if by_file.get(f) in p50}
+    chosen = by_file.get(choice.file)
     if chosen not in verified:
         return None
-    fastest = min(verified, key=verified.get)
-    return {
-        "claim": f'precision="auto" ({chosen}) within {AUTO_TOLERANCE:g}x of the fastest '
-        f"verified model ({fastest})",
-        "target": AUTO_TOLERANCE,
-        "measured": verified[chosen] / verified[fastest],
-        "met": verified[chosen] <= AUTO_TOLERANCE * verified[fastest],
-    }
+    fastest = min(verified, key=verified.__getitem__)
+    return Target(
+        f'precision="auto" ({chosen}) within {AUTO_TOLERANCE:g}x of the fastest '
+        f"verified model ({fastest}){where}",
+        AUTO_TOLERANCE,
+        verified[chosen] / verified[fastest],
+        verified[chosen] <= AUTO_TOLERANCE * verified[fastest],
+    )
 
 
 def check_targets(
     variants: list[Variant],
-    latency: list[dict[str, Any]],
-    accuracy: dict[str, Any],
+    latency: list[Latency],
+    accuracy: Accuracy | None,
     size: int,
     threads: int,
     capability: str,
-    choice: dict[str, Any] | None = None,
-) -> list[dict[str, Any]]:
+    choice: Choice | None = None,
+) -> list[Target]:
     """Every claim that can be checked, with the measured value and whether it is met.
 
     Args:
         capability: the CPU's int8 dot-product capability (`runtime.cpu.cpu_info`): the int8
             speed-up targets apply only where it has one.
-        choice: precision="auto"'s choice (`runtime.choice.Choice.to_dict`) at `threads`.
+        choice: precision="auto"'s choice (`runtime.choice.Choice`) at `threads`.
     """
-    p50 = {
-        e["variant"]: e["p50_ms"]
-        for e in latency
-        if e["size"] == size and e["threads"] == threads and e["batch"] == 1
-    }
+    p50 = {e.variant: e.p50_ms for e in latency if e.setting == (size, threads, 1)}
     where = f" ({size} px, {threads} thread(s), batch 1, p50)"
     results = []
     for claim in _speed_claims(variants, has_int8_dot_product(capability)):
         speedup = claim.speedup(p50)
         if speedup is not None:
             results.append(
-                {
-                    "claim": claim.text + where,
-                    "target": claim.factor,
-                    "measured": speedup,
-                    "met": speedup >= claim.factor,
-                }
+                Target(claim.text + where, claim.factor, speedup, speedup >= claim.factor)
             )
-    if choice and (auto := _auto_claim(variants, p50, choice)):
-        results.append(auto | {"claim": auto["claim"] + where})
-    scored = accuracy.get("variants", {})
+    if choice and (auto := _auto_claim(variants, p50, choice, where)):
+        results.append(auto)
+    scored = accuracy.variants if accuracy else {}
     for v in variants:
-        if v.bundle == MAIN or v.key != "int8" or v.name not in scored:
+        drop = scored[v.name].overall.dice_drop if v.name in scored else None
+        if v.bundle == MAIN or v.key != "int8" or drop is None:
             continue
         budget = DICE_BUDGET.get(v.prune_method, 0.01)
-        drop = scored[v.name]["overall"]["dice_drop"]
-        results.append(
-            {
-                "claim": f"{v.name} loses <= {budget} Dice against the float model",
-                "target": budget,
-                "measured": drop,
-                "met": drop <= budget,
-            }
-        )
+        claim = f"{v.name} loses <= {budget} Dice against the float model"
+        results.append(Target(claim, budget, drop, drop <= budget))
     return results
 
 
@@ -148,78 +143,66 @@ FOLDER_SHARE = 0.9
 TIGHT_BUDGET_MB = 80.0
 
 
-def _scaling_claims(sizes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _scaling_claims(sizes: tuple[EndToEndSize, ...]) -> list[Target]:
     """Runtime ms of each one-pass size against the smallest size's, per pixel."""
-    by = {(e["variant"], e["size"]): e for e in sizes}
+    by = {(e.variant, e.size): e for e in sizes}
     results = []
     for (name, size), entry in by.items():
         smallest = min(s for n, s in by if n == name)
         base = by[(name, smallest)]
-        if size == smallest or entry["count"] != 1:
+        if size == smallest or entry.count != 1:
             continue  # a tiled size: the report shows the budget that tiled it
         pixels = (size / smallest) ** 2
-        ratio = entry["runtime_ms"] / (pixels * base["runtime_ms"])
-        results.append(
-            {
-                "claim": f"{name}: a {size} px image through the runtime costs <= "
-                f"{PIXEL_FACTOR:g} x {pixels:g} x a {smallest} px one "
-                f"({entry['threads']} thread(s), p50)",
-                "target": PIXEL_FACTOR,
-                "measured": ratio,
-                "met": ratio <= PIXEL_FACTOR,
-            }
+        ratio = entry.runtime_ms / (pixels * base.runtime_ms)
+        claim = (
+            f"{name}: a {size} px image through the runtime costs <= {PIXEL_FACTOR:g} x "
+            f"{pixels:g} x a {smallest} px one ({entry.threads} thread(s), p50)"
         )
+        results.append(Target(claim, PIXEL_FACTOR, ratio, ratio <= PIXEL_FACTOR))
     return results
 
 
-def _memory_claims(memory: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _memory_claims(memory: tuple[ProcessMemory, ...]) -> list[Target]:
     """Per int8 model at RSS_SIZE px: the default budget's process, or where that one needs
     more than RSS_LIMIT_MB, the tighter budget's (the report's table shows both)."""
-    chosen: dict[str, dict[str, Any]] = {}
+    chosen: dict[str, tuple[ProcessMemory, float]] = {}
     for e in memory:
-        if e["size"] != RSS_SIZE or "int8" not in e["variant"] or "peak_rss_mb" not in e:
+        if e.size != RSS_SIZE or "int8" not in e.variant or e.peak_rss_mb is None:
             continue
-        if e["variant"] not in chosen or chosen[e["variant"]]["peak_rss_mb"] > RSS_LIMIT_MB:
-            chosen[e["variant"]] = e
-    return [
-        {
-            "claim": f"{name}: a fresh process segmenting one {RSS_SIZE} px image peaks at "
-            f"<= {RSS_LIMIT_MB:g} MB RSS (max_memory_mb {e['max_memory_mb']:g}: "
-            f"{e['count']} run(s) of {e['tile'][0]}x{e['tile'][1]} px)",
-            "target": RSS_LIMIT_MB,
-            "measured": e["peak_rss_mb"],
-            "met": e["peak_rss_mb"] <= RSS_LIMIT_MB,
-        }
-        for name, e in chosen.items()
-    ]
-
-
-def _folder_claims(folder: list[dict[str, Any]], sizes: list[dict[str, Any]]):
-    interpreter = {(e["variant"], e["size"]): e["interpreter_ms"] for e in sizes}
+        if e.variant not in chosen or chosen[e.variant][1] > RSS_LIMIT_MB:
+            chosen[e.variant] = e, e.peak_rss_mb
     results = []
-    for entry in folder:
-        ms = interpreter.get((entry["variant"], entry["size"]))
-        if ms is None:
-            continue
-        share = entry["images_per_s"] / (1e3 / ms)
-        results.append(
-            {
-                "claim": f"{entry['variant']}: runtime.predict on a folder of {entry['images']} "
-                f"{entry['size']} px PNGs runs at >= {FOLDER_SHARE:.0%} of the interpreter's "
-                "own images per second",
-                "target": FOLDER_SHARE,
-                "measured": share,
-                "met": share >= FOLDER_SHARE,
-            }
+    for name, (e, peak) in chosen.items():
+        tile = "x".join(map(str, e.tile or ()))
+        claim = (
+            f"{name}: a fresh process segmenting one {RSS_SIZE} px image peaks at "
+            f"<= {RSS_LIMIT_MB:g} MB RSS (max_memory_mb {e.max_memory_mb:g}: "
+            f"{e.count} run(s) of {tile} px)"
         )
+        results.append(Target(claim, RSS_LIMIT_MB, peak, peak <= RSS_LIMIT_MB))
     return results
 
 
-def end_to_end_targets(end_to_end: dict[str, Any]) -> list[dict[str, Any]]:
+def _folder_claims(folder: tuple[FolderRun, ...], sizes: tuple[EndToEndSize, ...]) -> list[Target]:
+    interpreter = {(e.variant, e.size): e.interpreter_ms for e in sizes}
+    results = []
+    for entry in folder:
+        ms = interpreter.get((entry.variant, entry.size))
+        if ms is None:
+            continue
+        share = entry.images_per_s / (1e3 / ms)
+        claim = (
+            f"{entry.variant}: runtime.predict on a folder of {entry.images} {entry.size} px "
+            f"PNGs runs at >= {FOLDER_SHARE:.0%} of the interpreter's own images per second"
+        )
+        results.append(Target(claim, FOLDER_SHARE, share, share >= FOLDER_SHARE))
+    return results
+
+
+def end_to_end_targets(end_to_end: EndToEnd) -> list[Target]:
     """The whole-image claims: per-pixel cost, a fresh process's memory, folder throughput."""
-    sizes = end_to_end.get("sizes", [])
     return (
-        _scaling_claims(sizes)
-        + _memory_claims(end_to_end.get("memory", []))
-        + _folder_claims(end_to_end.get("folder", []), sizes)
+        _scaling_claims(end_to_end.sizes)
+        + _memory_claims(end_to_end.memory)
+        + _folder_claims(end_to_end.folder, end_to_end.sizes)
     )

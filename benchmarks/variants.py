@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks.macs import tflite_macs
+from benchmarks.schema import MAIN, VariantInfo
 from runtime.bundle import MANIFEST, Manifest, read_manifest, sha256_of
 from runtime.memory import DEFAULT_MAX_MEMORY_MB, ModelMemory
 from runtime.preprocess import Preprocessing, normalize
 from runtime.tiling import TilePlan, default_overlap, plan_image, predict_tiled
 
-MAIN = "main"  # the label of the first --bundle; its float Keras model is the reference
 # Bundle keys measured in the further bundles (pruned, filter-pruned): the deployable ones.
 FURTHER_KEYS = ("fp32", "int8", "int8-onnx")
 
@@ -90,22 +90,22 @@ class Variant:
         plan = self.plan(size)
         return plan.count * round(self.macs_per_tile * plan.tile[0] * plan.tile[1] / self.tile**2)
 
-    def describe(self, sizes: tuple[int, ...]) -> dict[str, Any]:
+    def describe(self, sizes: tuple[int, ...]) -> VariantInfo:
         """The report's entry: file, sizes on disk, MACs per image at each size."""
         data = Path(self.path).read_bytes()
-        return {
-            "name": self.name,
-            "bundle": self.bundle,
-            "key": self.key,
-            "file": Path(self.path).name,
-            "format": self.format,
-            "precision": self.precision,
-            "size_bytes": len(data),
-            "gzip_bytes": len(gzip.compress(data, 9)),
-            "tile": self.tile,
-            "macs": {str(s): self.macs(s) for s in sizes},
-            "plans": {str(s): dataclasses.asdict(self.plan(s)) for s in sizes},
-        }
+        return VariantInfo(
+            name=self.name,
+            bundle=self.bundle,
+            key=self.key,
+            file=Path(self.path).name,
+            format=self.format,
+            precision=self.precision,
+            size_bytes=len(data),
+            gzip_bytes=len(gzip.compress(data, 9)),
+            tile=self.tile,
+            macs={s: self.macs(s) for s in sizes},
+            plans={s: self.plan(s) for s in sizes},
+        )
 
 
 def _name(fmt: str, precision: str, label: str) -> str:

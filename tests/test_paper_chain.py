@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 def test_the_paper_layout_goes_through_the_whole_chain(tmp_path):
     from benchmarks.cli import main as bench_main
     from benchmarks.cli import parse_args as bench_args
+    from benchmarks.compare import load_report
     from optimize.prune import main as prune_main
     from optimize.prune import parse_args as prune_args
     from optimize.quantize import main as quantize_main
@@ -68,7 +69,6 @@ def test_the_paper_layout_goes_through_the_whole_chain(tmp_path):
     argv += ["--min-runs", "3", "--seconds", "0", "--images", "2", "--batch", "0"]
     # Tiny models need not meet the speed targets: the chain, not the speed, is under test.
     assert bench_main(bench_args([*argv, "--no-cold-start", "--no-fail-on-target"])) == 0
-    report = json.loads((out / "report.json").read_text())
-    names = {v["name"] for v in report["variants"]}
-    assert {"keras fp32", "tflite int8", "onnx int8"} <= names
-    assert report["accuracy"]["variants"]["tflite int8"]["overall"]["agreement_with_float"] > 0.5
+    report = load_report(out)
+    assert {"keras fp32", "tflite int8", "onnx int8"} <= {v.name for v in report.variants}
+    assert report.accuracy.variants["tflite int8"].overall.agreement_with_float > 0.5

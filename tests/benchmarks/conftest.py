@@ -1,4 +1,8 @@
-"""A small schema-1 benchmark report and two 32x32 examples, built in memory (no files)."""
+"""A small schema-1 benchmark report and two 32x32 examples, built in memory (no files).
+
+The report is built as report.json holds it (a dict, easy to plant changes in); `Report.from_dict`
+reads it into the schema, as `compare` and the writers take it.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks.report import Example
+from benchmarks.schema import Report
 
 VARIANTS = ("keras fp32", "tflite fp32", "tflite int8", "tflite int8 [pruned]", "onnx fp32")
 IMAGES = ("0", "1")
@@ -31,7 +36,7 @@ def _variant(name: str, fmt: str, precision: str, size: int) -> dict:
         "precision": precision,
         "size_bytes": size,
         "gzip_bytes": int(size * 0.9),
-        "macs": {"256": 3.42e9, "512": 13.67e9},
+        "macs": {"256": 3_420_000_000, "512": 13_670_000_000},
     }
 
 
@@ -188,13 +193,13 @@ def build_examples(labels: bool = True, size: int = 32) -> list[Example]:
 
 
 @pytest.fixture
-def report() -> dict:
-    return build_report()
+def report() -> Report:
+    return Report.from_dict(build_report())
 
 
 @pytest.fixture(scope="session")
 def make_report():
-    """A fresh report per call, so that a test may change it freely."""
+    """A fresh report.json dict per call, so that a test may change it freely."""
     return lambda labels=True: copy.deepcopy(build_report(labels))
 
 

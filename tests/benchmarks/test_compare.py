@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.compare import Finding, compare_reports, main, parse_args
+from benchmarks.compare import Finding, main, parse_args
+from benchmarks.compare import compare_reports as compare_typed
+from benchmarks.schema import Report
 
 
 def _entry(report: dict, variant: str, size: int, threads: int, batch: int) -> dict:
@@ -29,6 +31,11 @@ def _plant_regressions(report: dict) -> dict:
     _variant(report, "tflite int8 [pruned]")["size_bytes"] = 2_189_000
     report["accuracy"]["variants"]["tflite int8"]["overall"]["dice_vs_truth"] -= 0.03
     return report
+
+
+def compare_reports(old: dict, new: dict) -> list[Finding]:
+    """The planted changes are made in report.json's form; compare reads them typed."""
+    return compare_typed(Report.from_dict(old), Report.from_dict(new))
 
 
 def _write(path: Path, report: dict) -> Path:
@@ -132,7 +139,9 @@ def test_cli_exits_0_for_identical_reports_and_accepts_folders(tmp_path, capsys,
         ("[1, 2]", "is not a benchmark report"),
         ('{"variants": []}', "is not a benchmark report"),
         ('{"schema": 2}', "has report schema 2"),
-        ('{"schema": 1, "latency": {}}', '"latency" is not a list'),
+        ('{"schema": 1, "latency": {}}', "(report.latency is dict, not a list)"),
+        ('{"schema": 1, "latency": [{"variant": "a"}]}', "report.latency[0] has no 'size'"),
+        ('{"schema": 1, "variants": [{"name": "a", "size_bytes": "1"}]}', "str, not an integer"),
     ],
 )
 def test_cli_exits_2_with_one_line_for_a_bad_file(tmp_path, capsys, make_report, content, says):

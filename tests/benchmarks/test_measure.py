@@ -10,14 +10,18 @@ import pytest
 
 from benchmarks.cli import collect_variants, main, parse_args
 from benchmarks.coldstart import measure_cold_start, peak_rss_mb
+from benchmarks.compare import load_report
 from benchmarks.config import BenchmarkConfig
 from benchmarks.latency import measure_latency, round_robin, summarize
 from benchmarks.macs import tflite_macs
+from benchmarks.schema import EndToEnd, Latency, Scores, Target, VariantScores, from_json
 from benchmarks.targets import check_targets
 from benchmarks.variants import bundle_variants, keras_variant
 from optimize.filter_prune import count_macs
+from runtime.choice import Choice
 from runtime.cpu import has_int8_dot_product
 from runtime.errors import UserError
+from runtime.tiling import TilePlan
 from train.tfk import keras
 
 
@@ -55,10 +59,10 @@ def test_variants_describe_their_files_and_per_image_macs(tiny_bundle):
     for v in variants:
         entry = v.describe((64, 96))
         data = Path(v.path).read_bytes()
-        assert entry["size_bytes"] == len(data) > entry["gzip_bytes"] > 0
+        assert entry.size_bytes == len(data) > entry.gzip_bytes > 0
         assert v.tiles(64) == 1 and v.tiles(96) == 1  # any size: one pass over the image
-        assert entry["plans"]["96"] == {"tile": (96, 96), "count": 1, "batch": 1}
-        assert entry["macs"] == {"64": v.macs_per_tile, "96": round(v.macs_per_tile * 9 / 4)}
+        assert entry.plans[96] == TilePlan(tile=(96, 96), count=1, batch=1)
+        assert entry.macs == {64: v.macs_per_tile, 96: round(v.macs_per_tile * 9 / 4)}
 
 
 def test_the_float_model_comes_from_the_manifest_and_a_changed_file_is_refused(
@@ -100,10 +104,8 @@ def test_latency_entries_cover_every_setting_and_are_sane(tiny_bundle):
     variants, _ = collect_variants({"main": tiny_bundle}, None)
     config = BenchmarkConfig(sizes=(64, 96), threads=(1, 2), batch=2, min_runs=3, seconds=0.0)
     entries, ceilings = measure_latency(variants, config)
-    assert [c["threads"] for c in ceilings] == [1, 2] and all(
-        c["gmacs_per_s"] > 0 for c in ceilings
-    )
-    settings = {(e["variant"], e["size"], e["threads"], e["batch"]) for e in entries}
+    assert [c.threads for c in ceilings] == [1, 2] and all(c.gmacs_per_s > 0 for c in ceilings)
+    settings = {(e.variant, *e.setting) for e in entries}
     names = {v.name for v in variants}
     assert "keras fp32" in names
     expected = {(n, s, t, 1) for n in names for s in (64, 96) for t in (1, 2)}
@@ -111,12 +113,12 @@ def test_latency_entries_cover_every_setting_and_are_sane(tiny_bundle):
     assert settings == expected
     by_name = {v.name: v for v in variants}
     for e in entries:
-        assert e["runs"] >= 3
-        assert 0 < e["p50_ms"] <= e["p90_ms"] <= e["p99_ms"]
-        assert e["ms_per_image"] == pytest.approx(e["p50_ms"] / e["batch"])
-        work = by_name[e["variant"]].macs(e["size"]) * e["batch"]
-        assert e["gmacs_per_s"] == pytest.approx(work / (e["p50_ms"] / 1e3) / 1e9)
-    batched = {e["variant"]: e["batched"] for e in entries if e["batch"] == 2}
+        assert e.runs >= 3
+        assert 0 < e.p50_ms <= e.p90_ms <= e.p99_ms
+        assert e.ms_per_image == pytest.approx(e.p50_ms / e.batch)
+        work = by_name[e.variant].macs(e.size) * e.batch
+        assert e.gmacs_per_s == pytest.approx(work / (e.p50_ms / 1e3) / 1e9)
+    batched = {e.variant: e.batched for e in entries if e.batch == 2}
     assert batched == dict.fromkeys(names, True)  # every export takes any batch
 
 
@@ -124,12 +126,12 @@ def test_latency_entries_cover_every_setting_and_are_sane(tiny_bundle):
 def test_cold_start_runs_a_fresh_process_without_tensorflow(tiny_bundle):
     int8 = next(v for v in bundle_variants("main", tiny_bundle) if v.name == "tflite int8")
     result = measure_cold_start(int8, 96)
-    assert "error" not in result, result
-    assert result["seconds"] > result["first_inference_s"] > 0
-    assert result["import_s"] > 0 and result["load_s"] > 0
+    assert result.error is None, result
+    assert result.seconds > result.first_inference_s > 0
+    assert result.import_s > 0 and result.load_s > 0
     # The child's own peak, not the pages of this TensorFlow-laden parent it was forked from.
-    assert 10 < result["peak_rss_mb"] < peak_rss_mb() / 2
-    assert result["tensorflow_imported"] is False
+    assert 10 < result.peak_rss_mb < peak_rss_mb() / 2
+    assert result.tensorflow_imported is False
 
 
 @pytest.fixture(scope="module")
@@ -145,31 +147,31 @@ def report_folder(tiny_bundle, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_a_run_writes_every_report_file_with_sane_numbers(report_folder, tiny_bundle):
-    report = json.loads((report_folder / "report.json").read_text())
+    report = load_report(report_folder)  # the JSON reads back into the schema
     assert {"report.md", "report.html"} <= {p.name for p in report_folder.iterdir()}
-    names = {v["name"] for v in report["variants"]}
+    names = {v.name for v in report.variants}
     assert names == {"keras fp32", "tflite fp32", "tflite int8", "onnx fp32"}
-    for v in report["variants"]:
-        if v["format"] != "keras":
-            assert v["size_bytes"] == (tiny_bundle / v["file"]).stat().st_size
-    assert {c["variant"] for c in report["cold_start"]} == names
-    scores = report["accuracy"]["variants"]
-    assert scores["keras fp32"]["overall"]["agreement_with_float"] == 1.0  # the reference
-    assert scores["tflite fp32"]["overall"]["agreement_with_float"] > 0.999
-    assert 0.9 < scores["tflite int8"]["overall"]["agreement_with_float"] <= 1.0
-    assert len(scores["tflite int8"]["per_image"]) == len(report["accuracy"]["images"]) == 2
-    claims = {t["claim"].split(" (")[0]: t for t in report["targets"]}
-    capability = report["environment"]["int8_capability"]
+    for v in report.variants:
+        if v.format != "keras":
+            assert v.size_bytes == (tiny_bundle / v.file).stat().st_size
+    assert {c.variant for c in report.cold_start} == names
+    scores = report.accuracy.variants
+    assert scores["keras fp32"].overall.agreement_with_float == 1.0  # the reference
+    assert scores["tflite fp32"].overall.agreement_with_float > 0.999
+    assert 0.9 < scores["tflite int8"].overall.agreement_with_float <= 1.0
+    assert len(scores["tflite int8"].per_image) == len(report.accuracy.images) == 2
+    claims = {t.claim.split(" (")[0]: t for t in report.targets}
+    capability = report.environment.int8_capability
     if has_int8_dot_product(capability):
         assert "tflite int8 >= 1.3x faster than tflite fp32" in claims
     else:  # int8 speed is not promised where the CPU has no int8 dot product: said instead
         assert not any("tflite int8 >=" in claim for claim in claims)
-        assert capability in report["targets_note"]
-    choice = report["choice"]  # what precision="auto" picks here, and its claim
-    assert choice["file"] in {v["file"] for v in report["variants"]}
+        assert capability in report.targets_note
+    # what precision="auto" picks here, and its claim
+    assert report.choice.file in {v.file for v in report.variants}
     assert any(claim.startswith('precision="auto"') for claim in claims)
-    assert any("no further bundle" in s["reason"] for s in report["skipped"])
-    assert report["environment"]["cores"] >= 1 and "avx2" in report["environment"]["flags"]
+    assert any("no further bundle" in s.reason for s in report.skipped)
+    assert report.environment.cores >= 1 and "avx2" in report.environment.flags
 
 
 @pytest.mark.slow
@@ -196,11 +198,8 @@ def test_the_runtime_is_timed_end_to_end_beside_the_interpreter(report_folder):
     assert "Whole images end to end" in html and "runtime / interpreter" in html
 
 
-def _p50(values: dict[str, float]) -> list[dict]:
-    return [
-        {"variant": name, "size": 512, "threads": 2, "batch": 1, "p50_ms": ms}
-        for name, ms in values.items()
-    ]
+def _p50(values: dict[str, float]) -> list[Latency]:
+    return [Latency(name, size=512, threads=2, p50_ms=ms) for name, ms in values.items()]
 
 
 @pytest.mark.slow
@@ -209,23 +208,20 @@ def test_int8_speed_targets_follow_the_cpus_int8_capability(tiny_bundle):
     promised there, and precision="auto" is held to the fastest verified model instead."""
     variants = bundle_variants("main", tiny_bundle)
     latency = _p50({"tflite fp32": 1148, "tflite int8": 1047, "onnx fp32": 918})
-    choice = {
-        "file": "model_fp32.onnx",
-        "verified_ms": {"model_fp32.onnx": 1, "model_int8.tflite": 2, "model_fp32.tflite": 3},
-    }
-    avx2 = check_targets(variants, latency, {}, 512, 2, "AVX2 only (no VNNI)", choice)
-    assert [t["claim"].split(" (512 px")[0] for t in avx2] == [
+    verified = {"model_fp32.onnx": 1.0, "model_int8.tflite": 2.0, "model_fp32.tflite": 3.0}
+    choice = Choice("model_fp32.onnx", "fp32", "onnx", 1.0, "fastest", verified)
+    avx2 = check_targets(variants, latency, None, 512, 2, "AVX2 only (no VNNI)", choice)
+    assert [t.claim.split(" (512 px")[0] for t in avx2] == [
         'precision="auto" (onnx fp32) within 1.05x of the fastest verified model (onnx fp32)'
     ]
-    assert avx2[0]["met"] and avx2[0]["measured"] == 1.0
-    vnni = check_targets(variants, latency, {}, 512, 2, "AVX-512 VNNI", choice)
-    missed = next(t for t in vnni if t["claim"].startswith("tflite int8 >= 1.3x"))
-    assert not missed["met"] and missed["measured"] == pytest.approx(1148 / 1047)
+    assert avx2[0].met and avx2[0].measured == 1.0
+    vnni = check_targets(variants, latency, None, 512, 2, "AVX-512 VNNI", choice)
+    missed = next(t for t in vnni if t.claim.startswith("tflite int8 >= 1.3x"))
+    assert not missed.met and missed.measured == pytest.approx(1148 / 1047)
     # A choice slower than the fastest verified model by more than 5% is a miss.
-    slow = check_targets(
-        variants, latency, {}, 512, 2, "none", choice | {"file": "model_fp32.tflite"}
-    )
-    assert not slow[0]["met"] and slow[0]["measured"] == pytest.approx(1148 / 918)
+    slower = dataclasses.replace(choice, file="model_fp32.tflite")
+    slow = check_targets(variants, latency, None, 512, 2, "none", slower)
+    assert not slow[0].met and slow[0].measured == pytest.approx(1148 / 918)
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, tiny_bundle):
@@ -267,9 +263,10 @@ def test_without_a_keras_model_the_tflite_fp32_model_is_the_reference(tiny_bundl
     variants = bundle_variants("main", tiny_bundle)
     reference = next(v for v in variants if v.name == "tflite fp32")
     samples = held_out_samples(reference, None, 2)
-    scores, examples = measure_accuracy(reference, variants, samples)
-    assert scores["variants"]["tflite fp32"]["overall"]["agreement_with_float"] == 1.0
-    assert scores["variants"]["onnx fp32"]["overall"]["agreement_with_float"] > 0.999
+    scores, examples = measure_accuracy(reference, variants, samples, "synthetic")
+    assert scores.reference == "tflite fp32" and scores.data == "synthetic"
+    assert scores.variants["tflite fp32"].overall.agreement_with_float == 1.0
+    assert scores.variants["onnx fp32"].overall.agreement_with_float > 0.999
     assert [e.variant for e in examples] == ["tflite int8"] * 2
 
 
@@ -279,7 +276,7 @@ def test_a_missed_target_is_exit_1_unless_told_otherwise(
 ):
     import benchmarks.targets
 
-    planted = [{"claim": "planted", "target": 2.0, "measured": 1.0, "met": False}]
+    planted = [Target("planted", target=2.0, measured=1.0, met=False)]
     monkeypatch.setattr(benchmarks.targets, "check_targets", lambda *args: planted)
     argv = ["--bundle", str(tiny_bundle), "--sizes", "64", "--threads", "1", "--min-runs", "3"]
     argv += ["--seconds", "0", "--images", "1", "--batch", "0", "--no-cold-start"]
@@ -316,15 +313,16 @@ def test_whole_image_claims_from_planted_end_to_end_figures():
         ],
         "folder": [{"variant": "tflite int8", "size": 512, "images": 8, "images_per_s": 20.0}],
     }
-    results = {t["claim"].split(":")[0] + f" {t['target']}": t for t in end_to_end_targets(figures)}
-    assert results["tflite int8 1.15"]["met"] and results["tflite int8 1.15"]["measured"] == 1.1
-    assert not results["onnx fp32 1.15"]["met"]
-    assert sum(" 2048 px" in t["claim"] for t in results.values()) == 0
-    assert results["tflite int8 150.0"]["measured"] == 120.0  # the budget that keeps it within
-    assert "max_memory_mb 80" in results["tflite int8 150.0"]["claim"]
-    assert results["onnx int8 150.0"]["met"] and "onnx fp32 150.0" not in results
+    targets = end_to_end_targets(from_json(EndToEnd, figures))
+    results = {t.claim.split(":")[0] + f" {t.target}": t for t in targets}
+    assert results["tflite int8 1.15"].met and results["tflite int8 1.15"].measured == 1.1
+    assert not results["onnx fp32 1.15"].met
+    assert sum(" 2048 px" in t.claim for t in results.values()) == 0
+    assert results["tflite int8 150.0"].measured == 120.0  # the budget that keeps it within
+    assert "max_memory_mb 80" in results["tflite int8 150.0"].claim
+    assert results["onnx int8 150.0"].met and "onnx fp32 150.0" not in results
     folder = results["tflite int8 0.9"]  # 20 images/s against 1000 / 39.6 ms
-    assert folder["measured"] == pytest.approx(20.0 / (1000 / 39.6)) and not folder["met"]
+    assert folder.measured == pytest.approx(20.0 / (1000 / 39.6)) and not folder.met
 
 
 def test_the_worst_case_overlay_is_the_least_agreeing_gated_model_and_image():
@@ -333,10 +331,10 @@ def test_the_worst_case_overlay_is_the_least_agreeing_gated_model_and_image():
     from benchmarks.accuracy import _worst
 
     def scores(overall, per_image):
-        return {
-            "overall": {"agreement_with_float": overall},
-            "per_image": {f"img{i}": {"agreement_with_float": a} for i, a in enumerate(per_image)},
-        }
+        return VariantScores(
+            Scores(agreement_with_float=overall),
+            {f"img{i}": Scores(agreement_with_float=a) for i, a in enumerate(per_image)},
+        )
 
     names = ["img0", "img1", "img2"]
     gated = {"tflite int8": [np.zeros(1)] * 3, "onnx int8 [thin]": [np.zeros(1)] * 3}

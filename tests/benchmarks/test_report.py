@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.report import _pareto, render_html, render_markdown, write_report
+from benchmarks.schema import Report
 
 PNG_PREFIX = "data:image/png;base64,"
 
@@ -71,9 +72,9 @@ def _assert_png(src: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def written(tmp_path_factory, make_report, make_examples) -> tuple[dict, dict[str, Path], Path]:
+def written(tmp_path_factory, make_report, make_examples) -> tuple[Report, dict[str, Path], Path]:
     """One report written once for the module: plots are the slow part."""
-    report, out = make_report(), tmp_path_factory.mktemp("report")
+    report, out = Report.from_dict(make_report()), tmp_path_factory.mktemp("report")
     return report, write_report(report, make_examples(), out), out
 
 
@@ -88,7 +89,7 @@ def test_write_report_writes_every_file_and_the_json_round_trips(written):
     for name in plots:
         with Image.open(files[name]) as image:
             assert image.format == "PNG"
-    assert json.loads(files["report.json"].read_text()) == report
+    assert Report.from_dict(json.loads(files["report.json"].read_text())) == report
     assert not [p.name for p in out.rglob(".*")], "a temporary file was left behind"
 
 
@@ -117,8 +118,8 @@ def test_markdown_has_the_machine_the_variants_and_their_numbers(report):
     markdown = render_markdown(report)
     assert "AMD EPYC 7B13 (x86_64), 2 cores" in markdown and "avx2, fma" in markdown
     assert "dc7f829abc" in markdown
-    for variant in report["variants"]:
-        assert f"| {variant['name']} |" in markdown
+    for variant in report.variants:
+        assert f"| {variant.name} |" in markdown
     # 512 px, 1 thread, batch 1: int8 at 180.1 ms against the fp32 baseline's 234.1 ms
     assert (
         "| tflite int8 | 180.1 | 185.5 | 190.9 | 180.1 | 5.55 | 1.30x | 75.9 | 50 % | 1 | 12 |"
@@ -133,14 +134,19 @@ def test_markdown_has_the_machine_the_variants_and_their_numbers(report):
     assert "No latency measured for: keras fp32." in markdown
 
 
-def test_markdown_names_the_int8_capability_and_the_automatic_choice(report):
-    report = report | {
-        "environment": report["environment"]
-        | {"int8_capability": "AVX2 only (no VNNI)", "microarchitecture": "zen3"},
-        "choice": {"file": "model_fp32.onnx", "backend": "onnx", "reason": "fastest of 5"},
-        "targets_note": "This CPU has no int8 dot product (AVX2 only (no VNNI)): why ~1.1x",
+def test_markdown_names_the_int8_capability_and_the_automatic_choice(make_report):
+    report = make_report()
+    report["environment"] |= {"int8_capability": "AVX2 only (no VNNI)", "microarchitecture": "zen3"}
+    report["choice"] = {
+        "file": "model_fp32.onnx",
+        "precision": "fp32",
+        "backend": "onnx",
+        "ms_per_tile": 20.5,
+        "reason": "fastest of 5",
+        "verified_ms": {"model_fp32.onnx": 20.5},
     }
-    markdown = render_markdown(report)
+    report["targets_note"] = "This CPU has no int8 dot product (AVX2 only (no VNNI)): why ~1.1x"
+    markdown = render_markdown(Report.from_dict(report))
     assert "AVX2 only (no VNNI) (zen3)" in markdown
     assert "model_fp32.onnx on onnx: fastest of 5" in markdown
     assert "This CPU has no int8 dot product" in markdown
@@ -151,6 +157,7 @@ def test_renders_without_labels_targets_skips_or_cold_start(make_report, make_ex
     for key in ("targets", "skipped", "cold_start", "ceiling"):
         report[key] = []
     report["latency"] = [e for e in report["latency"] if e["variant"] != "onnx fp32"]
+    report = Report.from_dict(report)
     markdown = render_markdown(report)
     assert "no labels" in markdown and "agreement with float" in markdown
     assert "Dice" not in markdown.replace("Dice vs float", "") and "## Targets" not in markdown
@@ -163,14 +170,20 @@ def test_renders_without_labels_targets_skips_or_cold_start(make_report, make_ex
 
 
 def test_renders_a_report_with_nothing_measured():
-    report = {"schema": 1, "variants": [], "latency": [], "accuracy": {}, "targets": []}
+    report = Report.from_dict(
+        {"schema": 1, "variants": [], "latency": [], "accuracy": {}, "targets": []}
+    )
     assert render_markdown(report).startswith("# Benchmark report\n")
+    assert "## Accuracy" not in render_markdown(report)
     page = _parse(render_html(report, []))
     assert page.images == [] and page.headings[0] == "Benchmark report"
 
 
 def test_html_escapes_names():
-    report = {"schema": 1, "environment": {"cpu": "<b>cpu</b>"}, "skipped": [{"name": "a<b"}]}
+    skipped = [{"name": "a<b", "reason": "<i>"}]
+    report = Report.from_dict(
+        {"schema": 1, "environment": {"cpu": "<b>cpu</b>"}, "skipped": skipped}
+    )
     page = render_html(report, [])
     assert "&lt;b&gt;cpu&lt;/b&gt;" in page and "<b>cpu" not in page
 

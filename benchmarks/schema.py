@@ -1,0 +1,370 @@
+"""The benchmark report's schema: frozen dataclasses that the measuring code builds, the report
+writers render and `compare` reads, and their JSON form (`report.json`).
+
+`to_json` turns a report into plain JSON types; `from_json` reads one back and checks every
+field's type on the way, naming the first field that does not fit (`SchemaError`). Keys a
+reader does not know are ignored, so a report with added fields still reads; a field that
+changes meaning bumps `SCHEMA`. Fields a measurement may lack (a failed process, an older
+report) are optional and default to None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from runtime.choice import Choice
+from runtime.tiling import TilePlan
+
+SCHEMA = 1
+MAIN = "main"  # the label of the first --bundle; its float Keras model is the reference
+
+T = TypeVar("T")
+
+
+def _json_name(name: str) -> dict[str, str]:
+    """Field metadata: the key in report.json when it is not the field's name."""
+    return {"json": name}
+
+
+# --------------------------------------------------------------------------------------------
+# The report
+
+
+@dataclasses.dataclass(frozen=True)
+class GitState:
+    revision: str | None = None
+    dirty: bool | None = None  # uncommitted changes
+
+
+@dataclasses.dataclass(frozen=True)
+class Environment:
+    """The machine a report was measured on (`benchmarks.environment.environment`)."""
+
+    cpu: str | None = None
+    microarchitecture: str | None = None
+    int8_capability: str | None = None  # `runtime.cpu.cpu_info`: "AVX-512 VNNI", "AVX2 only ..."
+    machine: str | None = None
+    cores: int | None = None
+    flags: Mapping[str, bool] = dataclasses.field(default_factory=dict)  # SIMD features
+    os: str | None = None
+    python: str | None = None
+    packages: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    git: GitState = dataclasses.field(default_factory=GitState)
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantInfo:
+    """One measured model: its file and what an image of each measured size costs."""
+
+    name: str  # "tflite int8", "onnx fp32 [thin]", "keras fp32"
+    bundle: str = MAIN  # the bundle's label
+    key: str | None = None  # the bundle key (fp32, int8, int8-onnx, ...) or "keras"
+    file: str | None = None
+    format: str | None = None  # tflite | onnx | keras
+    precision: str | None = None
+    size_bytes: int | None = None
+    gzip_bytes: int | None = None
+    tile: int | None = None  # the model's input side
+    macs: Mapping[int, int] = dataclasses.field(default_factory=dict)  # image side -> MACs
+    plans: Mapping[int, TilePlan] = dataclasses.field(default_factory=dict)  # side -> runs
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    name: str
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Ceiling:
+    """The float32 GEMM rate at a thread count: what a model's GMAC/s is measured against."""
+
+    threads: int
+    gmacs_per_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Latency:
+    """One variant's interpreter time for one image (or a batch) of `size` px."""
+
+    variant: str
+    size: int
+    threads: int
+    p50_ms: float
+    batch: int = 1
+    tiles: int | None = None  # interpreter inputs per image
+    batched: bool = True  # False: a batch that ran tile by tile (the model takes batch 1)
+    runs: int | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    ms_per_image: float | None = None
+    images_per_s: float | None = None
+    gmacs_per_s: float | None = None
+    of_ceiling: float | None = None  # gmacs_per_s over the GEMM ceiling at these threads
+
+    @property
+    def setting(self) -> tuple[int, int, int]:
+        """(size, threads, batch): entries of one setting are compared with each other."""
+        return self.size, self.threads, self.batch
+
+
+@dataclasses.dataclass(frozen=True)
+class ColdStart:
+    """A fresh process that imports, loads a model and segments one image; or its error."""
+
+    variant: str
+    size: int | None = None
+    seconds: float | None = None  # the whole process, Python's start included
+    import_s: float | None = None
+    load_s: float | None = None
+    first_inference_s: float | None = None
+    peak_rss_mb: float | None = None  # VmHWM, MB = 10^6 bytes
+    tensorflow_imported: bool | None = None
+    error: str | None = None  # the last line the process printed, when it failed
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessMemory(ColdStart):
+    """A cold start at one image size, with the runtime's plan under its memory budget."""
+
+    tile: tuple[int, int] | None = None
+    count: int | None = None
+    batch: int | None = None
+    max_memory_mb: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class EndToEndSize:
+    """`Segmenter.predict` on one image against the interpreter alone on its runs (p50)."""
+
+    variant: str
+    size: int
+    threads: int
+    runtime_ms: float
+    interpreter_ms: float
+    tile: tuple[int, int]
+    count: int
+    batch: int
+    runs: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderRun:
+    """`runtime.predict`'s pipeline over a folder of `images` PNGs of `size` px."""
+
+    variant: str
+    size: int
+    images: int
+    images_per_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class EndToEnd:
+    sizes: tuple[EndToEndSize, ...] = ()
+    folder: tuple[FolderRun, ...] = ()
+    memory: tuple[ProcessMemory, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    """A mask set against the float model's and against the labels (`optimize.parity`)."""
+
+    agreement_with_float: float | None = None  # share of pixels of the float model's class
+    dice_vs_float: float | None = None
+    iou_vs_float: float | None = None
+    dice_vs_truth: float | None = None
+    iou_vs_truth: float | None = None
+    accuracy_vs_truth: float | None = None
+    max_abs_error: float | None = None  # of the probabilities against float's
+    mean_abs_error: float | None = None
+    dice_drop: float | None = None  # float's Dice vs truth minus this one's
+
+
+@dataclasses.dataclass(frozen=True)
+class VariantScores:
+    overall: Scores = dataclasses.field(default_factory=Scores)  # all pixels of all images
+    per_image: Mapping[str, Scores] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Accuracy:
+    images: tuple[str, ...] = ()
+    has_labels: bool = False
+    float_model: VariantScores | None = dataclasses.field(
+        default=None, metadata=_json_name("float")
+    )  # the reference's scores against the labels
+    variants: Mapping[str, VariantScores] = dataclasses.field(default_factory=dict)
+    data: str | None = None
+    reference: str | None = None  # the variant every other is compared with
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    claim: str
+    target: float
+    measured: float | None
+    met: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+    schema: int = SCHEMA
+    created: str | None = None
+    wall_seconds: float | None = None
+    config: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the run's inputs
+    environment: Environment = dataclasses.field(default_factory=Environment)
+    ceiling: tuple[Ceiling, ...] = ()
+    baseline: str | None = None  # the variant that speed-ups are measured against
+    variants: tuple[VariantInfo, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+    latency: tuple[Latency, ...] = ()
+    cold_start: tuple[ColdStart, ...] = ()
+    end_to_end: EndToEnd = dataclasses.field(default_factory=EndToEnd)
+    accuracy: Accuracy | None = None
+    choice: Choice | None = None  # what precision="auto" picks on this machine
+    targets: tuple[Target, ...] = ()
+    targets_note: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Report:
+        """A parsed report.json; SchemaError names the first field that does not fit."""
+        return from_json(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What report.json holds."""
+        return to_json(self)
+
+    def variant_names(self) -> list[str]:
+        """Variants in the report's order, then names found only in the measurements."""
+        names = [v.name for v in self.variants]
+        for name in (
+            *(e.variant for e in self.latency),
+            *(e.variant for e in self.cold_start),
+            *(self.accuracy.variants if self.accuracy else ()),
+        ):
+            if name not in names:
+                names.append(name)
+        return names
+
+    def overall(self, name: str) -> Scores | None:
+        """A variant's overall scores; the float reference's own (agreement 1) for Keras."""
+        accuracy = self.accuracy
+        if accuracy is None:
+            return None
+        if name in accuracy.variants:
+            return accuracy.variants[name].overall
+        is_keras = any(v.name == name and v.format == "keras" for v in self.variants)
+        if is_keras and accuracy.float_model is not None:
+            return dataclasses.replace(accuracy.float_model.overall, agreement_with_float=1.0)
+        return None
+
+
+def plural(count: object, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+
+
+class SchemaError(ValueError):
+    """A value of report.json that does not fit the schema; the message names its field."""
+
+
+def to_json(value: Any) -> Any:
+    """Plain JSON types: dataclasses as objects (None-by-default fields left out when None),
+    tuples as lists, mapping keys as strings, numpy values as Python's, NaN as null."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.metadata.get("json", f.name): to_json(v)
+            for f in dataclasses.fields(value)
+            if (v := getattr(value, f.name)) is not None or f.default is not None
+        }
+    if isinstance(value, Mapping):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars
+        return to_json(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def from_json(kind: type[T], data: Any, where: str = "report") -> T:
+    """`data` (parsed JSON) as a `kind`; SchemaError names the first field that does not fit."""
+    return _decode(kind, data, where)
+
+
+def _decode(kind: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        [inner] = [a for a in args if a is not type(None)]
+        return _decode(inner, value, where)
+    if dataclasses.is_dataclass(kind):
+        return _decode_dataclass(kind, value, where)
+    if origin is tuple:
+        return _decode_tuple(args, _expect(value, list, "a list", where), where)
+    if origin in (Mapping, dict):
+        return _decode_mapping(args, _expect(value, dict, "an object", where), where)
+    if kind is float:
+        return float(_expect(value, int | float, "a number", where))
+    return _expect(value, kind, _NAMES.get(kind, kind.__name__), where)
+
+
+_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
+
+
+def _expect(value: Any, kind: Any, what: str, where: str) -> Any:
+    if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
+        return value
+    shown = "null" if value is None else type(value).__name__
+    raise SchemaError(f"{where} is {shown}, not {what}")
+
+
+def _decode_dataclass(kind: type, value: Any, where: str) -> Any:
+    value = _expect(value, dict, "an object", where)
+    hints = typing.get_type_hints(kind)
+    found = {}
+    for field in dataclasses.fields(kind):
+        key = field.metadata.get("json", field.name)
+        if key in value:
+            found[field.name] = _decode(hints[field.name], value[key], f"{where}.{key}")
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise SchemaError(f"{where} has no {key!r}")
+    return kind(**found)
+
+
+def _decode_tuple(args: tuple, items: list, where: str) -> tuple:
+    if len(args) == 2 and args[1] is Ellipsis:
+        args = (args[0],) * len(items)
+    elif len(items) != len(args):
+        raise SchemaError(f"{where} has {len(items)} items, not {len(args)}")
+    return tuple(
+        _decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, items, strict=True))
+    )
+
+
+def _decode_mapping(args: tuple, items: dict, where: str) -> dict:
+    key_kind, value_kind = args or (str, Any)
+    decoded = {}
+    for key, item in items.items():
+        if key_kind is int:
+            if not str(key).lstrip("-").isdigit():
+                raise SchemaError(f"{where} has key {key!r}, not an integer")
+            key = int(key)
+        decoded[key] = _decode(value_kind, item, f"{where}.{key}")
+    return decoded
