@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime
 import logging
 import sys
@@ -136,8 +135,9 @@ def measure(
         targets_note=None
         if has_int8_dot_product(capability)
         else NO_DOT_PRODUCT_NOTE.format(capability=capability),
+        wall_seconds=time.perf_counter() - started,
     )
-    return dataclasses.replace(report, wall_seconds=time.perf_counter() - started), examples
+    return report, examples
 
 
 def _auto_choice(bundle: Path, threads: int) -> Choice | None:

@@ -67,8 +67,13 @@ def test_the_paper_layout_goes_through_the_whole_chain(tmp_path):
     out = tmp_path / "report"
     argv = ["--bundle", str(bundle), "--out", str(out), "--sizes", "60", "--threads", "1"]
     argv += ["--min-runs", "3", "--seconds", "0", "--images", "2", "--batch", "0"]
+    # End to end at small sides: a 20 px output tile makes a 2048 px image 10^4 runs.
+    argv += ["--end-to-end-sizes", "60,100", "--folder-images", "2"]
     # Tiny models need not meet the speed targets: the chain, not the speed, is under test.
     assert bench_main(bench_args([*argv, "--no-cold-start", "--no-fail-on-target"])) == 0
     report = load_report(out)
     assert {"keras fp32", "tflite int8", "onnx int8"} <= {v.name for v in report.variants}
     assert report.accuracy.variants["tflite int8"].overall.agreement_with_float > 0.5
+    # Fixed 60 px tiles with 20 px outputs: a 100 px image is several runs, stitched.
+    runs = {(e.variant, e.size): e.count for e in report.end_to_end.sizes}
+    assert runs[("tflite int8", 60)] >= 1 and runs[("tflite int8", 100)] > 1
