@@ -8,6 +8,7 @@ point the model file itself declares.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -15,6 +16,11 @@ from typing import Protocol
 import numpy as np
 
 from runtime.errors import UserError
+from runtime.log import native_lines_kept_back
+
+log = logging.getLogger(__name__)
+# LiteRT's C++ prints this once per process, at the first allocation, past any Python logging.
+XNNPACK_NOTICE = "INFO: Created TensorFlow Lite XNNPACK delegate"
 
 
 class Backend(Protocol):
@@ -52,6 +58,14 @@ def litert_interpreter_class():
     raise UserError("LiteRT is not installed: pip install ai-edge-litert (or use --backend onnx)")
 
 
+def _not_the_xnnpack_notice(line: str) -> bool:
+    """The notice becomes a debug message (-v shows it); any other line is shown."""
+    if line.startswith(XNNPACK_NOTICE):
+        log.debug(line.strip())
+        return False
+    return True
+
+
 class LiteRTBackend:
     name = "litert"
 
@@ -59,7 +73,8 @@ class LiteRTBackend:
         interpreter_class = litert_interpreter_class()
         try:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            with native_lines_kept_back(_not_the_xnnpack_notice):
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise UserError(f"LiteRT cannot load {path} ({error}): re-export the bundle") from None
         self._input = self._interpreter.get_input_details()[0]

@@ -8,8 +8,12 @@ Each CLI adds `-q/--quiet` (warnings and errors only) and `-v/--verbose` (debug 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
+import tempfile
+from collections.abc import Callable, Iterator
 
 FORMAT = "%(message)s"
 
@@ -51,3 +55,26 @@ def configure(args: argparse.Namespace) -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def native_lines_kept_back(shown: Callable[[str], bool]) -> Iterator[None]:
+    """Holds back what C++ code writes straight to file descriptor 2 inside the block, where
+    `logging` cannot reach it; afterwards writes the lines that `shown` accepts to stderr, and
+    every line when the block raises."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = False
+    with tempfile.TemporaryFile() as kept:
+        os.dup2(kept.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            kept.seek(0)
+            lines = kept.read().decode(errors="replace").splitlines(keepends=True)
+            sys.stderr.write("".join(line for line in lines if failed or shown(line)))

@@ -298,11 +298,12 @@ def test_predict_cli_turns_a_tiff_stack_into_a_mask_stack(tiny_bundle, tmp_path)
     tifffile.imwrite(images / "stack.tif", np.stack(pages), photometric="minisblack")
     out = tmp_path / "masks"
     done = subprocess.run(
-        [sys.executable, "-m", "runtime.predict", str(tiny_bundle), str(images), "--out", str(out), "--precision", "int8", "--overlay"],
+        [sys.executable, "-m", "runtime.predict", str(tiny_bundle), str(images), "--out", str(out), "--precision", "int8", "--backend", "litert", "--overlay"],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert "stack.tif (3 pages)" in done.stdout
+    assert "XNNPACK" not in done.stderr  # LiteRT's C++ notice is a debug message (-v)
     masks = tifffile.imread(out / "stack_mask.tif")
     assert masks.shape == (3, 40, 48) and set(np.unique(masks)) <= {0, 255}
     # Each page is the mask of that page, as one image alone would give it.
