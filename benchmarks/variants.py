@@ -17,7 +17,7 @@ import numpy as np
 from benchmarks.macs import tflite_macs
 from benchmarks.schema import MAIN, VariantInfo
 from runtime.bundle import MANIFEST, Manifest, read_manifest, sha256_of
-from runtime.memory import DEFAULT_MAX_MEMORY_MB, ModelMemory
+from runtime.memory import DEFAULT_MAX_MEMORY_MB, ModelMemory, memory_line
 from runtime.preprocess import Preprocessing, normalize
 from runtime.tiling import TilePlan, default_overlap, plan_image, predict_tiled
 
@@ -43,7 +43,7 @@ class Variant:
     prune_method: str | None  # magnitude, 2:4, filter; None when the model was not pruned
     resizable: bool = False  # takes any size: the runtime runs whole images or large tiles
     batchable: bool = False  # takes any batch: the runtime runs several tiles at once
-    memory: dict[str, float] | None = None  # `runtime.memory.ModelMemory` of a resizable model
+    memory: dict[str, float] | None = None  # `runtime.memory.memory_line`, as the runtime plans
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB  # the runtime's budget for one run
 
     @property
@@ -153,7 +153,7 @@ def bundle_variants(
                 prune_method=prune["method"] if prune else None,
                 resizable=artifact.resizable,
                 batchable=artifact.batchable,
-                memory=artifact.memory.to_dict() if artifact.memory else None,
+                memory=line.to_dict() if (line := memory_line(manifest, artifact)) else None,
                 max_memory_mb=max_memory_mb,
             )
         )

@@ -11,7 +11,7 @@ from typing import Any
 from runtime.backends import litert_interpreter_class
 from runtime.bundle import FORMAT_VERSION, MANIFEST, read_manifest, sha256_of
 from runtime.io import check_out_folder, write_json_atomic
-from runtime.memory import measure_model
+from runtime.memory import measure_model, measurement_shapes
 
 # Bundle key -> (file name, format). "int8" is always the int8 model that passed the parity
 # gate; keys ending in "-onnx" are the ONNX files of that precision.
@@ -72,14 +72,9 @@ def artifact_entry(folder: Path, file: str, fmt: str, precision: str, tile: int)
         "output": tensor_out,
         "shape": shape,
     }
-    channels = shape[-1]
-    if -1 in shape[1:3]:
-        shapes = [(1, tile, tile, channels), (1, 2 * tile, 2 * tile, channels)]
-    elif shape[0] == -1:
-        shapes = [(1, *shape[1:]), (4, *shape[1:])]
-    else:
-        return entry
-    entry["memory"] = measure_model(path, fmt, shapes).to_dict()
+    shapes = measurement_shapes(tuple(shape), tile)
+    if shapes:
+        entry["memory"] = measure_model(path, fmt, shapes).to_dict()
     return entry
 
 

@@ -100,7 +100,14 @@ def run_exported(path: Path, fmt: str, tiles: np.ndarray) -> np.ndarray:
     """Probabilities of an exported model file, run by the runtime's backend for its format,
     tile by tile: all held-out tiles as one batch would need gigabytes."""
     backend = BACKENDS[backend_for(fmt)][1](path, None)
-    return np.concatenate([backend.run(tile[None]) for tile in tiles])
+    outputs = [backend.run(tile[None]) for tile in tiles]
+    shapes = {out.shape for out in outputs}
+    if any(len(shape) != 4 for shape in shapes):  # seen once in CI, not reproduced: say where
+        raise RuntimeError(
+            f"{path.name} ({fmt}) gave outputs of shape {sorted(shapes)} for "
+            f"tiles of shape {tiles[0].shape}: (1, h, w, K) expected"
+        )
+    return np.concatenate(outputs)
 
 
 def parity_report(

@@ -10,25 +10,20 @@ read-only and byte-identical from build to device).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import hashlib
-import importlib.metadata
-import json
 import logging
-import os
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
+from runtime import cache
 from runtime.backends import BACKENDS, Backend
 from runtime.bundle import Artifact, Manifest, verified_model_path
 from runtime.cpu import cpu_info
 from runtime.errors import UserError
 from runtime.golden import Golden, check_model, golden_of, runnable
-from runtime.io import write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +46,9 @@ class Choice:
         return dataclasses.asdict(self)
 
 
-def cache_folder() -> Path:
-    """$UNET_EDGE_CACHE, else $XDG_CACHE_HOME/unet-edge, else ~/.cache/unet-edge."""
-    if os.environ.get("UNET_EDGE_CACHE"):
-        return Path(os.environ["UNET_EDGE_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "unet-edge"
-
-
-def _versions() -> dict[str, str]:
-    found = {}
-    for package in ("ai-edge-litert", "tflite-runtime", "onnxruntime"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            found[package] = importlib.metadata.version(package)
-    return found
-
-
 def cache_path(manifest: Manifest, backend: str, num_threads: int | None) -> Path:
     """One file per bundle, CPU, interpreter versions, backend and thread count."""
-    key = json.dumps(
-        [manifest.digest, cpu_info(), _versions(), backend, num_threads], sort_keys=True
-    )
-    return cache_folder() / f"choice-{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+    return cache.device_file("choice", manifest, backend, num_threads)
 
 
 def time_per_tile(models: dict[str, Backend], tile: np.ndarray) -> dict[str, float]:
@@ -160,16 +136,16 @@ def choose(
         refresh: measure again even when a cached choice exists.
     """
     path = cache_path(manifest, backend, num_threads)
-    if path.is_file() and not refresh:
-        try:
-            choice = Choice(**json.loads(path.read_text()))
-            log.info("runtime: auto: %s on %s (cached in %s)", choice.file, choice.backend, path)
-            return choice
-        except (OSError, ValueError, TypeError):
-            pass  # a broken cache file is measured again
+    cached = None if refresh else cache.read(path)
+    try:
+        choice = Choice(**cached) if isinstance(cached, dict) else None
+    except TypeError:  # a cache file of another layout is measured again
+        choice = None
+    if choice:
+        log.info("runtime: auto: %s on %s (cached in %s)", choice.file, choice.backend, path)
+        return choice
     log.info("runtime: auto: verifying and timing the bundle's models on this device")
     choice = _measure(bundle, manifest, backend, num_threads)
-    with contextlib.suppress(OSError):  # a read-only home still runs; it measures next time
-        write_json_atomic(path, choice.to_dict())
+    cache.write(path, choice.to_dict())
     log.info("runtime: auto chose %s on %s: %s", choice.file, choice.backend, choice.reason)
     return choice

@@ -5,7 +5,8 @@ buffers its kernels size by their outputs. On the demo U-Net (Ice Lake Xeon) Lit
 ~620 bytes a pixel, LiteRT fp32 ~1.1 KB, onnxruntime int8 ~235 and fp32 ~525: a whole 1024 px
 image needs 0.6 GB in LiteRT int8. The bundle writer measures every model at two input shapes,
 a fresh process each (`python -m runtime.memory MODEL FORMAT N H W C`), and the runtime sizes
-its tiles from the line through the two.
+its tiles from the line through the two. Another CPU's kernels may pack differently:
+`runtime.verify --memory` measures the line on the device, and the runtime then uses that one.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from runtime.bundle import Artifact, Manifest
 
 MB = 1 << 20
 # The memory one interpreter run may take, by default: a 512 px image runs in one pass with
@@ -96,6 +101,42 @@ def measure_model(path: Path, fmt: str, shapes: list[tuple[int, ...]]) -> ModelM
     return ModelMemory.through(
         [(int(np.prod(shape[:3])), mb) for shape, mb in zip(shapes, peaks, strict=True)]
     )
+
+
+def measurement_shapes(shape: tuple[int, ...], tile: int) -> list[tuple[int, ...]] | None:
+    """The two input shapes a model's line is measured at: the tile side and twice it for a
+    model that takes any size, batches of 1 and 4 for one with a fixed tile; None for a model
+    that takes one shape only (it has no line)."""
+    if -1 in shape[1:3]:
+        return [(1, tile, tile, shape[-1]), (1, 2 * tile, 2 * tile, shape[-1])]
+    if shape[0] == -1:
+        return [(1, *shape[1:]), (4, *shape[1:])]
+    return None
+
+
+def device_lines(manifest: Manifest) -> dict[str, ModelMemory]:
+    """The lines `runtime.verify --memory` measured on this device: file -> line."""
+    from runtime import cache
+
+    found = cache.read(cache.device_file("memory", manifest))
+    try:
+        return {file: ModelMemory(**line) for file, line in (found or {}).items()}
+    except (TypeError, AttributeError):  # a cache file of another layout: as if none
+        return {}
+
+
+def save_device_lines(manifest: Manifest, lines: dict[str, ModelMemory]) -> Path:
+    from runtime import cache
+
+    path = cache.device_file("memory", manifest)
+    cache.write(path, {file: line.to_dict() for file, line in lines.items()})
+    return path
+
+
+def memory_line(manifest: Manifest, artifact: Artifact) -> ModelMemory | None:
+    """This device's line for the model when `runtime.verify --memory` measured one, else the
+    build machine's (the manifest's)."""
+    return device_lines(manifest).get(artifact.file, artifact.memory)
 
 
 def _measure_one_run(path: Path, fmt: str, shape: tuple[int, ...]) -> float:

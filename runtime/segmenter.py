@@ -16,7 +16,7 @@ from runtime.choice import choose
 from runtime.errors import UserError
 from runtime.golden import VerificationFailed, check_model, golden_of
 from runtime.image_io import read_image
-from runtime.memory import DEFAULT_MAX_MEMORY_MB
+from runtime.memory import DEFAULT_MAX_MEMORY_MB, memory_line
 from runtime.metrics import masks_from_probabilities
 from runtime.preprocess import normalize
 from runtime.tiling import TilePlan, default_overlap, plan_image, predict_tiled
@@ -60,6 +60,15 @@ class Segmenter:
         self.precision = artifact.precision
         self.overlap = overlap
         self.max_memory_mb = max_memory_mb
+        self.memory = memory_line(manifest, artifact)
+        if self.memory != artifact.memory:
+            log.info(
+                "runtime: %s plans with this device's memory line (%.0f bytes a pixel; %s on "
+                "the build machine)",
+                artifact.file,
+                self.memory.bytes_per_pixel,
+                f"{artifact.memory.bytes_per_pixel:.0f}" if artifact.memory else "none",
+            )
 
     @classmethod
     def from_bundle(
@@ -164,7 +173,7 @@ class Segmenter:
             width,
             (m.input_size, m.output_size, m.size_multiple),
             self.overlap,
-            self.artifact.memory,
+            self.memory,
             (self.backend.resizable, self.backend.batchable),
             self.max_memory_mb,
         )

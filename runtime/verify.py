@@ -2,8 +2,9 @@
 
 Each model of the bundle runs on the golden tiles in this device's interpreter and is judged by
 `runtime.golden.check_model`: its masks against the float model's, as the parity gate compared
-them on the build machine (`runtime.metrics.float_parity`, one code path for both). Nothing is
-written into the bundle.
+them on the build machine (`runtime.metrics.float_parity`, one code path for both). With
+`--memory` it also measures each model's memory line here (`runtime.memory`), which the runtime
+then plans its tiles with on this device. Nothing is written into the bundle.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from runtime.cpu import cpu_info
 from runtime.errors import UserError
 from runtime.golden import Check, VerificationFailed, check_model, golden_of, runnable
 from runtime.log import add_verbosity, configure
+from runtime.memory import ModelMemory, measure_model, measurement_shapes, save_device_lines
 
 
 def verify_bundle(
@@ -44,6 +46,36 @@ def verify_bundle(
         model = BACKENDS[name][1](verified_model_path(bundle, artifact), num_threads)
         checks.append(check_model(model, artifact, manifest, golden))
     return checks
+
+
+def measure_memory(
+    bundle: str | Path, precision: str | None = None, backend: str = "auto"
+) -> dict[str, ModelMemory]:
+    """Each model's memory line measured here (two fresh processes a model), saved to the cache
+    the runtime reads; models with one fixed input shape have none."""
+    manifest = read_manifest(bundle)
+    lines = {}
+    for artifact, _ in runnable(manifest, precision, backend):
+        shapes = measurement_shapes(artifact.shape, manifest.input_size) if artifact.shape else None
+        if shapes:
+            path = verified_model_path(bundle, artifact)
+            lines[artifact.file] = measure_model(path, artifact.format, shapes)
+    save_device_lines(manifest, lines)
+    return lines
+
+
+def print_memory(lines: dict[str, ModelMemory], manifest: Manifest) -> None:
+    built = {a.file: a.memory for a in manifest.artifacts}
+    print("\nmemory of one run, measured here (a fresh process each; MB = 2^20 bytes):")
+    print(f"{'model':28s} {'bytes/px':>9s} {'at build':>9s} {'base MB':>8s} {'at build':>9s}")
+    for file, line in lines.items():
+        there = built.get(file)
+        print(
+            f"{file:28s} {line.bytes_per_pixel:9.0f} "
+            f"{f'{there.bytes_per_pixel:.0f}' if there else '-':>9s} {line.base_mb:8.1f} "
+            f"{f'{there.base_mb:.1f}' if there else '-':>9s}"
+        )
+    print("the runtime sizes its tiles with these figures on this device from now on")
 
 
 def print_checks(checks: list[Check], manifest: Manifest) -> None:
@@ -76,6 +108,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", help="only this precision (default: every model)")
     parser.add_argument("--backend", default="auto", help=f"auto, {', '.join(BACKENDS)}")
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
+    parser.add_argument(
+        "--memory",
+        action="store_true",
+        help="also measure each model's memory per pixel here (two fresh processes a model); "
+        "the runtime then sizes its tiles with this device's figures",
+    )
     add_verbosity(parser)
     return parser.parse_args(argv)
 
@@ -84,10 +122,13 @@ def main(args: argparse.Namespace) -> int:
     configure(args)
     try:
         checks = verify_bundle(args.bundle, args.precision, args.backend, args.threads)
-        print_checks(checks, read_manifest(args.bundle))
+        manifest = read_manifest(args.bundle)
+        print_checks(checks, manifest)
         failed = [c for c in checks if not c.passed]
         if failed:
             raise VerificationFailed("; ".join(c.failure() for c in failed))
+        if args.memory:
+            print_memory(measure_memory(args.bundle, args.precision, args.backend), manifest)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -15,7 +15,8 @@ import pytest
 
 from runtime import Segmenter, UserError
 from runtime.bundle import read_manifest, sha256_of
-from runtime.choice import cache_folder, choose
+from runtime.cache import cache_folder
+from runtime.choice import choose
 from runtime.golden import GOLDEN_FILE, VerificationFailed, load_golden
 from runtime.verify import verify_bundle
 
@@ -203,3 +204,25 @@ def test_contenders_take_turns_and_each_gets_its_median(monkeypatch):
     times = runtime.choice.time_per_tile({"a": Fake("a"), "b": Fake("b")}, np.zeros((4, 4, 1)))
     assert set(times) == {"a", "b"} and all(t >= 0 for t in times.values())
     assert calls == ["a", "b"] * 5  # turn by turn, five runs each
+
+
+def test_memory_measured_on_the_device_is_what_the_runtime_plans_with(tiny_quantized_bundle):
+    from runtime.memory import MB, ModelMemory, device_lines, save_device_lines
+
+    done = _verify_cli(tiny_quantized_bundle, "--precision", "int8", "--memory")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "measured here" in done.stdout and "model_int8.onnx" in done.stdout
+    manifest = read_manifest(tiny_quantized_bundle)
+    lines = device_lines(manifest)  # the cache the runtime reads (a test folder here)
+    assert set(lines) == {"model_int8.tflite", "model_int8.onnx"}
+    assert all(line.bytes_per_pixel > 0 for line in lines.values())
+    # A device whose kernels need more memory a pixel (twice the budget for a 256 px image):
+    # the budget that runs it in one pass on the manifest's line tiles it on this device's.
+    built = manifest.artifact("int8", "tflite").memory
+    budget = built.mb(256 * 256) * 1.5
+    before = Segmenter.from_bundle(tiny_quantized_bundle, "int8", "litert", max_memory_mb=budget)
+    assert before.plan(256, 256).count == 1
+    hungry = ModelMemory(built.base_mb, (2 * budget - built.base_mb) * MB / (256 * 256))
+    save_device_lines(manifest, {"model_int8.tflite": hungry})
+    after = Segmenter.from_bundle(tiny_quantized_bundle, "int8", "litert", max_memory_mb=budget)
+    assert after.memory == hungry and after.plan(256, 256).count > 1

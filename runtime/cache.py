@@ -1,0 +1,56 @@
+"""What this device measured about a bundle, kept in the user's cache folder, never in the
+bundle (which stays read-only and byte-identical from build to device): precision="auto"'s
+choice (`runtime.choice`) and each model's memory line (`runtime.memory`, written by
+`runtime.verify --memory`). A file per bundle, CPU, interpreter versions and whatever else
+decides the measurement."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from runtime.cpu import cpu_info
+from runtime.io import write_json_atomic
+
+if TYPE_CHECKING:
+    from runtime.bundle import Manifest
+
+
+def cache_folder() -> Path:
+    """$UNET_EDGE_CACHE, else $XDG_CACHE_HOME/unet-edge, else ~/.cache/unet-edge."""
+    if os.environ.get("UNET_EDGE_CACHE"):
+        return Path(os.environ["UNET_EDGE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "unet-edge"
+
+
+def interpreter_versions() -> dict[str, str]:
+    found = {}
+    for package in ("ai-edge-litert", "tflite-runtime", "onnxruntime"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found[package] = importlib.metadata.version(package)
+    return found
+
+
+def device_file(kind: str, manifest: Manifest, *key: Any) -> Path:
+    """`kind`'s file for this bundle on this CPU with these interpreters, and `key`."""
+    text = json.dumps([manifest.digest, cpu_info(), interpreter_versions(), *key], sort_keys=True)
+    return cache_folder() / f"{kind}-{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+
+
+def read(path: Path) -> Any | None:
+    """The cached JSON, or None when there is none or it is broken (it is measured again)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write(path: Path, data: Any) -> None:
+    with contextlib.suppress(OSError):  # a read-only home still runs; it measures next time
+        write_json_atomic(path, data)
