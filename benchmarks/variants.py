@@ -17,7 +17,8 @@ import numpy as np
 from benchmarks.macs import tflite_macs
 from benchmarks.schema import MAIN, VariantInfo
 from runtime.bundle import MANIFEST, Manifest, read_manifest, sha256_of
-from runtime.memory import DEFAULT_MAX_MEMORY_MB, ModelMemory, memory_line
+from runtime.cache import memory_line
+from runtime.memory import DEFAULT_MAX_MEMORY_MB, ModelMemory
 from runtime.preprocess import Preprocessing, normalize
 from runtime.tiling import TilePlan, default_overlap, plan_image, predict_tiled
 

@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from runtime.cpu import cpu_info
 from runtime.io import write_json_atomic
+from runtime.memory import ModelMemory
 
 if TYPE_CHECKING:
-    from runtime.bundle import Manifest
+    from runtime.bundle import Artifact, Manifest
 
 
 def cache_folder() -> Path:
@@ -54,3 +55,24 @@ def read(path: Path) -> Any | None:
 def write(path: Path, data: Any) -> None:
     with contextlib.suppress(OSError):  # a read-only home still runs; it measures next time
         write_json_atomic(path, data)
+
+
+def device_lines(manifest: Manifest) -> dict[str, ModelMemory]:
+    """The lines `runtime.verify --memory` measured on this device: file -> line."""
+    found = read(device_file("memory", manifest))
+    try:
+        return {file: ModelMemory(**line) for file, line in (found or {}).items()}
+    except (TypeError, AttributeError):  # a cache file of another layout: as if none
+        return {}
+
+
+def save_device_lines(manifest: Manifest, lines: dict[str, ModelMemory]) -> Path:
+    path = device_file("memory", manifest)
+    write(path, {file: line.to_dict() for file, line in lines.items()})
+    return path
+
+
+def memory_line(manifest: Manifest, artifact: Artifact) -> ModelMemory | None:
+    """This device's line for the model when `runtime.verify --memory` measured one, else the
+    build machine's (the manifest's)."""
+    return device_lines(manifest).get(artifact.file, artifact.memory)

@@ -6,7 +6,8 @@ buffers its kernels size by their outputs. On the demo U-Net (Ice Lake Xeon) Lit
 image needs 0.6 GB in LiteRT int8. The bundle writer measures every model at two input shapes,
 a fresh process each (`python -m runtime.memory MODEL FORMAT N H W C`), and the runtime sizes
 its tiles from the line through the two. Another CPU's kernels may pack differently:
-`runtime.verify --memory` measures the line on the device, and the runtime then uses that one.
+`runtime.verify --memory` measures the line on the device, and the runtime then uses that one
+(`runtime.cache.memory_line`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,8 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from runtime.bundle import Artifact, Manifest
 
 MB = 1 << 20
 # The memory one interpreter run may take, by default: a 512 px image runs in one pass with
@@ -112,31 +109,6 @@ def measurement_shapes(shape: tuple[int, ...], tile: int) -> list[tuple[int, ...
     if shape[0] == -1:
         return [(1, *shape[1:]), (4, *shape[1:])]
     return None
-
-
-def device_lines(manifest: Manifest) -> dict[str, ModelMemory]:
-    """The lines `runtime.verify --memory` measured on this device: file -> line."""
-    from runtime import cache
-
-    found = cache.read(cache.device_file("memory", manifest))
-    try:
-        return {file: ModelMemory(**line) for file, line in (found or {}).items()}
-    except (TypeError, AttributeError):  # a cache file of another layout: as if none
-        return {}
-
-
-def save_device_lines(manifest: Manifest, lines: dict[str, ModelMemory]) -> Path:
-    from runtime import cache
-
-    path = cache.device_file("memory", manifest)
-    cache.write(path, {file: line.to_dict() for file, line in lines.items()})
-    return path
-
-
-def memory_line(manifest: Manifest, artifact: Artifact) -> ModelMemory | None:
-    """This device's line for the model when `runtime.verify --memory` measured one, else the
-    build machine's (the manifest's)."""
-    return device_lines(manifest).get(artifact.file, artifact.memory)
 
 
 def _measure_one_run(path: Path, fmt: str, shape: tuple[int, ...]) -> float:

@@ -12,11 +12,12 @@ import numpy as np
 
 from runtime.backends import BACKENDS, Backend, check_backend, installed_backends
 from runtime.bundle import Artifact, Manifest, read_manifest, verified_model_path
+from runtime.cache import memory_line
 from runtime.choice import choose
 from runtime.errors import UserError
 from runtime.golden import VerificationFailed, check_model, golden_of
 from runtime.image_io import read_image
-from runtime.memory import DEFAULT_MAX_MEMORY_MB, memory_line
+from runtime.memory import DEFAULT_MAX_MEMORY_MB
 from runtime.metrics import masks_from_probabilities
 from runtime.preprocess import normalize
 from runtime.tiling import TilePlan, default_overlap, plan_image, predict_tiled

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from runtime.backends import BACKENDS
 from runtime.bundle import Manifest, read_manifest, verified_model_path
+from runtime.cache import save_device_lines
 from runtime.cpu import cpu_info
 from runtime.errors import UserError
 from runtime.golden import Check, VerificationFailed, check_model, golden_of, runnable
 from runtime.log import add_verbosity, configure
-from runtime.memory import ModelMemory, measure_model, measurement_shapes, save_device_lines
+from runtime.memory import ModelMemory, measure_model, measurement_shapes
 
 
 def verify_bundle(

@@ -207,7 +207,8 @@ def test_contenders_take_turns_and_each_gets_its_median(monkeypatch):
 
 
 def test_memory_measured_on_the_device_is_what_the_runtime_plans_with(tiny_quantized_bundle):
-    from runtime.memory import MB, ModelMemory, device_lines, save_device_lines
+    from runtime.cache import device_lines, save_device_lines
+    from runtime.memory import MB, ModelMemory
 
     done = _verify_cli(tiny_quantized_bundle, "--precision", "int8", "--memory")
     assert done.returncode == 0, done.stderr[-2000:]
