@@ -67,8 +67,10 @@ def device_lines(manifest: Manifest) -> dict[str, ModelMemory]:
 
 
 def save_device_lines(manifest: Manifest, lines: dict[str, ModelMemory]) -> Path:
+    """Adds `lines` to the ones measured before (another precision's stay)."""
     path = device_file("memory", manifest)
-    write(path, {file: line.to_dict() for file, line in lines.items()})
+    merged = device_lines(manifest) | lines
+    write(path, {file: line.to_dict() for file, line in merged.items()})
     return path
 
 

@@ -10,6 +10,7 @@ then plans its tiles with on this device. Nothing is written into the bundle.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -58,9 +59,14 @@ def measure_memory(
     lines = {}
     for artifact, _ in runnable(manifest, precision, backend):
         shapes = measurement_shapes(artifact.shape, manifest.input_size) if artifact.shape else None
-        if shapes:
-            path = verified_model_path(bundle, artifact)
+        if not shapes:
+            continue
+        path = verified_model_path(bundle, artifact)
+        try:
             lines[artifact.file] = measure_model(path, artifact.format, shapes)
+        except subprocess.CalledProcessError as error:
+            said = (error.stderr or "").strip().splitlines() or ["no output"]
+            raise UserError(f"measuring the memory of {artifact.file} failed: {said[-1]}") from None
     save_device_lines(manifest, lines)
     return lines
 
