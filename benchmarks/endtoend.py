@@ -27,9 +27,17 @@ import numpy as np
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.environment import run_worker
-from benchmarks.schema import EndToEnd, EndToEndSize, FolderRun, ProcessMemory, from_json, to_json
+from benchmarks.schema import (
+    MAIN,
+    EndToEnd,
+    EndToEndSize,
+    FolderRun,
+    ProcessMemory,
+    from_json,
+    to_json,
+)
 from benchmarks.targets import RSS_LIMIT_MB, RSS_SIZE, TIGHT_BUDGET_MB
-from benchmarks.variants import MAIN, Variant
+from benchmarks.variants import Variant
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ def _inputs(
 
 def _litert_invoke(variant: Variant, threads: int, count: int, tile: Tile) -> Runner | None:
     """One invoke on `count` tiles, or None when the model cannot take that batch."""
-    from runtime.backends import litert_interpreter_class
+    from runtime.backends import allocate, litert_interpreter_class
 
     interpreter = litert_interpreter_class()(model_path=variant.path, num_threads=threads)
     detail = interpreter.get_input_details()[0]
@@ -59,7 +59,7 @@ def _litert_invoke(variant: Variant, threads: int, count: int, tile: Tile) -> Ru
         except (ValueError, RuntimeError):
             return None
     try:
-        interpreter.allocate_tensors()
+        allocate(interpreter)
     except RuntimeError:
         return None
     detail = interpreter.get_input_details()[0]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import litert_interpreter_class
+from runtime.backends import allocate, litert_interpreter_class
 from runtime.private_api import operators
 
 
@@ -41,7 +41,7 @@ def tflite_macs(path: Path, side: int) -> int:
     detail = interpreter.get_input_details()[0]
     if (detail["shape_signature"] < 0).any():
         interpreter.resize_tensor_input(detail["index"], [1, side, side, detail["shape"][-1]])
-        interpreter.allocate_tensors()
+        allocate(interpreter)
     shapes = {t["index"]: t["shape"] for t in interpreter.get_tensor_details()}
     total = 0
     for op in operators(interpreter):

@@ -66,6 +66,12 @@ def _not_the_xnnpack_notice(line: str) -> bool:
     return True
 
 
+def allocate(interpreter) -> None:
+    """`allocate_tensors`, with LiteRT's XNNPACK notice turned into a debug message."""
+    with native_lines_kept_back(_not_the_xnnpack_notice):
+        interpreter.allocate_tensors()
+
+
 class LiteRTBackend:
     name = "litert"
 
@@ -73,8 +79,7 @@ class LiteRTBackend:
         interpreter_class = litert_interpreter_class()
         try:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
-            with native_lines_kept_back(_not_the_xnnpack_notice):
-                self._interpreter.allocate_tensors()
+            allocate(self._interpreter)
         except (ValueError, RuntimeError) as error:
             raise UserError(f"LiteRT cannot load {path} ({error}): re-export the bundle") from None
         self._input = self._interpreter.get_input_details()[0]
@@ -93,7 +98,7 @@ class LiteRTBackend:
         if tuple(self._input["shape"]) == shape:
             return
         self._interpreter.resize_tensor_input(self._input["index"], list(shape), strict=True)
-        self._interpreter.allocate_tensors()
+        allocate(self._interpreter)
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
 
