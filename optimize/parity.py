@@ -102,7 +102,7 @@ def run_exported(path: Path, fmt: str, tiles: np.ndarray) -> np.ndarray:
     backend = BACKENDS[backend_for(fmt)][1](path, None)
     outputs = [backend.run(tile[None]) for tile in tiles]
     shapes = {out.shape for out in outputs}
-    if any(len(shape) != 4 for shape in shapes):  # seen once in CI, not reproduced: say where
+    if any(len(shape) != 4 for shape in shapes):  # tf2onnx once made 5-D ones: optimize/export.py
         raise RuntimeError(
             f"{path.name} ({fmt}) gave outputs of shape {sorted(shapes)} for "
             f"tiles of shape {tiles[0].shape}: (1, h, w, K) expected"

@@ -79,3 +79,24 @@ def tfmot_centroids_replaced(get_centroids: Callable[..., Any]) -> Iterator[None
         yield
     finally:
         module.get_centroids = original
+
+
+@contextlib.contextmanager
+def tf2onnx_without_optimizers(*names: str) -> Iterator[None]:
+    """tf2onnx's table of graph optimizers (`tf2onnx.optimizer._optimizers`, which every
+    conversion reads and no argument of `tf2onnx.convert.from_function` can change) without
+    these passes while a conversion runs; the table is put back whatever happens."""
+    from tf2onnx import optimizer
+
+    table = optimizer._optimizers
+    missing = [name for name in names if name not in table]
+    if missing:
+        raise KeyError(f"tf2onnx has no optimizer named {', '.join(missing)}")
+    original = dict(table)
+    for name in names:
+        del table[name]
+    try:
+        yield
+    finally:
+        table.clear()
+        table.update(original)

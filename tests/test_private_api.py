@@ -81,3 +81,19 @@ def test_tfmot_centroids_are_put_back_even_after_an_error():
         assert module.get_centroids is replacement
         raise RuntimeError("build failed")
     assert module.get_centroids is original
+
+
+def test_tf2onnx_optimizers_are_left_out_and_put_back_even_after_an_error():
+    from tf2onnx import optimizer
+
+    every = list(optimizer._optimizers)
+    assert "reshape_optimizer" in every, "tf2onnx's reshape_optimizer is gone (optimize/export.py)"
+    with pytest.raises(RuntimeError), private_api.tf2onnx_without_optimizers("reshape_optimizer"):
+        assert list(optimizer._optimizers) == [n for n in every if n != "reshape_optimizer"]
+        raise RuntimeError
+    assert list(optimizer._optimizers) == every
+    with (
+        pytest.raises(KeyError, match="no optimizer named nope"),
+        private_api.tf2onnx_without_optimizers("nope"),
+    ):
+        pass
