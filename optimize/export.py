@@ -184,7 +184,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m optimize.export",
         description="Export a training run's float model to a bundle: fp32 and post-training "
-        "int8 TFLite, fp32 ONNX, and manifest.json. (Pruning and QAT: optimize.quantize, to come.)",
+        "int8 TFLite, fp32 ONNX, and manifest.json: the quick path without QAT (optimize.quantize "
+        "prunes, fine-tunes with QAT and gates every export).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
