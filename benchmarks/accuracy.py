@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.report import Example
+from benchmarks.plots import Example
 from benchmarks.schema import Accuracy, Scores, VariantScores
 from benchmarks.variants import Variant, manifest_json
 from optimize.parity import Reference, compare

@@ -1,8 +1,7 @@
 """Report writers: `report.json` (every number), `report.md` (tables) and a self-contained HTML.
 
-One list of sections feeds both the Markdown and the HTML, so the two never disagree. Plots are
-drawn with matplotlib's object API (no pyplot): no global backend is switched and no figure
-outlives its function, which matters inside a harness that also measures memory.
+One list of sections feeds both the Markdown and the HTML, so the two never disagree; the plots
+they show are drawn by `benchmarks.plots`.
 """
 
 from __future__ import annotations
@@ -10,15 +9,12 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import io
 import math
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from benchmarks.plots import Example, draw_plots
 from benchmarks.schema import (
     MAIN,
     Accuracy,
@@ -34,19 +30,6 @@ from runtime.choice import Choice
 from runtime.io import write_bytes_atomic, write_json_atomic
 
 DASH = "—"  # a value that was not measured
-DPI = 100
-
-
-@dataclasses.dataclass(frozen=True)
-class Example:
-    """One image's masks, drawn as an overlay row: input, truth, float, variant, difference."""
-
-    name: str
-    image: np.ndarray
-    truth: np.ndarray | None
-    float_mask: np.ndarray
-    mask: np.ndarray
-    variant: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +64,7 @@ def write_report(report: Report, examples: list[Example], out: Path) -> dict[str
         Each file's path relative to `out` (e.g. "report.md", "plots/latency.png") -> its path.
     """
     out = Path(out)
-    plots = _draw_plots(report, examples)
+    plots = draw_plots(report, examples)
     files = {f"plots/{name}.png": out / "plots" / f"{name}.png" for name in plots}
     for (_, data), path in zip(plots.values(), files.values(), strict=True):
         write_bytes_atomic(path, data)
@@ -106,22 +89,11 @@ def render_markdown(report: Report, plots: Mapping[str, str] | None = None) -> s
 
 def render_html(report: Report, examples: list[Example]) -> str:
     """One self-contained page: inline CSS, plots as base64 PNGs, no scripts or external links."""
-    return _html(report, _draw_plots(report, examples))
+    return _html(report, draw_plots(report, examples))
 
 
 # --------------------------------------------------------------------------------------------
 # Reading the report
-
-
-def _has_labels(report: Report) -> bool:
-    return report.accuracy is not None and report.accuracy.has_labels
-
-
-def _quality(report: Report) -> tuple[str, str]:
-    """The score that ranks variants: Dice vs truth with labels, else agreement with float."""
-    if _has_labels(report):
-        return "dice_vs_truth", "Dice vs truth"
-    return "agreement_with_float", "agreement with float"
 
 
 def _size_reference(report: Report) -> VariantInfo | None:
@@ -131,15 +103,6 @@ def _size_reference(report: Report) -> VariantInfo | None:
     main = [v for v in fp32 if v.bundle == MAIN]
     baseline = [v for v in variants if v.name == report.baseline]
     return (main or fp32 or baseline or [None])[0]
-
-
-def _latency_groups(report: Report) -> dict[tuple[int, int, int], list[Latency]]:
-    """Latency entries by (size, threads, batch), in ascending order, variants in report order."""
-    order = {name: i for i, name in enumerate(report.variant_names())}
-    groups: dict[tuple[int, int, int], list[Latency]] = {}
-    for entry in report.latency:
-        groups.setdefault(entry.setting, []).append(entry)
-    return {key: sorted(groups[key], key=lambda e: order[e.variant]) for key in sorted(groups)}
 
 
 def _speedup(entry: Latency, group: list[Latency], baseline: str | None) -> float | None:
@@ -262,7 +225,7 @@ _LATENCY_HEADERS = (
 
 
 def _latency_section(report: Report) -> _Section | None:
-    groups = _latency_groups(report)
+    groups = report.latency_groups()
     if not groups:
         return None
     baseline = report.baseline
@@ -722,225 +685,6 @@ def _h(text: Any) -> str:
     return html.escape(str(text), quote=True)
 
 
-# --------------------------------------------------------------------------------------------
-# Plots
-
-
-def _draw_plots(report: Report, examples: Sequence[Example]) -> dict[str, tuple[str, bytes]]:
-    """Every plot the report has data for: key -> (caption, PNG bytes)."""
-    plots: dict[str, tuple[str, bytes]] = {}
-    for key, draw in (
-        ("latency", _plot_latency),
-        ("size_vs_dice", _plot_size_vs_quality),
-        ("parity", _plot_parity),
-    ):
-        drawn = draw(report)
-        if drawn is not None:
-            plots[key] = drawn
-    for example in examples:
-        key = _unique(f"overlay_{_slug(example.name)}_{_slug(example.variant)}", plots)
-        plots[key] = _plot_overlay(example)
-    return plots
-
-
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
-def _png(figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
-    return buffer.getvalue()
-
-
-def _plot_latency(report: Report) -> tuple[str, bytes] | None:
-    """Grouped bars at batch 1: one group per (size, threads), p50 with p90 as the error bar."""
-    groups = {k: v for k, v in _latency_groups(report).items() if k[2] == 1}
-    timed = {e.variant for g in groups.values() for e in g}
-    names = [n for n in report.variant_names() if n in timed]
-    if not groups or not names:
-        return None
-    width = 0.8 / len(names)
-    figure = _figure(max(5.0, 1.2 + len(groups) * len(names) * 0.3), 3.8)
-    axes = figure.add_subplot()
-    for i, name in enumerate(names):
-        p50, p90 = [], []
-        for entries in groups.values():
-            entry = next((e for e in entries if e.variant == name), None)
-            p50.append(_float(entry.p50_ms if entry else None))
-            p90.append(_float(entry.p90_ms if entry else None))
-        low = [0.0] * len(p50)
-        high = [
-            max(0.0, b - a) if math.isfinite(a + b) else 0.0 for a, b in zip(p50, p90, strict=True)
-        ]
-        x = [g + (i - (len(names) - 1) / 2) * width for g in range(len(groups))]
-        axes.bar(x, p50, width, yerr=[low, high], capsize=2, label=name)
-    axes.set_xticks(range(len(groups)))
-    axes.set_xticklabels([f"{s} px\n{plural(t, 'thread')}" for s, t, _ in groups])
-    axes.set_ylabel("p50 latency, ms (bar: p90)")
-    axes.set_title("Latency per variant, batch 1")
-    figure.legend(loc="outside lower center", fontsize="small", ncols=min(4, len(names)))
-    return "Latency per variant at batch 1: p50, with p90 as the error bar", _png(figure)
-
-
-def _quality_points(report: Report) -> list[tuple[str, float, float]]:
-    """(variant, size MB, score) of every variant with both a size and a score."""
-    key, _ = _quality(report)
-    points = []
-    for variant in report.variants:
-        overall = report.overall(variant.name)
-        value = getattr(overall, key) if overall else None
-        if variant.size_bytes and value is not None and math.isfinite(value):
-            points.append((variant.name, variant.size_bytes / 1e6, value))
-    return points
-
-
-def _pareto(points: Iterable[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
-    """The points that no other point beats: smaller or equal and at least as accurate."""
-    points = list(points)
-
-    def beaten(p: tuple[str, float, float]) -> bool:
-        return any(q[1] <= p[1] and q[2] >= p[2] and (q[1], q[2]) != (p[1], p[2]) for q in points)
-
-    return sorted((p for p in points if not beaten(p)), key=lambda p: p[1])
-
-
-def _plot_size_vs_quality(report: Report) -> tuple[str, bytes] | None:
-    points = _quality_points(report)
-    if not points:
-        return None
-    _, label = _quality(report)
-    frontier = _pareto(points)
-    figure = _figure(6.0, 3.8)
-    axes = figure.add_subplot()
-    axes.scatter([p[1] for p in points], [p[2] for p in points], color="#888", zorder=2)
-    axes.plot(
-        [p[1] for p in frontier],
-        [p[2] for p in frontier],
-        "o-",
-        drawstyle="steps-post",
-        color="#c0392b",
-        label="Pareto frontier",
-        zorder=3,
-    )
-    sizes = [p[1] for p in points]
-    log = max(sizes) / min(sizes) > 8
-    for (name, x, y), dy in zip(points, _label_offsets(points, log), strict=True):
-        axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, dy), fontsize=7)
-    if log:
-        from matplotlib.ticker import FuncFormatter
-
-        axes.set_xscale("log")
-        plain = FuncFormatter(lambda value, _: f"{value:g}")
-        axes.xaxis.set_major_formatter(plain)
-        axes.xaxis.set_minor_formatter(plain)
-    axes.set_xlabel("model file, MB")
-    axes.set_ylabel(label)
-    axes.set_title(f"Size against {label}")
-    axes.legend(fontsize="small")
-    caption = f"Size against {label}; red: the Pareto frontier (no variant is smaller and at least as accurate)"
-    return caption, _png(figure)
-
-
-def _label_offsets(points: list[tuple[str, float, float]], log: bool) -> list[float]:
-    """Vertical label offsets in points: labels of points that nearly coincide are stacked."""
-    xs = np.log([p[1] for p in points]) if log else np.array([p[1] for p in points])
-    ys = np.array([p[2] for p in points])
-    span_x, span_y = np.ptp(xs) or 1.0, np.ptp(ys) or 1.0
-    offsets: list[float] = []
-    for i in range(len(points)):
-        near = np.abs(xs[:i] - xs[i]) / span_x < 0.08
-        near &= np.abs(ys[:i] - ys[i]) / span_y < 0.08
-        offsets.append(4.0 - 9.0 * int(near.sum()))
-    return offsets
-
-
-def _plot_parity(report: Report) -> tuple[str, bytes] | None:
-    accuracy = report.accuracy
-    if accuracy is None or not accuracy.images or not accuracy.variants:
-        return None
-    images = accuracy.images
-    figure = _figure(max(6.5, 3.0 + 0.25 * len(images)), 3.2)
-    axes = figure.add_subplot()
-    drawn = False
-    for name, result in accuracy.variants.items():
-        found = [result.per_image.get(i) for i in images]
-        values = [_float(f.agreement_with_float if f else None) * 100 for f in found]
-        if any(math.isfinite(v) for v in values):
-            axes.plot(range(len(images)), values, "o-", markersize=3, label=name)
-            drawn = True
-    if not drawn:
-        return None
-    axes.set_xticks(range(len(images)))
-    axes.set_xticklabels(images, fontsize=7, rotation=90 if len(images) > 12 else 0)
-    axes.set_xlabel("image")
-    axes.set_ylabel("agreement with float, %")
-    axes.set_title("Per-image agreement with the float model")
-    figure.legend(loc="outside right upper", fontsize="small")
-    return "Per-image agreement of each variant's mask with the float model's mask", _png(figure)
-
-
-def _plot_overlay(example: Example) -> tuple[str, bytes]:
-    """One row: input, truth, float mask, variant mask, and the disagreements in red."""
-    image = _unit_image(example.image)
-    masks = [m for m in (example.truth, example.float_mask, example.mask) if m is not None]
-    vmax = max(1, *(int(np.max(m)) for m in masks if np.size(m)))
-    differ = np.asarray(example.float_mask) != np.asarray(example.mask)
-    figure = _figure(10.0, 2.5)
-    panels = figure.subplots(1, 5)
-    panels[0].imshow(image, cmap="gray", vmin=0, vmax=1)
-    panels[0].set_title("input", fontsize=8)
-    if example.truth is None:
-        panels[1].text(0.5, 0.5, "no labels", ha="center", va="center", fontsize=8)
-    else:
-        panels[1].imshow(example.truth, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
-    panels[1].set_title("ground truth", fontsize=8)
-    for axes, mask, title in (
-        (panels[2], example.float_mask, "float"),
-        (panels[3], example.mask, example.variant),
-    ):
-        axes.imshow(mask, cmap="gray", vmin=0, vmax=vmax, interpolation="nearest")
-        axes.set_title(title, fontsize=8)
-    panels[4].imshow(_difference(image, differ), interpolation="nearest")
-    share = float(np.mean(differ)) if differ.size else 0.0
-    panels[4].set_title(f"differ: {int(differ.sum())} px ({share:.2%})", fontsize=8)
-    for axes in panels:
-        axes.set_xticks([])
-        axes.set_yticks([])
-    figure.suptitle(f"image {example.name}: float vs {example.variant}", fontsize=9)
-    caption = f"Image {example.name}: {example.variant} against float; {share:.2%} of pixels differ"
-    return caption, _png(figure)
-
-
-def _unit_image(image: np.ndarray) -> np.ndarray:
-    """A grey image in [0, 1] (integer images are taken as 0-255)."""
-    image = np.asarray(image)
-    if image.ndim == 3:
-        image = image[..., 0] if image.shape[-1] == 1 else image.mean(axis=-1)
-    if np.issubdtype(image.dtype, np.integer):
-        return image.astype(np.float32) / 255.0
-    return np.clip(image.astype(np.float32), 0.0, 1.0)
-
-
-def _difference(image: np.ndarray, differ: np.ndarray) -> np.ndarray:
-    """RGB: the input dimmed (center-cropped to the mask when larger), red where masks differ."""
-    base = _center_crop(image, differ.shape) if image.shape != differ.shape else image
-    if base.shape != differ.shape:
-        base = np.full(differ.shape, 0.5, np.float32)
-    rgb = np.repeat((0.25 + 0.5 * base)[..., None], 3, axis=-1)
-    rgb[differ] = (0.9, 0.1, 0.1)
-    return rgb
-
-
-def _center_crop(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    if len(shape) != 2 or image.shape[0] < shape[0] or image.shape[1] < shape[1]:
-        return image
-    top, left = (image.shape[0] - shape[0]) // 2, (image.shape[1] - shape[1]) // 2
-    return image[top : top + shape[0], left : left + shape[1]]
-
-
 def _expand(keys: Iterable[str], plots: Mapping[str, Any]) -> list[str]:
     """Plot keys, with a trailing '*' matching every plot whose key starts with the rest."""
     found: list[str] = []
@@ -958,10 +702,6 @@ def _expand(keys: Iterable[str], plots: Mapping[str, Any]) -> list[str]:
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
-
-
-def _float(value: float | None) -> float:
-    return float(value) if _finite(value) else math.nan
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -998,14 +738,3 @@ def _plain(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(_plain(v) for v in value) or DASH
     return _text(value)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
-
-
-def _unique(key: str, taken: Mapping[str, Any]) -> str:
-    candidate, n = key, 2
-    while candidate in taken:
-        candidate, n = f"{key}-{n}", n + 1
-    return candidate

@@ -265,6 +265,21 @@ class Report:
             return dataclasses.replace(accuracy.float_model.overall, agreement_with_float=1.0)
         return None
 
+    def ranking_score(self) -> tuple[str, str]:
+        """The score that ranks variants, as (Scores field, label): Dice against the truth when
+        there are labels, else agreement with the float model."""
+        if self.accuracy is not None and self.accuracy.has_labels:
+            return "dice_vs_truth", "Dice vs truth"
+        return "agreement_with_float", "agreement with float"
+
+    def latency_groups(self) -> dict[tuple[int, int, int], list[Latency]]:
+        """Latency entries by (size, threads, batch) ascending, variants in report order."""
+        order = {name: i for i, name in enumerate(self.variant_names())}
+        groups: dict[tuple[int, int, int], list[Latency]] = {}
+        for entry in self.latency:
+            groups.setdefault(entry.setting, []).append(entry)
+        return {key: sorted(groups[key], key=lambda e: order[e.variant]) for key in sorted(groups)}
+
 
 def plural(count: object, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")

@@ -11,7 +11,7 @@ import copy
 import numpy as np
 import pytest
 
-from benchmarks.report import Example
+from benchmarks.plots import Example
 from benchmarks.schema import Report
 
 VARIANTS = ("keras fp32", "tflite fp32", "tflite int8", "tflite int8 [pruned]", "onnx fp32")

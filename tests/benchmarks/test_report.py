@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from benchmarks.report import _pareto, render_html, render_markdown, write_report
+from benchmarks.plots import _pareto
+from benchmarks.report import render_html, render_markdown, write_report
 from benchmarks.schema import Report
 
 PNG_PREFIX = "data:image/png;base64,"
