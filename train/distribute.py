@@ -136,6 +136,13 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     )
 
 
+def devices_in_words() -> str:
+    """What trains, for the log: "1 GPU", "4 GPUs", or the CPU, saying that no GPU was found
+    (TensorFlow's own reason, e.g. a failed cuInit, shows with TF_CPP_MIN_LOG_LEVEL=0)."""
+    gpus = len(tf.config.list_logical_devices("GPU"))
+    return f"{gpus} GPU{'s' if gpus > 1 else ''}" if gpus else "the CPU (no GPU found)"
+
+
 def wants_mixed_precision(choice: MixedPrecision) -> bool:
     if choice is MixedPrecision.AUTO:
         return bool(tf.config.list_logical_devices("GPU"))

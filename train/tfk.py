@@ -21,4 +21,9 @@ with native_lines_kept_back(lambda _: _SHOW_ALL):
     import tensorflow as tf
     import tf_keras as keras
 
+    # Loads the GPU platform here, where its error line on a machine without one ("failed call
+    # to cuInit") is kept back too, instead of at the first op. Physical devices only: TensorFlow
+    # is not started, so MultiWorkerMirroredStrategy can still be created after this.
+    tf.config.list_physical_devices()
+
 __all__ = ["keras", "tf"]

@@ -35,7 +35,13 @@ from runtime.tiling import predict_tiled
 from runtime.versions import package_versions
 from train.config import DataConfig, ModelConfig, Padding, TrainConfig
 from train.data import Sample, load_samples, split_samples
-from train.distribute import is_chief, make_strategy, precision_policy, wants_mixed_precision
+from train.distribute import (
+    devices_in_words,
+    is_chief,
+    make_strategy,
+    precision_policy,
+    wants_mixed_precision,
+)
 from train.losses import DiceScore, IoUScore, make_loss
 from train.model import build_unet, checked_output_size, output_size
 from train.pipeline import steps_to_cover, train_dataset, validation_dataset
@@ -269,7 +275,8 @@ def run_training(
         )
     log.info(
         f"{'resuming' if resuming else 'training'} in {out}: {len(train_samples)} training and "
-        f"{len(val_samples)} validation images, {strategy.num_replicas_in_sync} replica(s), "
+        f"{len(val_samples)} validation images, {strategy.num_replicas_in_sync} replica(s) on "
+        f"{devices_in_words()}, "
         f"global batch {global_batch}, {steps} steps x {train_config.epochs} epochs, "
         f"{'mixed float16' if mixed else 'float32'}"
     )

@@ -110,7 +110,7 @@ def test_mirrored_strategy_trains_over_two_logical_cpus(tmp_path):
         [sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "2 replica(s), global batch 8" in done.stderr  # logged
+    assert "2 replica(s) on the CPU (no GPU found), global batch 8" in done.stderr  # logged
     losses = [float(r["loss"]) for r in _history(tmp_path)]
     assert len(losses) == 2 and all(np.isfinite(losses))
 
