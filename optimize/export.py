@@ -11,8 +11,10 @@ maps a bundle key to its converter, and `optimize.quantize` runs them all.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from optimize.parity import MAX_DICE_DROP, Reference, golden_section, parity_rep
 from runtime.bundle import read_manifest
 from runtime.errors import UserError
 from runtime.golden import GOLDEN_FILE
-from runtime.log import add_verbosity, configure
+from runtime.log import add_verbosity, configure, native_lines_kept_back
 from runtime.private_api import tf2onnx_without_optimizers
 from runtime.versions import package_versions
 from train.tfk import keras, tf
@@ -106,9 +108,24 @@ def int8_converter(
     return converter
 
 
+@contextlib.contextmanager
+def int8_converter_notes_hidden() -> Iterator[None]:
+    """The int8 converter's two notes, neither of which asks for anything: the warning that
+    quantized inputs were given no statistics (TF1's `quantized_input_stats`; here calibration,
+    or the QAT input layer, sets the input's range) and the calibrator's `fully_quantize: 0,
+    inference_type: 6, ...` line, which its C++ writes straight to file descriptor 2."""
+    with (
+        warnings.catch_warnings(),
+        native_lines_kept_back(lambda line: not line.startswith("fully_quantize:")),
+    ):
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+        yield
+
+
 def tflite_int8(model: keras.Model, size: int, calibration: Iterable[np.ndarray]) -> bytes:
     """Full-integer model (int8 weights, activations, input and output) calibrated on tiles."""
-    return int8_converter(model, size, calibration).convert()
+    with int8_converter_notes_hidden():
+        return int8_converter(model, size, calibration).convert()
 
 
 def onnx_fp32(model: keras.Model, size: int) -> bytes:

@@ -12,14 +12,13 @@ clusters (and zeros) only with the cluster-preserving one (PCQAT), picked when i
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Collection
 from typing import Any
 
 import numpy as np
 
 from optimize.cluster import is_clustered
-from optimize.export import serving_function
+from optimize.export import int8_converter_notes_hidden, serving_function
 from optimize.finetune import Run, fine_tune
 from optimize.wrapping import check_prunable, clone, sparsity_report
 from runtime.errors import UserError
@@ -351,9 +350,7 @@ def qat_tflite_int8(qat_model: keras.Model, size: int, float_io: bool = False) -
     # tensor its range, so the model is full-integer anyway (the tests check it has no float op).
     io_type = tf.float32 if float_io else tf.int8
     converter.inference_input_type = converter.inference_output_type = io_type
-    with warnings.catch_warnings():
-        # The frozen path asks for input statistics the QAT input layer already carries.
-        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
+    with int8_converter_notes_hidden():
         return converter.convert()
 
 

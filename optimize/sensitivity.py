@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from optimize.export import int8_converter
+from optimize.export import int8_converter, int8_converter_notes_hidden
 from optimize.parity import Reference, compare, run_exported
 from runtime.backends import litert_interpreter_class
 from runtime.private_api import operators, tensor_name
@@ -65,11 +65,9 @@ def op_outputs(tflite_model: bytes) -> list[list[str]]:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The debugger's own noise, once per model it makes."""
-    with warnings.catch_warnings():
-        # Its debug models keep float I/O: the converter notes that it was not told ranges.
-        warnings.filterwarnings("ignore", "Statistics for quantized inputs were expected")
-        # It runs them in tf.lite.Interpreter (the runtime uses LiteRT's).
+    """The debugger's own noise, once per model it makes: the int8 converter's notes, and the
+    deprecation of tf.lite.Interpreter, which it runs its models in (the runtime uses LiteRT)."""
+    with int8_converter_notes_hidden(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", ".*tf.lite.Interpreter is deprecated")
         yield
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from optimize.export import onnx_fp32
+from optimize.export import onnx_fp32, tflite_int8
 from optimize.finetune import Run
 
 
@@ -30,6 +31,16 @@ def test_a_one_channel_model_exports_with_its_output_shape(tiny_run: Path):
     # tf2onnx's reshape optimizer did not run: it adds a Squeeze to each NCHW<->NHWC Reshape
     # (and loses it when that Reshape is the graph output, below).
     assert "Squeeze" not in {node.op_type for node in onnx.load_from_string(content).graph.node}
+
+
+@pytest.mark.slow
+def test_int8_conversion_keeps_the_converters_notes_to_itself(tiny_run: Path, capfd):
+    run = Run.load(tiny_run)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tflite_int8(run.load_model(), run.tile_size, run.calibration_tiles()[:2])
+    assert not [w for w in caught if "Statistics for quantized inputs" in str(w.message)]
+    assert "fully_quantize" not in capfd.readouterr().err  # written by C++ to fd 2
 
 
 def test_tf2onnx_reshape_optimizer_still_loses_the_squeeze_at_a_graph_output():
