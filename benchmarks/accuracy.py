@@ -12,7 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.plots import Example
-from benchmarks.schema import Accuracy, Scores, VariantScores
+from benchmarks.schema import Accuracy, VariantScores
 from benchmarks.variants import Variant, manifest_json
 from optimize.parity import Reference, compare
 from runtime.bundle import read_manifest
@@ -77,8 +77,8 @@ def measure_accuracy(
     truth = np.concatenate([label.ravel() for label in labels])
     overall_ref = Reference(None, truth, _pooled(float_probs), classes)
     float_scores = VariantScores(
-        Scores(**overall_ref.truth_scores(overall_ref.masks)),
-        {n: Scores(**r.truth_scores(r.masks)) for n, r in per_image_refs.items()},
+        overall_ref.truth_scores(overall_ref.masks),
+        {n: r.truth_scores(r.masks) for n, r in per_image_refs.items()},
     )
     scores: dict[str, VariantScores] = {}
     examples, gated_masks = [], {}
@@ -87,9 +87,9 @@ def measure_accuracy(
         if variant.key in GATED_KEYS:
             gated_masks[variant.name] = [masks_from_probabilities(p) for p in probs]
         scores[variant.name] = VariantScores(
-            Scores(**compare(overall_ref, _pooled(probs))),
+            compare(overall_ref, _pooled(probs)),
             {
-                name: Scores(**compare(per_image_refs[name], p))
+                name: compare(per_image_refs[name], p)
                 for name, p in zip(per_image_refs, probs, strict=True)
             },
         )

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from runtime.choice import Choice
+from runtime.metrics import Scores
 from runtime.tiling import TilePlan
 
 SCHEMA = 1
@@ -170,21 +171,6 @@ class EndToEnd:
     sizes: tuple[EndToEndSize, ...] = ()
     folder: tuple[FolderRun, ...] = ()
     memory: tuple[ProcessMemory, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class Scores:
-    """A mask set against the float model's and against the labels (`optimize.parity`)."""
-
-    agreement_with_float: float | None = None  # share of pixels of the float model's class
-    dice_vs_float: float | None = None
-    iou_vs_float: float | None = None
-    dice_vs_truth: float | None = None
-    iou_vs_truth: float | None = None
-    accuracy_vs_truth: float | None = None
-    max_abs_error: float | None = None  # of the probabilities against float's
-    mean_abs_error: float | None = None
-    dice_drop: float | None = None  # float's Dice vs truth minus this one's
 
 
 @dataclasses.dataclass(frozen=True)

@@ -184,12 +184,13 @@ def bundle_from_run(
     images, labels = run.validation_tiles()
     reference = Reference.of(model, images, labels, run.model_config.classes)
     with written(exports) as paths:
-        fields["parity"] = parity_report(reference, paths)
+        report = parity_report(reference, paths)
+        fields["parity"] = report.to_dict()
         golden, fields["golden"] = golden_section(
             reference,
             run.raw_validation_tiles(),
             paths,
-            fields["parity"],
+            report,
             run.preprocessing,
             MAX_DICE_DROP,
         )

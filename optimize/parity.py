@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import hashlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from runtime.backends import BACKENDS, backend_for
 from runtime.cpu import cpu_info
 from runtime.golden import GOLDEN_FILE, Golden, golden_count, measure
 from runtime.metrics import (
+    Scores,
     dice,
     float_parity,
     iou,
@@ -61,27 +62,60 @@ class Reference:
     def masks(self) -> np.ndarray:
         return masks_from_probabilities(self.probabilities)
 
-    def truth_scores(self, masks: np.ndarray) -> dict[str, float]:
-        return {
-            "dice_vs_truth": dice(masks, self.labels, self.classes),
-            "iou_vs_truth": iou(masks, self.labels, self.classes),
-            "accuracy_vs_truth": pixel_accuracy(masks, self.labels),
-        }
+    def truth_scores(self, masks: np.ndarray) -> Scores:
+        return Scores(
+            dice_vs_truth=dice(masks, self.labels, self.classes),
+            iou_vs_truth=iou(masks, self.labels, self.classes),
+            accuracy_vs_truth=pixel_accuracy(masks, self.labels),
+        )
 
 
-def compare(reference: Reference, probabilities: np.ndarray) -> dict[str, float]:
+def compare(reference: Reference, probabilities: np.ndarray) -> Scores:
     """Agreement with the float model and accuracy against the labels."""
     masks = masks_from_probabilities(probabilities)
-    float_masks = reference.masks
-    scores = {
-        **float_parity(masks, float_masks, reference.classes),
-        **reference.truth_scores(masks),
+    truth = reference.truth_scores(masks)
+    return dataclasses.replace(
+        truth,
+        **float_parity(masks, reference.masks, reference.classes),
         **probability_error(probabilities, reference.probabilities),
-    }
-    scores["dice_drop"] = (
-        reference.truth_scores(float_masks)["dice_vs_truth"] - scores["dice_vs_truth"]
+        dice_drop=reference.truth_scores(reference.masks).dice_vs_truth - truth.dice_vs_truth,
     )
-    return scores
+
+
+@dataclasses.dataclass(frozen=True)
+class ParityReport:
+    """What the gate measured, as the manifest's `parity` section keeps it.
+
+    `float_model` (JSON `float`) is the float model's own scores against the labels; `models`
+    each export's (bundle key -> scores); `pairs` the mask agreement of two exports with each
+    other ("int8-onnx vs int8"); the last two say what QAT started from.
+    """
+
+    float_model: Scores
+    models: Mapping[str, Scores]
+    pairs: Mapping[str, float]
+    float_sparsity: float | None = None
+    float_clustered: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "float": self.float_model.to_dict(),
+            "models": {key: scores.to_dict() for key, scores in self.models.items()},
+            "pairs": dict(self.pairs),
+        }
+        if self.float_sparsity is not None:
+            data |= {"float_sparsity": self.float_sparsity, "float_clustered": self.float_clustered}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ParityReport:
+        return cls(
+            Scores.from_dict(data["float"]),
+            {key: Scores.from_dict(scores) for key, scores in data["models"].items()},
+            {pair: float(agreement) for pair, agreement in data["pairs"].items()},
+            data.get("float_sparsity"),
+            data.get("float_clustered"),
+        )
 
 
 @contextlib.contextmanager
@@ -114,33 +148,30 @@ def parity_report(
     reference: Reference,
     files: dict[str, tuple[Path, str]],
     pairs: tuple[tuple[str, str], ...] = (("int8-onnx", "int8"),),
-) -> dict[str, Any]:
-    """`files`: bundle key -> (path, format). Returns float's own scores, each model's, and the
-    mask agreement of the `pairs` of exported models with each other (ONNX and TFLite int8)."""
-    report: dict[str, Any] = {
-        "float": reference.truth_scores(reference.masks),
-        "models": {},
-        "pairs": {},
-    }
-    masks = {}
+) -> ParityReport:
+    """`files`: bundle key -> (path, format). Float's own scores, each model's, and the mask
+    agreement of the `pairs` of exported models with each other (ONNX and TFLite int8)."""
+    models, masks = {}, {}
     for key, (path, fmt) in files.items():
         probabilities = run_exported(path, fmt, reference.tiles)
-        report["models"][key] = compare(reference, probabilities)
+        models[key] = compare(reference, probabilities)
         masks[key] = masks_from_probabilities(probabilities)
-    for a, b in pairs:
-        if a in masks and b in masks:
-            report["pairs"][f"{a} vs {b}"] = pixel_accuracy(masks[a], masks[b])
-    return report
+    agreement = {
+        f"{a} vs {b}": pixel_accuracy(masks[a], masks[b])
+        for a, b in pairs
+        if a in masks and b in masks
+    }
+    return ParityReport(reference.truth_scores(reference.masks), models, agreement)
 
 
-def check_gate(report: dict[str, Any], gated: list[str], max_dice_drop: float) -> None:
+def check_gate(report: ParityReport, gated: list[str], max_dice_drop: float) -> None:
     """Raises ParityGateFailed naming every gated model whose Dice drop exceeds the limit."""
     failures = [
-        f"{key} loses {scores['dice_drop']:.4f} Dice against the labels (float "
-        f"{report['float']['dice_vs_truth']:.4f}, {key} {scores['dice_vs_truth']:.4f}; "
-        f"agreement with float {scores['agreement_with_float']:.4f})"
-        for key, scores in report["models"].items()
-        if key in gated and scores["dice_drop"] > max_dice_drop
+        f"{key} loses {scores.dice_drop:.4f} Dice against the labels (float "
+        f"{report.float_model.dice_vs_truth:.4f}, {key} {scores.dice_vs_truth:.4f}; "
+        f"agreement with float {scores.agreement_with_float:.4f})"
+        for key, scores in report.models.items()
+        if key in gated and scores.dice_drop > max_dice_drop
     ]
     if failures:
         raise ParityGateFailed(
@@ -152,7 +183,7 @@ def golden_section(
     reference: Reference,
     raw_tiles: np.ndarray,
     paths: dict[str, tuple[Path, str]],
-    report: dict[str, Any],
+    report: ParityReport,
     preprocessing: Preprocessing,
     max_dice_drop: float,
 ) -> tuple[bytes, dict[str, Any]]:
@@ -178,7 +209,7 @@ def golden_section(
             "agreement_with_float": scores["agreement_with_float"],
             "dice_vs_float": scores["dice_vs_float"],
             "ms_per_tile": scores["ms_per_tile"],
-            "gate_dice_drop": report["models"][key]["dice_drop"],
+            "gate_dice_drop": report.models[key].dice_drop,
         }
     data = golden.to_bytes()
     section = {

@@ -27,6 +27,7 @@ from optimize.onnx_int8 import onnx_int8_qdq
 from optimize.parity import (
     MAX_DICE_DROP,
     ParityGateFailed,
+    ParityReport,
     Reference,
     check_gate,
     golden_section,
@@ -227,20 +228,17 @@ def _with_float_layers(
     )
 
 
-def _parity(
-    reference: Reference, exports: dict[str, bytes], facts: dict[str, Any]
-) -> dict[str, Any]:
+def _parity(reference: Reference, exports: dict[str, bytes], facts: dict[str, Any]) -> ParityReport:
     """Every export through the runtime against the float model; prints the table."""
     with written(exports) as paths:
-        report = parity_report(reference, paths)
-    report |= facts
+        report = dataclasses.replace(parity_report(reference, paths), **facts)
     print_table(report, exports)
     return report
 
 
 def quantize(
     model_path: Path, out: Path, config: QuantizeConfig, data: str | None, overwrite: bool
-) -> dict[str, Any]:
+) -> ParityReport:
     """Runs the whole stage; returns the parity report. Raises UserError or ParityGateFailed."""
     check_bundle_out(out, overwrite)
     run = Run.load(model_path.parent)
@@ -284,7 +282,7 @@ def quantize(
         run.raw_config, run.tile_size, run.output_tile_size, package_versions(), model_path
     )
     fields["configs"]["quantize"] = config.to_dict()
-    fields["parity"] = report
+    fields["parity"] = report.to_dict()
     fields["keep_float"] = kept  # layers that model_int8.* computes in float
     # onnx_int8_qdq refused any weights that could saturate; this records what it checked.
     fields["onnx_int8_saturation"] = saturation_summary(
@@ -306,15 +304,15 @@ def quantize(
     return report
 
 
-def print_table(report: dict[str, Any], exports: dict[str, bytes]) -> None:
+def print_table(report: ParityReport, exports: dict[str, bytes]) -> None:
     """The closing table: size, Dice against the labels, agreement with the float masks."""
     print(f"\n{'model':28s} {'size MB':>8s} {'Dice (truth)':>12s} {'agree w/ float':>15s}")
-    print(f"{'float (Keras)':28s} {'':>8s} {report['float']['dice_vs_truth']:12.4f} {1.0:15.4f}")
-    for key, scores in report["models"].items():
+    print(f"{'float (Keras)':28s} {'':>8s} {report.float_model.dice_vs_truth:12.4f} {1.0:15.4f}")
+    for key, scores in report.models.items():
         print(
-            f"{FILES[key][0]:28s} {len(exports[key]) / 1e6:8.2f} {scores['dice_vs_truth']:12.4f} {scores['agreement_with_float']:15.4f}"
+            f"{FILES[key][0]:28s} {len(exports[key]) / 1e6:8.2f} {scores.dice_vs_truth:12.4f} {scores.agreement_with_float:15.4f}"
         )
-    for pair, agreement in report["pairs"].items():
+    for pair, agreement in report.pairs.items():
         print(f"mask agreement {pair}: {agreement:.4f}")
 
 

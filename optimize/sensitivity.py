@@ -161,7 +161,7 @@ def layer_sensitivity(calibrated: CalibratedModel, reference: Reference) -> list
                 {
                     "layer": layer,
                     "fused": sorted(calibrated.fused[layer] - {layer}),
-                    **{key: scores[key] for key in _SCORES},
+                    **{key: getattr(scores, key) for key in _SCORES},
                     **statistics.get(layer, {}),
                 }
             )
@@ -170,7 +170,7 @@ def layer_sensitivity(calibrated: CalibratedModel, reference: Reference) -> list
                 number,
                 len(calibrated.layers),
                 layer,
-                scores["dice_drop"],
+                scores.dice_drop,
             )
     # Ties (a layer whose rounding flips no mask pixel) fall back to agreement with float.
     return sorted(rows, key=lambda row: (-row["dice_drop"], row["agreement_with_float"]))

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optimize.parity import ParityGateFailed, check_gate
+from optimize.parity import ParityGateFailed, ParityReport, check_gate
 from optimize.prune import main as prune_main
 from optimize.prune import parse_args as prune_args
 from optimize.quantize import FILES, main, parse_args
@@ -47,24 +47,32 @@ def test_the_bundle_holds_every_export_with_matching_hashes(bundle, tiny_run):
 
 
 def test_int8_masks_agree_with_float_on_held_out_pixels(bundle):
-    parity = json.loads((bundle / "manifest.json").read_text())["parity"]["models"]
-    assert parity["int8"]["agreement_with_float"] >= 0.97  # QAT, after 80 training steps
-    assert parity["int8_ptq"]["agreement_with_float"] >= 0.97
-    assert parity["int8-onnx"]["agreement_with_float"] >= 0.97
-    assert parity["fp32"]["max_abs_error"] <= 1e-4  # the same float model, another interpreter
+    written = json.loads((bundle / "manifest.json").read_text())["parity"]
+    report = ParityReport.from_dict(written)
+    assert report.to_dict() == written  # the manifest holds the typed report, nothing else
+    parity = report.models
+    assert parity["int8"].agreement_with_float >= 0.97  # QAT, after 80 training steps
+    assert parity["int8_ptq"].agreement_with_float >= 0.97
+    assert parity["int8-onnx"].agreement_with_float >= 0.97
+    assert parity["fp32"].max_abs_error <= 1e-4  # the same float model, another interpreter
+    assert set(written["float"]) == {"dice_vs_truth", "iou_vs_truth", "accuracy_vs_truth"}
+    assert report.float_sparsity == 0.0 and report.float_clustered is False
     manifest = read_manifest(bundle)
     assert manifest.artifact("int8", "tflite").input.dtype == "int8"
     assert manifest.artifact("int8_float_io", "tflite").input.dtype == "float32"
 
 
 def test_the_gate_names_the_model_and_the_numbers():
-    report = {
-        "float": {"dice_vs_truth": 0.80},
-        "models": {
-            "int8": {"dice_drop": 0.03, "dice_vs_truth": 0.77, "agreement_with_float": 0.95},
-            "int8_ptq": {"dice_drop": 0.2, "dice_vs_truth": 0.6, "agreement_with_float": 0.8},
-        },
-    }
+    report = ParityReport.from_dict(
+        {
+            "float": {"dice_vs_truth": 0.80},
+            "models": {
+                "int8": {"dice_drop": 0.03, "dice_vs_truth": 0.77, "agreement_with_float": 0.95},
+                "int8_ptq": {"dice_drop": 0.2, "dice_vs_truth": 0.6, "agreement_with_float": 0.8},
+            },
+            "pairs": {},
+        }
+    )
     with pytest.raises(
         ParityGateFailed, match=r"int8 loses 0\.0300 Dice .*float 0\.8000, int8 0\.7700"
     ):

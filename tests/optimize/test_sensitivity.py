@@ -108,7 +108,7 @@ def test_kept_layers_are_float_ops_and_the_model_runs_in_the_runtime(
     path = tmp_path / "model_int8.tflite"
     path.write_bytes(tflite)
     scores = compare(reference, run_exported(path, "tflite", reference.tiles))
-    assert scores["agreement_with_float"] >= 0.98  # as the full-integer model on this run
+    assert scores.agreement_with_float >= 0.98  # as the full-integer model on this run
 
 
 @pytest.mark.slow
@@ -131,7 +131,7 @@ def test_onnx_int8_leaves_the_same_layers_in_float(calibrated, reference, model,
     path = tmp_path / "model_int8.onnx"
     path.write_bytes(content)
     scores = compare(reference, run_exported(path, "onnx", reference.tiles))
-    assert scores["agreement_with_float"] >= 0.98
+    assert scores.agreement_with_float >= 0.98
     with pytest.raises(ValueError, match="no ONNX node is named after the layers nope"):
         onnx_int8_qdq(onnx_fp32(model, run.tile_size), run.calibration_tiles(), keep_float={"nope"})
 
