@@ -15,9 +15,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from benchmarks.schema import SCHEMA, Report, SchemaError, Scores, plural
+from benchmarks.schema import SCHEMA, Report, Scores, plural
 from runtime.errors import UserError
 from runtime.log import add_verbosity, configure
+from runtime.typed_json import SchemaError
 
 KINDS = ("slower", "larger", "less accurate", "missing")
 

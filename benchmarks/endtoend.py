@@ -33,11 +33,10 @@ from benchmarks.schema import (
     EndToEndSize,
     FolderRun,
     ProcessMemory,
-    from_json,
-    to_json,
 )
 from benchmarks.targets import RSS_LIMIT_MB, RSS_SIZE, TIGHT_BUDGET_MB
 from benchmarks.variants import Variant
+from runtime.typed_json import from_json, to_json
 
 log = logging.getLogger(__name__)
 

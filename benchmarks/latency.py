@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.environment import gemm_ceiling, run_worker
-from benchmarks.schema import Ceiling, Latency, from_json, to_json
+from benchmarks.schema import Ceiling, Latency
 from benchmarks.variants import Variant
+from runtime.typed_json import from_json, to_json
 
 Runner = Callable[[], None]
 

@@ -1,36 +1,24 @@
 """The benchmark report's schema: frozen dataclasses that the measuring code builds, the report
-writers render and `compare` reads, and their JSON form (`report.json`).
+writers render and `compare` reads, and their JSON form (`report.json`, through
+`runtime.typed_json`).
 
-`to_json` turns a report into plain JSON types; `from_json` reads one back and checks every
-field's type on the way, naming the first field that does not fit (`SchemaError`). Keys a
-reader does not know are ignored, so a report with added fields still reads; a field that
-changes meaning bumps `SCHEMA`. Fields a measurement may lack (a failed process, an older
-report) are optional and default to None.
+A field that changes meaning bumps `SCHEMA`. Fields a measurement may lack (a failed process,
+an older report) are optional and default to None.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from runtime.choice import Choice
 from runtime.metrics import Scores
 from runtime.tiling import TilePlan
+from runtime.typed_json import from_json, json_name, to_json
 
 SCHEMA = 1
 MAIN = "main"  # the label of the first --bundle; its float Keras model is the reference
-
-T = TypeVar("T")
-
-
-def _json_name(name: str) -> dict[str, str]:
-    """Field metadata: the key in report.json when it is not the field's name."""
-    return {"json": name}
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +172,7 @@ class Accuracy:
     images: tuple[str, ...] = ()
     has_labels: bool = False
     float_model: VariantScores | None = dataclasses.field(
-        default=None, metadata=_json_name("float")
+        default=None, metadata=json_name("float")
     )  # the reference's scores against the labels
     variants: Mapping[str, VariantScores] = dataclasses.field(default_factory=dict)
     data: str | None = None
@@ -221,7 +209,7 @@ class Report:
     @classmethod
     def from_dict(cls, data: Any) -> Report:
         """A parsed report.json; SchemaError names the first field that does not fit."""
-        return from_json(cls, data)
+        return from_json(cls, data, "report")
 
     def to_dict(self) -> dict[str, Any]:
         """What report.json holds."""
@@ -269,103 +257,3 @@ class Report:
 
 def plural(count: object, word: str) -> str:
     return f"{count} {word}" + ("" if count == 1 else "s")
-
-
-# --------------------------------------------------------------------------------------------
-# JSON
-
-
-class SchemaError(ValueError):
-    """A value of report.json that does not fit the schema; the message names its field."""
-
-
-def to_json(value: Any) -> Any:
-    """Plain JSON types: dataclasses as objects (None-by-default fields left out when None),
-    tuples as lists, mapping keys as strings, numpy values as Python's, NaN as null."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.metadata.get("json", f.name): to_json(v)
-            for f in dataclasses.fields(value)
-            if (v := getattr(value, f.name)) is not None or f.default is not None
-        }
-    if isinstance(value, Mapping):
-        return {str(k): to_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_json(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy arrays and scalars
-        return to_json(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def from_json(kind: type[T], data: Any, where: str = "report") -> T:
-    """`data` (parsed JSON) as a `kind`; SchemaError names the first field that does not fit."""
-    return _decode(kind, data, where)
-
-
-def _decode(kind: Any, value: Any, where: str) -> Any:
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if kind is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        [inner] = [a for a in args if a is not type(None)]
-        return _decode(inner, value, where)
-    if dataclasses.is_dataclass(kind):
-        return _decode_dataclass(kind, value, where)
-    if origin is tuple:
-        return _decode_tuple(args, _expect(value, list, "a list", where), where)
-    if origin in (Mapping, dict):
-        return _decode_mapping(args, _expect(value, dict, "an object", where), where)
-    if kind is float:
-        return float(_expect(value, int | float, "a number", where))
-    return _expect(value, kind, _NAMES.get(kind, kind.__name__), where)
-
-
-_NAMES = {int: "an integer", str: "a string", bool: "true or false"}
-
-
-def _expect(value: Any, kind: Any, what: str, where: str) -> Any:
-    if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
-        return value
-    shown = "null" if value is None else type(value).__name__
-    raise SchemaError(f"{where} is {shown}, not {what}")
-
-
-def _decode_dataclass(kind: type, value: Any, where: str) -> Any:
-    value = _expect(value, dict, "an object", where)
-    hints = typing.get_type_hints(kind)
-    found = {}
-    for field in dataclasses.fields(kind):
-        key = field.metadata.get("json", field.name)
-        if key in value:
-            found[field.name] = _decode(hints[field.name], value[key], f"{where}.{key}")
-        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
-            raise SchemaError(f"{where} has no {key!r}")
-    return kind(**found)
-
-
-def _decode_tuple(args: tuple, items: list, where: str) -> tuple:
-    if len(args) == 2 and args[1] is Ellipsis:
-        args = (args[0],) * len(items)
-    elif len(items) != len(args):
-        raise SchemaError(f"{where} has {len(items)} items, not {len(args)}")
-    return tuple(
-        _decode(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, items, strict=True))
-    )
-
-
-def _decode_mapping(args: tuple, items: dict, where: str) -> dict:
-    key_kind, value_kind = args or (str, Any)
-    decoded = {}
-    for key, item in items.items():
-        if key_kind is int:
-            if not str(key).lstrip("-").isdigit():
-                raise SchemaError(f"{where} has key {key!r}, not an integer")
-            key = int(key)
-        decoded[key] = _decode(value_kind, item, f"{where}.{key}")
-    return decoded

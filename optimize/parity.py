@@ -30,6 +30,7 @@ from runtime.metrics import (
     probability_error,
 )
 from runtime.preprocess import Preprocessing
+from runtime.typed_json import from_json, json_name, to_json
 from train.tfk import keras
 
 # The Dice an int8 model may lose against the labels, unless a command says otherwise.
@@ -91,31 +92,19 @@ class ParityReport:
     other ("int8-onnx vs int8"); the last two say what QAT started from.
     """
 
-    float_model: Scores
+    float_model: Scores = dataclasses.field(metadata=json_name("float"))
     models: Mapping[str, Scores]
     pairs: Mapping[str, float]
     float_sparsity: float | None = None
     float_clustered: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "float": self.float_model.to_dict(),
-            "models": {key: scores.to_dict() for key, scores in self.models.items()},
-            "pairs": dict(self.pairs),
-        }
-        if self.float_sparsity is not None:
-            data |= {"float_sparsity": self.float_sparsity, "float_clustered": self.float_clustered}
-        return data
+        return to_json(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ParityReport:
-        return cls(
-            Scores.from_dict(data["float"]),
-            {key: Scores.from_dict(scores) for key, scores in data["models"].items()},
-            {pair: float(agreement) for pair, agreement in data["pairs"].items()},
-            data.get("float_sparsity"),
-            data.get("float_clustered"),
-        )
+    def from_dict(cls, data: Any) -> ParityReport:
+        """Raises SchemaError naming the first field that does not fit."""
+        return from_json(cls, data, "parity")
 
 
 @contextlib.contextmanager

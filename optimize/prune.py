@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import gzip
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from optimize.finetune import Run, fine_tune
 from optimize.wrapping import (
     DEFAULT_KEEP_DENSE,
     PRUNABLE_TYPES,
+    Sparsity,
     check_prunable,
     clone,
     sparsity_report,
@@ -30,6 +32,7 @@ from runtime.config import Choice, ConfigBase, require, stage_config
 from runtime.errors import UserError
 from runtime.io import atomic_path, write_json_atomic
 from runtime.log import add_verbosity, configure
+from runtime.typed_json import from_json, to_json
 from train.tfk import keras
 
 # isort: split
@@ -185,14 +188,65 @@ class PruneConfig(ConfigBase):
         )
 
 
-def _sizes(path: Path) -> dict[str, int]:
-    data = path.read_bytes()
-    return {"raw_bytes": len(data), "gzip_bytes": len(gzip.compress(data, 9))}
+@dataclasses.dataclass(frozen=True)
+class FileSize:
+    raw_bytes: int
+    gzip_bytes: int  # what sparsity saves shows once the file is compressed
+
+    @classmethod
+    def of(cls, path: Path) -> FileSize:
+        data = path.read_bytes()
+        return cls(len(data), len(gzip.compress(data, 9)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    before: int
+    after: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Macs:
+    before: int
+    after: int
+    input_size: int  # the side they are counted at
+
+
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    before: FileSize
+    after: FileSize
+
+
+@dataclasses.dataclass(frozen=True)
+class Clusters:
+    clusters: int  # the number asked for per layer
+    layers: Mapping[str, int]  # distinct nonzero kernel values found in each
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneReport:
+    """`prune_report.json`: what pruning did, measured on the models before and after."""
+
+    method: str
+    sparsity: Sparsity
+    params: Params
+    macs: Macs
+    size: Sizes  # of model.keras
+    clusters: Clusters | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_json(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> PruneReport:
+        """Raises SchemaError naming the first field that does not fit."""
+        return from_json(cls, data, "prune_report")
 
 
 def prune_run(
     model_path: Path, out: Path, config: PruneConfig, overwrite: bool = False
-) -> dict[str, Any]:
+) -> PruneReport:
     """Prunes and fine-tunes a run's model; writes a run folder that later stages read."""
     from optimize.filter_prune import count_macs, filter_prune, keep_ratio_for_macs
 
@@ -244,22 +298,20 @@ def prune_run(
     plain.set_weights(pruned.get_weights())
     with atomic_path(out / "model.keras") as tmp:
         plain.save(tmp)
-    report = {
-        "method": config.method.value,
-        "sparsity": sparsity_report(pruned),
-        "params": {"before": model.count_params(), "after": pruned.count_params()},
-        "macs": {
-            "before": count_macs(model, size),
-            "after": count_macs(pruned, size),
-            "input_size": size,
-        },
-        "size": {"before": _sizes(model_path), "after": _sizes(out / "model.keras")},
-    }
+    clusters = None
     if config.clusters:
         from optimize.cluster import cluster_report
 
-        report["clusters"] = {"clusters": config.clusters, "layers": cluster_report(pruned)}
-    write_json_atomic(out / "prune_report.json", report)
+        clusters = Clusters(config.clusters, cluster_report(pruned))
+    report = PruneReport(
+        config.method.value,
+        sparsity_report(pruned),
+        Params(model.count_params(), pruned.count_params()),
+        Macs(count_macs(model, size), count_macs(pruned, size), size),
+        Sizes(FileSize.of(model_path), FileSize.of(out / "model.keras")),
+        clusters,
+    )
+    write_json_atomic(out / "prune_report.json", report.to_dict())
     write_json_atomic(
         out / "config.json", {**run.raw_config, "prune": config.to_dict(), "widths": widths}
     )
@@ -351,14 +403,14 @@ def main(args: argparse.Namespace) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    macs, params, size = report["macs"], report["params"], report["size"]
+    macs, params, size = report.macs, report.params, report.size
     print(
-        f"sparsity {report['sparsity']['sparsity']:.3f}; parameters {params['before']:,} -> {params['after']:,}; "
-        f"MACs at {macs['input_size']} px {macs['before'] / 1e9:.2f} G -> {macs['after'] / 1e9:.2f} G; "
-        f"gzip size {size['before']['gzip_bytes'] / 1e6:.2f} MB -> {size['after']['gzip_bytes'] / 1e6:.2f} MB"
+        f"sparsity {report.sparsity.sparsity:.3f}; parameters {params.before:,} -> {params.after:,}; "
+        f"MACs at {macs.input_size} px {macs.before / 1e9:.2f} G -> {macs.after / 1e9:.2f} G; "
+        f"gzip size {size.before.gzip_bytes / 1e6:.2f} MB -> {size.after.gzip_bytes / 1e6:.2f} MB"
     )
-    if "clusters" in report:
-        counts = report["clusters"]["layers"].values()
+    if report.clusters:
+        counts = report.clusters.layers.values()
         print(f"distinct nonzero values per kernel: {min(counts)}-{max(counts)}")
     print(f"pruned model: {args.out / 'model.keras'}")
     return 0

@@ -203,7 +203,7 @@ def prepare_qat(
     """
     check_prunable(model)
     if preserve_sparsity is None:
-        preserve_sparsity = sparsity_report(model)["sparsity"] >= SPARSE_ENOUGH
+        preserve_sparsity = sparsity_report(model).sparsity >= SPARSE_ENOUGH
     if preserve_clusters is None:
         preserve_clusters = is_clustered(model)
     if preserve_clusters:

@@ -250,7 +250,7 @@ def quantize(
     if not tiles:
         raise UserError(f"no calibration images in {run.data_config.source}: add images")
     facts = {  # what the parity report says of the model QAT started from
-        "float_sparsity": sparsity_report(model)["sparsity"],
+        "float_sparsity": sparsity_report(model).sparsity,
         "float_clustered": is_clustered(model),
     }
     images, labels = run.validation_tiles()

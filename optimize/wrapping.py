@@ -7,8 +7,8 @@ them imports another for these.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -106,29 +106,43 @@ def kernels(model: keras.Model) -> dict[str, np.ndarray]:
     return found
 
 
-def sparsity_report(model: keras.Model) -> dict[str, Any]:
-    """How sparse the model really is, counted on its weights (not on what a schedule promised).
+@dataclasses.dataclass(frozen=True)
+class KernelSparsity:
+    params: int
+    zeros: int
+    sparsity: float
 
-    Works through tfmot's wrappers, like `kernels`.
 
-    Returns:
-        "layers": name -> {"params", "zeros", "sparsity"} of each prunable kernel;
-        "sparsity": the zero fraction over all those kernels; "params" and "nonzero_params":
-        over every weight of the model (biases, batch norm and quantizer ranges included).
+@dataclasses.dataclass(frozen=True)
+class Sparsity:
+    """How sparse a model really is, counted on its weights (not on what a schedule promised).
+
+    `layers`: each prunable kernel's; `sparsity`: the zero fraction over all those kernels;
+    `params` and `nonzero_params`: over every weight of the model (biases, batch norm and
+    quantizer ranges included).
     """
+
+    layers: Mapping[str, KernelSparsity]
+    sparsity: float
+    params: int
+    nonzero_params: int
+
+
+def sparsity_report(model: keras.Model) -> Sparsity:
+    """The model's `Sparsity`, through tfmot's wrappers, like `kernels`."""
     layers = {}
     for name, kernel in kernels(model).items():
         zeros = int(kernel.size - np.count_nonzero(kernel))
-        layers[name] = {"params": int(kernel.size), "zeros": zeros, "sparsity": zeros / kernel.size}
-    kernel_params = sum(entry["params"] for entry in layers.values())
-    kernel_zeros = sum(entry["zeros"] for entry in layers.values())
+        layers[name] = KernelSparsity(int(kernel.size), zeros, zeros / kernel.size)
+    kernel_params = sum(entry.params for entry in layers.values())
+    kernel_zeros = sum(entry.zeros for entry in layers.values())
     weights = model.get_weights()
-    return {
-        "layers": layers,
-        "sparsity": kernel_zeros / kernel_params if kernel_params else 0.0,
-        "params": int(sum(w.size for w in weights)),
-        "nonzero_params": int(sum(np.count_nonzero(w) for w in weights)),
-    }
+    return Sparsity(
+        layers,
+        kernel_zeros / kernel_params if kernel_params else 0.0,
+        int(sum(w.size for w in weights)),
+        int(sum(np.count_nonzero(w) for w in weights)),
+    )
 
 
 def wrap_prunable(

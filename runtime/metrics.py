@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
@@ -24,16 +22,6 @@ class Scores:
     max_abs_error: float | None = None  # of the probabilities against float's
     mean_abs_error: float | None = None
     dice_drop: float | None = None  # float's Dice vs truth minus this one's
-
-    def to_dict(self) -> dict[str, float]:
-        """The measured scores only."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Scores:
-        """Keys this release does not know are left out."""
-        known = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{k: float(v) for k, v in data.items() if k in known and v is not None})
 
 
 def _foreground_classes(classes: int) -> range:

@@ -14,7 +14,7 @@ from benchmarks.compare import load_report
 from benchmarks.config import BenchmarkConfig
 from benchmarks.latency import measure_latency, round_robin, summarize
 from benchmarks.macs import tflite_macs
-from benchmarks.schema import EndToEnd, Latency, Scores, Target, VariantScores, from_json
+from benchmarks.schema import EndToEnd, Latency, Scores, Target, VariantScores
 from benchmarks.targets import check_targets
 from benchmarks.variants import bundle_variants, keras_variant
 from optimize.filter_prune import count_macs
@@ -22,6 +22,7 @@ from runtime.choice import Choice
 from runtime.cpu import has_int8_dot_product
 from runtime.errors import UserError
 from runtime.tiling import TilePlan
+from runtime.typed_json import from_json
 from train.tfk import keras
 
 
@@ -313,7 +314,7 @@ def test_whole_image_claims_from_planted_end_to_end_figures():
         ],
         "folder": [{"variant": "tflite int8", "size": 512, "images": 8, "images_per_s": 20.0}],
     }
-    targets = end_to_end_targets(from_json(EndToEnd, figures))
+    targets = end_to_end_targets(from_json(EndToEnd, figures, "end_to_end"))
     results = {t.claim.split(":")[0] + f" {t.target}": t for t in targets}
     assert results["tflite int8 1.15"].met and results["tflite int8 1.15"].measured == 1.1
     assert not results["onnx fp32 1.15"].met

@@ -7,7 +7,8 @@ import math
 
 import pytest
 
-from benchmarks.schema import Latency, Report, SchemaError, from_json, to_json
+from benchmarks.schema import Latency, Report
+from runtime.typed_json import SchemaError, from_json, to_json
 
 
 def test_a_report_round_trips_through_json(make_report):
@@ -58,6 +59,6 @@ def test_a_field_that_does_not_fit_is_named(make_report, change, says):
 
 
 def test_tuples_keep_their_length():
-    assert from_json(tuple[int, int], [3, 4]) == (3, 4)
+    assert from_json(tuple[int, int], [3, 4], "tile") == (3, 4)
     with pytest.raises(SchemaError, match="has 3 items, not 2"):
         from_json(tuple[int, int], [3, 4, 5], "tile")

@@ -67,7 +67,7 @@ def test_clustering_shares_values_and_keeps_the_zeros(
         else:
             assert 2 <= count <= CLUSTERS, (name, count)
     assert _zeros_kept(pruned, clustered) == dict.fromkeys(_zeros_kept(pruned, clustered), 1.0)
-    assert sparsity_report(clustered)["sparsity"] == sparsity_report(pruned)["sparsity"]
+    assert sparsity_report(clustered).sparsity == sparsity_report(pruned).sparsity
     assert is_clustered(clustered) and not is_clustered(pruned)
 
 

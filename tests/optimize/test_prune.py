@@ -9,7 +9,7 @@ import pytest
 
 from optimize.finetune import Run
 from optimize.prune import magnitude_prune
-from optimize.wrapping import check_prunable, kernels, sparsity_report
+from optimize.wrapping import KernelSparsity, check_prunable, kernels, sparsity_report
 from runtime.errors import UserError
 from train.config import preset
 from train.model import build_unet
@@ -31,17 +31,17 @@ def test_magnitude_prune_reaches_the_sparsity_and_leaves_the_source_alone(run: R
 
     pruned = magnitude_prune(model, run, sparsity=0.5, epochs=2, steps_per_epoch=3, verbose=0)
 
-    layers = sparsity_report(pruned)["layers"]
+    layers = sparsity_report(pruned).layers
     for name, entry in layers.items():
         if name in KEEP_DENSE:
-            assert entry["zeros"] == 0, name
+            assert entry.zeros == 0, name
         else:
             # Top-k by magnitude on each kernel: off only by rounding (1/params) and ties.
-            assert abs(entry["sparsity"] - 0.5) <= 0.02, (name, entry)
+            assert abs(entry.sparsity - 0.5) <= 0.02, (name, entry)
     assert len(layers) == len(kernels(model))
     after = model.get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
-    assert sparsity_report(model)["sparsity"] == 0.0
+    assert sparsity_report(model).sparsity == 0.0
 
 
 @pytest.mark.slow
@@ -74,13 +74,13 @@ def test_sparsity_report_counts_the_zeros_of_each_kernel() -> None:
 
     report = sparsity_report(model)
 
-    entry = report["layers"]["enc2_conv_b"]
-    assert entry == {"params": kernel.size, "zeros": kernel.size // 4, "sparsity": 0.25}
-    assert report["layers"]["head"]["zeros"] == 0
-    kernels = sum(e["params"] for e in report["layers"].values())
-    assert report["sparsity"] == pytest.approx(kernel.size / 4 / kernels)
-    assert report["params"] == sum(w.size for w in model.get_weights())
-    assert report["nonzero_params"] == sum(np.count_nonzero(w) for w in model.get_weights())
+    entry = report.layers["enc2_conv_b"]
+    assert entry == KernelSparsity(params=kernel.size, zeros=kernel.size // 4, sparsity=0.25)
+    assert report.layers["head"].zeros == 0
+    kernels = sum(e.params for e in report.layers.values())
+    assert report.sparsity == pytest.approx(kernel.size / 4 / kernels)
+    assert report.params == sum(w.size for w in model.get_weights())
+    assert report.nonzero_params == sum(np.count_nonzero(w) for w in model.get_weights())
 
 
 def test_check_prunable_names_a_lambda_layer() -> None:
