@@ -89,7 +89,8 @@ class ParityReport:
 
     `float_model` (JSON `float`) is the float model's own scores against the labels; `models`
     each export's (bundle key -> scores); `pairs` the mask agreement of two exports with each
-    other ("int8-onnx vs int8"); the last two say what QAT started from.
+    other ("int8-onnx vs int8"). `optimize.quantize` adds what QAT started from: the float
+    model's sparsity and whether it was clustered.
     """
 
     float_model: Scores = dataclasses.field(metadata=json_name("float"))
