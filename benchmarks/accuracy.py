@@ -77,8 +77,8 @@ def measure_accuracy(
     truth = np.concatenate([label.ravel() for label in labels])
     overall_ref = Reference(None, truth, _pooled(float_probs), classes)
     float_scores = VariantScores(
-        overall_ref.truth_scores(overall_ref.masks),
-        {n: r.truth_scores(r.masks) for n, r in per_image_refs.items()},
+        overall_ref.float_scores,
+        {n: r.float_scores for n, r in per_image_refs.items()},
     )
     scores: dict[str, VariantScores] = {}
     examples, gated_masks = [], {}

@@ -15,7 +15,7 @@ from typing import Any
 from runtime.choice import Choice
 from runtime.metrics import Scores
 from runtime.tiling import TilePlan
-from runtime.typed_json import from_json, json_name, to_json
+from runtime.typed_json import JsonRecord, json_name
 
 SCHEMA = 1
 MAIN = "main"  # the label of the first --bundle; its float Keras model is the reference
@@ -188,7 +188,9 @@ class Target:
 
 
 @dataclasses.dataclass(frozen=True)
-class Report:
+class Report(JsonRecord):
+    JSON_NAME = "report"  # report.json
+
     schema: int = SCHEMA
     created: str | None = None
     wall_seconds: float | None = None
@@ -205,15 +207,6 @@ class Report:
     choice: Choice | None = None  # what precision="auto" picks on this machine
     targets: tuple[Target, ...] = ()
     targets_note: str | None = None
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Report:
-        """A parsed report.json; SchemaError names the first field that does not fit."""
-        return from_json(cls, data, "report")
-
-    def to_dict(self) -> dict[str, Any]:
-        """What report.json holds."""
-        return to_json(self)
 
     def variant_names(self) -> list[str]:
         """Variants in the report's order, then names found only in the measurements."""

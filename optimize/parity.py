@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -30,7 +31,7 @@ from runtime.metrics import (
     probability_error,
 )
 from runtime.preprocess import Preprocessing
-from runtime.typed_json import from_json, json_name, to_json
+from runtime.typed_json import JsonRecord, json_name
 from train.tfk import keras
 
 # The Dice an int8 model may lose against the labels, unless a command says otherwise.
@@ -59,9 +60,16 @@ class Reference:
         )
         return cls(tiles, labels[..., 0] if labels.ndim == 4 else labels, probs, classes)
 
-    @property
+    # Computed once: every model's comparison reads both (a frozen dataclass keeps a
+    # cached_property in its instance dict).
+    @functools.cached_property
     def masks(self) -> np.ndarray:
         return masks_from_probabilities(self.probabilities)
+
+    @functools.cached_property
+    def float_scores(self) -> Scores:
+        """The float model's own scores against the labels."""
+        return self.truth_scores(self.masks)
 
     def truth_scores(self, masks: np.ndarray) -> Scores:
         return Scores(
@@ -79,12 +87,12 @@ def compare(reference: Reference, probabilities: np.ndarray) -> Scores:
         truth,
         **float_parity(masks, reference.masks, reference.classes),
         **probability_error(probabilities, reference.probabilities),
-        dice_drop=reference.truth_scores(reference.masks).dice_vs_truth - truth.dice_vs_truth,
+        dice_drop=reference.float_scores.dice_vs_truth - truth.dice_vs_truth,
     )
 
 
 @dataclasses.dataclass(frozen=True)
-class ParityReport:
+class ParityReport(JsonRecord):
     """What the gate measured, as the manifest's `parity` section keeps it.
 
     `float_model` (JSON `float`) is the float model's own scores against the labels; `models`
@@ -93,19 +101,13 @@ class ParityReport:
     model's sparsity and whether it was clustered.
     """
 
+    JSON_NAME = "parity"
+
     float_model: Scores = dataclasses.field(metadata=json_name("float"))
     models: Mapping[str, Scores]
     pairs: Mapping[str, float]
     float_sparsity: float | None = None
     float_clustered: bool | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_json(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> ParityReport:
-        """Raises SchemaError naming the first field that does not fit."""
-        return from_json(cls, data, "parity")
 
 
 @contextlib.contextmanager
@@ -151,7 +153,7 @@ def parity_report(
         for a, b in pairs
         if a in masks and b in masks
     }
-    return ParityReport(reference.truth_scores(reference.masks), models, agreement)
+    return ParityReport(reference.float_scores, models, agreement)
 
 
 def check_gate(report: ParityReport, gated: list[str], max_dice_drop: float) -> None:

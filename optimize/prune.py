@@ -32,7 +32,7 @@ from runtime.config import Choice, ConfigBase, require, stage_config
 from runtime.errors import UserError
 from runtime.io import atomic_path, write_json_atomic
 from runtime.log import add_verbosity, configure
-from runtime.typed_json import from_json, to_json
+from runtime.typed_json import JsonRecord
 from train.tfk import keras
 
 # isort: split
@@ -225,8 +225,10 @@ class Clusters:
 
 
 @dataclasses.dataclass(frozen=True)
-class PruneReport:
+class PruneReport(JsonRecord):
     """`prune_report.json`: what pruning did, measured on the models before and after."""
+
+    JSON_NAME = "prune_report"
 
     method: str
     sparsity: Sparsity
@@ -234,14 +236,6 @@ class PruneReport:
     macs: Macs
     size: Sizes  # of model.keras
     clusters: Clusters | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_json(self)
-
-    @classmethod
-    def from_dict(cls, data: Any) -> PruneReport:
-        """Raises SchemaError naming the first field that does not fit."""
-        return from_json(cls, data, "prune_report")
 
 
 def prune_run(

@@ -18,9 +18,24 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 T = TypeVar("T")
+
+
+class JsonRecord:
+    """`to_dict` and `from_dict` for a frozen dataclass that is written as one JSON file or
+    section; `JSON_NAME` is how `SchemaError` names its top."""
+
+    JSON_NAME: ClassVar[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_json(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self:
+        """Raises SchemaError naming the first field that does not fit."""
+        return from_json(cls, data, cls.JSON_NAME)
 
 
 def json_name(key: str) -> dict[str, str]:

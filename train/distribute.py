@@ -27,7 +27,7 @@ def make_strategy(kind: Strategy) -> tf.distribute.Strategy:
     """
     if kind is Strategy.MULTI_WORKER:
         return _multi_worker(check_tf_config())
-    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    gpus = _local_gpus()
     if kind is Strategy.AUTO:
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     if kind is Strategy.ONE_DEVICE:
@@ -136,16 +136,20 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     )
 
 
+def _local_gpus() -> list[str]:
+    return [d.name for d in tf.config.list_logical_devices("GPU")]
+
+
 def devices_in_words() -> str:
     """What trains, for the log: "1 GPU", "4 GPUs", or the CPU, saying that no GPU was found
     (TensorFlow's own reason, e.g. a failed cuInit, shows with TF_CPP_MIN_LOG_LEVEL=0)."""
-    gpus = len(tf.config.list_logical_devices("GPU"))
+    gpus = len(_local_gpus())
     return f"{gpus} GPU{'s' if gpus > 1 else ''}" if gpus else "the CPU (no GPU found)"
 
 
 def wants_mixed_precision(choice: MixedPrecision) -> bool:
     if choice is MixedPrecision.AUTO:
-        return bool(tf.config.list_logical_devices("GPU"))
+        return bool(_local_gpus())
     return choice is MixedPrecision.ON
 
 
