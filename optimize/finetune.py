@@ -103,7 +103,9 @@ class Run:
 
     def raw_validation_tiles(self) -> np.ndarray:
         """The validation tiles as raw pixels, in the order of `validation_tiles`."""
-        return raw_validation_tiles(self.splits[1], self.tile_size, self.output_tile_size)[0]
+        return raw_validation_tiles(
+            self.splits[1], self.tile_size, self.output_tile_size, self.preprocessing.channels
+        )[0]
 
     def validation_tiles(self) -> tuple[np.ndarray, np.ndarray]:
         return validation_tiles(

@@ -87,10 +87,19 @@ def read_config_file(path: Path) -> dict[str, Any]:
     except OSError as error:
         raise UserError(f"cannot read --config {path} ({error.strerror}): check the path") from None
     except yaml.YAMLError as error:
-        raise UserError(f"--config {path} is not valid YAML/JSON ({error}): fix it") from None
+        raise UserError(f"--config {path}{_yaml_place(error)}: fix it") from None
     if not isinstance(raw, dict):
         raise UserError(f"--config {path} must hold a mapping of settings")
     return raw
+
+
+def _yaml_place(error: Exception) -> str:
+    """Where and what PyYAML found wrong, on one line: ' line 3, column 7: ...' (1-based)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or "is not valid YAML/JSON"
+    if mark is None:
+        return f" {problem}"
+    return f" line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 # One YAML for the whole chain: each command reads its own sections and ignores the others'.

@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import time
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +80,11 @@ def load_golden(bundle: str | Path, file: str, sha256: str) -> Golden:
     path = verified_path(bundle, file, sha256, what="golden tile file")
     try:
         return Golden.from_bytes(path.read_bytes())
-    except (OSError, ValueError, KeyError) as error:
-        raise UserError(f"cannot read golden tiles {path} ({error}): re-copy the bundle") from None
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise UserError(
+            f"cannot read golden tiles {path} ({type(error).__name__}: {error}): the file is "
+            "cut short or corrupt; re-copy the bundle"
+        ) from None
 
 
 class VerificationFailed(UserError):

@@ -17,11 +17,18 @@ IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-def read_image(path: Path) -> np.ndarray:
-    """Reads an image file as uint8, uint16 or float32, in full (so truncation shows here)."""
+def read_image(path: Path, palette_indices: bool = False) -> np.ndarray:
+    """Reads an image file as uint8, uint16 or float32, in full (so truncation shows here).
+
+    Args:
+        palette_indices: a palette ('P') image gives its indices (what a mask's palette
+            colours stand for), not its colours (what an image's do).
+    """
     try:
         with Image.open(path) as img:
             img.load()
+            if img.mode == "P" and not palette_indices:
+                img = img.convert("RGB")  # transparency carries no content
             if img.mode in ("I;16", "I;16B", "I;16L"):
                 return np.array(img, dtype=np.uint16)
             if img.mode == "I":  # 32-bit integer container, 16-bit content in practice
@@ -31,8 +38,8 @@ def read_image(path: Path) -> np.ndarray:
                         f"{path}: 32-bit integer pixels are not supported: save 8 or 16 bit"
                     )
                 return array.astype(np.uint16)
-            if img.mode == "1":
-                return np.array(img, dtype=np.uint8)
+            if img.mode == "1":  # bilevel: black and white, as 8-bit grey
+                return np.array(img.convert("L"))
             if img.mode not in ("L", "LA", "RGB", "RGBA", "P", "F"):
                 img = img.convert("RGB")
             return np.array(img)
@@ -102,10 +109,10 @@ def page_count(path: Path) -> int:
         return 1  # not a readable stack: reading it as one image says what is wrong
 
 
-def read_page(path: Path, index: int, pages: int = 1) -> np.ndarray:
+def read_page(path: Path, index: int, pages: int = 1, palette_indices: bool = False) -> np.ndarray:
     """One page of a file that has `pages` pages: only that page is decoded."""
     if pages == 1:
-        return read_image(path)
+        return read_image(path, palette_indices)
     import tifffile
 
     try:

@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 
+from runtime.errors import UserError
+
 
 @dataclasses.dataclass(frozen=True)
 class Scores:
@@ -84,6 +86,15 @@ def float_parity(masks: np.ndarray, float_masks: np.ndarray, classes: int) -> di
         "dice_vs_float": dice(masks, float_masks, classes),
         "iou_vs_float": iou(masks, float_masks, classes),
     }
+
+
+def check_threshold(threshold: float | None) -> None:
+    """A sigmoid threshold must lie strictly between 0 and 1: at 0 or above 1 every pixel is
+    one class, whatever the model says."""
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise UserError(
+            f"threshold {threshold:g} is outside (0, 1): give a probability such as 0.5"
+        )
 
 
 def masks_from_probabilities(probs: np.ndarray, threshold: float = 0.5) -> np.ndarray:

@@ -22,6 +22,7 @@ from runtime.image_io import IMAGE_SUFFIXES, read_pages, write_tiff_stack
 from runtime.io import atomic_path
 from runtime.log import add_verbosity, configure
 from runtime.memory import DEFAULT_MAX_MEMORY_MB
+from runtime.metrics import check_threshold
 from runtime.segmenter import Prediction, Prepared, Segmenter, overlay
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class PredictConfig(ConfigBase):
         require(
             self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"
         )
+        check_threshold(self.threshold)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,7 +18,7 @@ from runtime.errors import UserError
 from runtime.golden import VerificationFailed, check_model, golden_of
 from runtime.image_io import read_image
 from runtime.memory import DEFAULT_MAX_MEMORY_MB
-from runtime.metrics import masks_from_probabilities
+from runtime.metrics import check_threshold, masks_from_probabilities
 from runtime.preprocess import normalize
 from runtime.tiling import TilePlan, default_overlap, plan_image, predict_tiled
 
@@ -155,6 +155,7 @@ class Segmenter:
         m, x = self.manifest, prepared.input
         plan = self.plan(*x.shape[:2])
         probs = predict_tiled(
+        check_threshold(threshold)
             x,
             self.backend.run,
             plan.tile if self.backend.resizable else m.input_size,

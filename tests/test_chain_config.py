@@ -90,3 +90,22 @@ def test_predict_reads_its_runtime_section(tiny_bundle, tmp_path):
     assert (tmp_path / "out" / "a_overlay.png").exists()  # the section's overlay: true
     bad = _write(tmp_path, "runtime: {max_memory_mb: 0}\n")
     assert main(parse_args([*argv, str(bad), "--overwrite"])) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("train:\n  epochs: 3\n  lr: [1, 2\nmodel: {a: b}\n", "line 4, column 6"),
+        ("runtime:\n\tprecision: int8\n", "line 2, column 1"),
+        ("prune: {sparsity: 0.5}\nmethod\n", "line 3, column 1"),
+    ],
+)
+def test_a_file_that_does_not_parse_is_one_line_naming_where(tmp_path, text, place):
+    from optimize.prune import PruneConfig
+
+    chain = _write(tmp_path, text)
+    with pytest.raises(UserError) as caught:
+        stage_config(PruneConfig, chain, "prune", {})
+    message = str(caught.value)
+    assert "\n" not in message  # PyYAML's own message spans several lines with a caret
+    assert message.startswith(f"--config {chain} {place}: ")

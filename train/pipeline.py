@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.preprocess import Preprocessing, normalize
+from runtime.preprocess import Preprocessing, normalize, scale_to_unit, to_channels
 from runtime.tiling import tile_starts
 from train.augment import brightness_contrast, elastic, flip_and_rotate
 from train.config import TrainConfig
@@ -132,20 +132,25 @@ def train_dataset(
 
 
 def raw_validation_tiles(
-    samples: list[Sample], in_size: int, out_size: int
+    samples: list[Sample], in_size: int, out_size: int, channels: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every validation image cut into tiles that cover it (the last tile flush with the edge),
-    as raw pixels (N, in, in, C): what a bundle's golden tiles keep."""
+    as raw pixels (N, in, in, channels): what a bundle's golden tiles keep.
+
+    A folder may mix image modes (grey, grey+alpha, RGB, RGBA) and pixel types: each image gets
+    the model's channels without alpha, as training gave them, and tiles of mixed pixel types
+    are scaled to float32 in [0, 1] (which `normalize` takes as is: the same model input).
+    """
     images, masks = [], []
     for sample in samples:
-        raw = sample.image  # read once: a file sample decodes on every access
-        image, mask = _padded(
-            raw if raw.ndim == 3 else raw[..., None], sample.mask, in_size, out_size
-        )
+        raw = to_channels(sample.image, channels)  # read once: a file sample decodes each time
+        image, mask = _padded(raw, sample.mask, in_size, out_size)
         for y in tile_starts(mask.shape[0], out_size, 0):
             for x in tile_starts(mask.shape[1], out_size, 0):
                 images.append(image[y : y + in_size, x : x + in_size])
                 masks.append(mask[y : y + out_size, x : x + out_size, None])
+    if len({tile.dtype for tile in images}) > 1:
+        images = [scale_to_unit(tile) for tile in images]
     return np.stack(images), np.stack(masks)
 
 
@@ -154,7 +159,7 @@ def validation_tiles(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The raw validation tiles, normalized (normalization is per pixel: the same numbers as
     normalizing the image first)."""
-    raw, masks = raw_validation_tiles(samples, in_size, out_size)
+    raw, masks = raw_validation_tiles(samples, in_size, out_size, prep.channels)
     return np.stack([normalize(tile, prep) for tile in raw]), masks
 
 

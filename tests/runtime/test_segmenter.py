@@ -363,3 +363,21 @@ def test_quiet_and_verbose_set_what_the_library_says(tiny_bundle, tmp_path, caps
     assert "runtime:" not in captured.err and "1 mask(s)" in captured.out  # results stay
     with pytest.raises(SystemExit):
         parse_args([*argv, "--out", "o", "-q", "-v"])  # one or the other
+
+
+@pytest.mark.parametrize("threshold", ["1.5", "0", "-0.2", "1", "nan"])
+def test_a_threshold_outside_zero_one_is_refused(tiny_bundle, tmp_path, capsys, threshold):
+    """At 0 or above 1 every pixel would be one class: the masks would say nothing."""
+    from PIL import Image
+
+    from runtime.predict import main, parse_args
+
+    Image.fromarray(_image(32, 32)).save(tmp_path / "a.png")
+    out = tmp_path / "o"
+    argv = [str(tiny_bundle), str(tmp_path / "a.png"), "--out", str(out), "--threshold", threshold]
+    assert main(parse_args(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"threshold {float(threshold):g} is outside (0, 1)" in err
+    assert not out.exists()  # refused before anything was written
+    with pytest.raises(UserError, match="outside"):
+        Segmenter.from_bundle(tiny_bundle, precision="fp32").predict(_image(32, 32), 1.5)

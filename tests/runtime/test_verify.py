@@ -137,6 +137,24 @@ def test_old_and_tampered_golden_tiles_are_exit_2(tiny_quantized_bundle, tmp_pat
     assert Segmenter.from_bundle(bundle, backend="litert").precision == "int8"
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.98])
+def test_golden_tiles_cut_short_but_rehashed_are_one_line_exit_2(
+    tiny_quantized_bundle, tmp_path, keep
+):
+    """A copy cut short whose manifest hash was updated to match (a bad sync tool, or a hand
+    fix) passes the hash check; reading it must still fail as one line, not a zip traceback."""
+    bundle = _copy(tiny_quantized_bundle, tmp_path)
+    golden = bundle / GOLDEN_FILE
+    golden.write_bytes(golden.read_bytes()[: int(golden.stat().st_size * keep)])
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["golden"]["sha256"] = sha256_of(golden)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    done = _verify_cli(bundle)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert f"cannot read golden tiles {golden}" in done.stderr and "re-copy" in done.stderr
+
+
 def test_auto_picks_the_fastest_verified_model_and_caches_it(
     tiny_quantized_bundle, tmp_path, monkeypatch, caplog
 ):
@@ -147,7 +165,11 @@ def test_auto_picks_the_fastest_verified_model_and_caches_it(
 
     bundle = _copy(tiny_quantized_bundle, tmp_path)
     _perturb_onnx(bundle, "model_int8.onnx")
-    planted = {"model_int8.onnx": 1.0, "model_fp32.onnx": 2.0, "model_int8.tflite": 3.0}
+    planted = {
+        "model_int8.onnx on onnx": 1.0,
+        "model_fp32.onnx on onnx": 2.0,
+        "model_int8.tflite on litert": 3.0,
+    }
     timed = []
 
     def fake_time(models, tile):
@@ -160,7 +182,7 @@ def test_auto_picks_the_fastest_verified_model_and_caches_it(
     assert (seg.precision, seg.backend.name) == ("fp32", "onnx")
     said = caplog.text
     assert "auto chose model_fp32.onnx on onnx" in said and "fails verification here" in said
-    assert "model_int8.onnx" not in timed  # failed models are not timed
+    assert not [k for k in timed if k.startswith("model_int8.onnx")]  # failed: not timed
     cached = list(cache_folder().glob("choice-*.json"))
     assert len(cached) == 1 and not list(bundle.glob("choice-*"))
     timed.clear()
@@ -169,7 +191,8 @@ def test_auto_picks_the_fastest_verified_model_and_caches_it(
     assert timed == [] and "cached in" in caplog.text
     # Another bundle (another manifest digest) is measured on its own.
     manifest = read_manifest(tiny_quantized_bundle)
-    assert choose(tiny_quantized_bundle, manifest, refresh=True).file in planted
+    chosen = choose(tiny_quantized_bundle, manifest, refresh=True)
+    assert f"{chosen.file} on {chosen.backend}" in planted
 
 
 def test_auto_with_no_passing_model_is_a_clear_error(tiny_bundle, tmp_path):

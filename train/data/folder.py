@@ -55,7 +55,8 @@ class FileSample:
 
     @property
     def mask(self) -> np.ndarray:
-        plane = _mask_plane(read_page(self.mask_path, self.page, self.pages), self.mask_path)
+        raw = read_page(self.mask_path, self.page, self.pages, palette_indices=True)
+        plane = _mask_plane(raw, self.mask_path)
         return self.table[_binarized(plane, self.mask_threshold)]
 
 
@@ -208,7 +209,8 @@ def load_folder(
     shapes = {}
     entries = _entries(root)
     for name, image_path, mask_path, page, pages in entries:
-        image, raw_mask = read_page(image_path, page, pages), read_page(mask_path, page, pages)
+        image = read_page(image_path, page, pages)
+        raw_mask = read_page(mask_path, page, pages, palette_indices=True)
         if pages > 1:
             for array, path in ((image, image_path), (raw_mask, mask_path)):
                 check_like_first_page(array, first_pages.setdefault(path, array), path, page)
