@@ -10,25 +10,15 @@ maps a bundle key to its converter, and `optimize.quantize` runs them all.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from optimize.bundle import BUNDLE_FILES, check_bundle_out, manifest_fields, write_bundle
-from optimize.finetune import Run
-from optimize.parity import MAX_DICE_DROP, Reference, golden_section, parity_report, written
-from runtime.bundle import read_manifest
-from runtime.errors import UserError
-from runtime.golden import GOLDEN_FILE
-from runtime.log import add_verbosity, configure, native_lines_kept_back
+from runtime.log import native_lines_kept_back
 from runtime.private_api import tf2onnx_without_optimizers
-from runtime.versions import package_versions
 from train.tfk import keras, tf
 
 ONNX_OPSET = 17  # tf2onnx 1.17 supports up to 18; 17 is what onnxruntime's tools know best
@@ -155,101 +145,3 @@ EXPORTERS: dict[str, Callable[[keras.Model, int, list[np.ndarray]], bytes]] = {
     "fp32-onnx": lambda m, s, _: onnx_fp32(m, s),
 }
 QUICK = ("fp32", "int8_ptq", "fp32-onnx")  # without QAT, int8_ptq is the bundle's int8
-
-
-def bundle_from_run(
-    run_folder: str | Path,
-    out: str | Path,
-    precisions: Iterable[str] = QUICK,
-    overwrite: bool = False,
-    checkpoint: str = "model.keras",
-) -> Path:
-    """Exports a training run's model (final or best.keras) to a bundle (`EXPORTERS` keys)."""
-    out = Path(out)
-    check_bundle_out(out, overwrite)
-    run = Run.load(run_folder)
-    model = run.load_model(checkpoint)
-    tiles = run.calibration_tiles()
-    exports = {key: EXPORTERS[key](model, run.tile_size, tiles) for key in precisions}
-    if "int8_ptq" in exports:
-        exports["int8"] = exports.pop("int8_ptq")
-    fields = manifest_fields(
-        run.raw_config,
-        run.tile_size,
-        run.output_tile_size,
-        package_versions(),
-        run.folder / checkpoint,
-    )
-    # No gate on this quick path, but the same measurements, so a device can verify the bundle.
-    images, labels = run.validation_tiles()
-    reference = Reference.of(model, images, labels, run.model_config.classes)
-    with written(exports) as paths:
-        report = parity_report(reference, paths)
-        fields["parity"] = report.to_dict()
-        golden, fields["golden"] = golden_section(
-            reference,
-            run.raw_validation_tiles(),
-            paths,
-            report,
-            run.preprocessing,
-            MAX_DICE_DROP,
-        )
-    files = {key: (*BUNDLE_FILES[key], data) for key, data in exports.items()}
-    return write_bundle(out, files, fields, overwrite, extra={GOLDEN_FILE: golden})
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m optimize.export",
-        description="Export a training run's float model to a bundle: fp32 and post-training "
-        "int8 TFLite, fp32 ONNX, and manifest.json: the quick path without QAT (optimize.quantize "
-        "prunes, fine-tunes with QAT and gates every export).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "run", type=Path, help="a `python -m train` output folder (model.keras, config.json)"
-    )
-    parser.add_argument("--out", type=Path, required=True, help="bundle folder to write")
-    parser.add_argument(
-        "--checkpoint",
-        choices=["final", "best"],
-        default="final",
-        help="the run's final model.keras, or best.keras (best validation Dice)",
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace a bundle already in --out"
-    )
-    add_verbosity(parser)
-    return parser.parse_args(argv)
-
-
-def main(args: argparse.Namespace) -> int:
-    configure(args)
-    try:
-        for name in ("config.json", "model.keras"):
-            if not (args.run / name).is_file():
-                raise UserError(
-                    f"{args.run} has no {name}: give the --out folder of a finished `python -m train`"
-                )
-        out = bundle_from_run(
-            args.run,
-            args.out,
-            overwrite=args.overwrite,
-            checkpoint=f"{'model' if args.checkpoint == 'final' else 'best'}.keras",
-        )
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    for artifact in read_manifest(out).artifacts:
-        print(f"{artifact.file:20s} {artifact.precision:5s} {artifact.size / 1e6:7.2f} MB")
-    print(f"bundle: {out}")
-    return 0
-
-
-def console() -> int:
-    """The console script's entry point (pyproject's [project.scripts])."""
-    return main(parse_args())
-
-
-if __name__ == "__main__":
-    sys.exit(console())

@@ -1,4 +1,5 @@
-"""`python -m optimize.quantize`: a float (or pruned) U-Net to a bundle whose models are proven.
+"""The work of `python -m optimize.quantize`: a float (or pruned) U-Net to a bundle whose models
+are proven.
 
 QAT fine-tune (sparsity kept when the model is pruned, clusters when it is clustered) or
 post-training quantization, every export (TFLite fp32, fp16, dynamic-range, int8 with int8 or
@@ -9,10 +10,8 @@ the gate fails, a second try with the most sensitive layers left in float (`--ke
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import sys
 from collections.abc import Callable, Collection
 from functools import cached_property, partial
 from pathlib import Path
@@ -21,12 +20,11 @@ from typing import Any
 from optimize.bundle import BUNDLE_FILES as FILES
 from optimize.bundle import check_bundle_out, manifest_fields, write_bundle
 from optimize.cluster import is_clustered
-from optimize.export import EXPORTERS, onnx_fp32
+from optimize.configs import Method, ParityGateFailed, QuantizeConfig
+from optimize.converters import EXPORTERS, onnx_fp32
 from optimize.finetune import Run
 from optimize.onnx_int8 import onnx_int8_qdq
 from optimize.parity import (
-    MAX_DICE_DROP,
-    ParityGateFailed,
     ParityReport,
     Reference,
     check_gate,
@@ -38,10 +36,8 @@ from optimize.qat import fine_tuned_float, qat_tflite_int8, quantize_aware
 from optimize.saturation import saturation_summary, u8s8_saturation
 from optimize.sensitivity import CalibratedModel, layer_sensitivity, print_sensitivity
 from optimize.wrapping import check_prunable, sparsity_report
-from runtime.config import Choice, ConfigBase, require, stage_config
 from runtime.errors import UserError
 from runtime.golden import GOLDEN_FILE
-from runtime.log import add_verbosity, configure
 from runtime.versions import package_versions
 from train.config import DataConfig, TrainConfig, preset
 from train.tfk import keras
@@ -50,41 +46,6 @@ from train.trainer import run_training
 log = logging.getLogger(__name__)
 
 DEFAULT_RUN = Path("runs/default-float")
-
-
-class Method(Choice):
-    QAT = "qat"  # quantization-aware fine-tuning: needs labels
-    PTQ = "ptq"  # post-training calibration only: the path when there are no labels
-
-
-@dataclasses.dataclass(frozen=True)
-class QuantizeConfig(ConfigBase):
-    method: Method = Method.QAT
-    qat_epochs: int = 3
-    # Small: QAT only has to adapt the weights to rounding; larger steps retrain the model away
-    # from the float model it must agree with. int8 TFLite agreement with float on the held-out
-    # tiles: synthetic default 98.8% at 1e-4, 99.2% at 2e-5, 99.45% at 5e-6; ISBI `small`
-    # 98.7% at 2e-5 (Dice -0.0078), 99.5% at 5e-6 (Dice -0.0027).
-    learning_rate: float = 5e-6
-    steps_per_epoch: int = 0  # 0: as many as the training run used per epoch
-    max_dice_drop: float = MAX_DICE_DROP
-    calibration_tiles: int = 32
-    sensitivity: bool = False  # the per-layer Dice cost of int8, into the manifest
-    # When the gate fails: leave this many of the most sensitive layers in float, gate again.
-    keep_float: int = 0
-
-    def check(self) -> None:
-        require(self.qat_epochs >= 1, f"qat-epochs must be >= 1, got {self.qat_epochs}")
-        require(self.learning_rate > 0, f"learning-rate must be > 0, got {self.learning_rate}")
-        require(
-            self.steps_per_epoch >= 0, f"steps-per-epoch must be >= 0, got {self.steps_per_epoch}"
-        )
-        require(self.max_dice_drop >= 0, f"max-dice-drop must be >= 0, got {self.max_dice_drop}")
-        require(
-            self.calibration_tiles >= 1,
-            f"calibration-tiles must be >= 1, got {self.calibration_tiles}",
-        )
-        require(self.keep_float >= 0, f"keep-float must be >= 0, got {self.keep_float}")
 
 
 GATED = ["int8", "int8_float_io", "int8-onnx"]
@@ -314,104 +275,3 @@ def print_table(report: ParityReport, exports: dict[str, bytes]) -> None:
         )
     for pair, agreement in report.pairs.items():
         print(f"mask agreement {pair}: {agreement:.4f}")
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    q = QuantizeConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m optimize.quantize", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument(
-        "--model",
-        type=Path,
-        help="a float or pruned .keras inside its run folder (default: train the small U-Net on synthetic data first)",
-    )
-    parser.add_argument(
-        "--data", help="data for fine-tuning, calibration and parity (default: the run's)"
-    )
-    parser.add_argument(
-        "--out", type=Path, default=Path("runs/bundle"), help="bundle folder (default: runs/bundle)"
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace a bundle already in --out"
-    )
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="the chain's YAML (its quantize section), or a file of QuantizeConfig fields; "
-        "flags override it",
-    )
-    parser.add_argument(
-        "--method", choices=[m.value for m in Method], help=f"qat or ptq (default: {q.method})"
-    )
-    parser.add_argument(
-        "--qat-epochs", type=int, help=f"QAT fine-tuning epochs (default: {q.qat_epochs})"
-    )
-    parser.add_argument(
-        "--learning-rate",
-        "--lr",
-        type=float,
-        help=f"QAT learning rate (default: {q.learning_rate})",
-    )
-    parser.add_argument("--steps-per-epoch", type=int, help="0: as the training run (default: 0)")
-    parser.add_argument(
-        "--max-dice-drop",
-        type=float,
-        help=f"largest Dice an int8 model may lose (default: {q.max_dice_drop})",
-    )
-    parser.add_argument(
-        "--calibration-tiles",
-        type=int,
-        help=f"tiles for calibration (default: {q.calibration_tiles})",
-    )
-    parser.add_argument(
-        "--sensitivity",
-        action="store_true",
-        default=None,
-        help="measure the Dice each layer costs when it alone is int8, print the most sensitive "
-        "and store all in the manifest (default: off)",
-    )
-    parser.add_argument(
-        "--keep-float",
-        type=int,
-        metavar="N",
-        help="when the int8 gate fails, leave the N most sensitive layers in float and gate "
-        f"again (default: {q.keep_float}: fail at once)",
-    )
-    add_verbosity(parser)
-    return parser.parse_args(argv)
-
-
-def _config(args: argparse.Namespace) -> QuantizeConfig:
-    return stage_config(QuantizeConfig, args.config, "quantize", vars(args))
-
-
-def main(args: argparse.Namespace) -> int:
-    configure(args)
-    try:
-        config = _config(args)
-        check_bundle_out(args.out, args.overwrite)
-        model_path = args.model or default_run()
-        if model_path.suffix != ".keras" or not model_path.is_file():
-            raise UserError(
-                f"--model {model_path} does not exist or is not a .keras file: "
-                "give the model.keras of a `python -m train` run"
-            )
-        quantize(model_path, args.out, config, args.data, args.overwrite)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    except ParityGateFailed as error:
-        print(f"error: {error}; no bundle written", file=sys.stderr)
-        return 1
-    print(f"\nbundle: {args.out}")
-    return 0
-
-
-def console() -> int:
-    """The console script's entry point (pyproject's [project.scripts])."""
-    return main(parse_args())
-
-
-if __name__ == "__main__":
-    sys.exit(console())

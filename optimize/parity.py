@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from optimize.bundle import BUNDLE_FILES
+from optimize.configs import ParityGateFailed
 from runtime.backends import BACKENDS, backend_for
 from runtime.cpu import cpu_info
 from runtime.golden import GOLDEN_FILE, Golden, golden_count, measure
@@ -33,13 +34,6 @@ from runtime.metrics import (
 from runtime.preprocess import Preprocessing
 from runtime.typed_json import JsonRecord, json_name
 from train.tfk import keras
-
-# The Dice an int8 model may lose against the labels, unless a command says otherwise.
-MAX_DICE_DROP = 0.01
-
-
-class ParityGateFailed(RuntimeError):
-    """An int8 model lost more Dice than allowed; the message names it and the numbers."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,14 +10,13 @@ is what takes a compressed int8 model below a quarter of its pruned size.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gzip
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from optimize.configs import PruneConfig, PruneMethod
 from optimize.finetune import Run, fine_tune
 from optimize.wrapping import (
     DEFAULT_KEEP_DENSE,
@@ -28,10 +27,8 @@ from optimize.wrapping import (
     sparsity_report,
     wrap_prunable,
 )
-from runtime.config import Choice, ConfigBase, require, stage_config
 from runtime.errors import UserError
 from runtime.io import atomic_path, write_json_atomic
-from runtime.log import add_verbosity, configure
 from runtime.typed_json import JsonRecord
 from train.tfk import keras
 
@@ -147,45 +144,8 @@ def magnitude_prune(
 
 
 # ----------------------------------------------------------------------------------------------
-# `python -m optimize.prune`: a trained run in, a pruned run folder out (model.keras,
+# `python -m optimize.prune`'s work: a trained run in, a pruned run folder out (model.keras,
 # config.json, prune_report.json), which `optimize.quantize --model` takes as it is.
-
-
-class PruneMethod(Choice):
-    MAGNITUDE = "magnitude"  # unstructured zeros: smaller compressed, not faster on CPUs
-    TWO_FOUR = "2:4"  # two zeros in every four weights: sparse tensor cores
-    FILTER = "filter"  # whole filters removed: fewer MACs, faster everywhere
-
-
-@dataclasses.dataclass(frozen=True)
-class PruneConfig(ConfigBase):
-    method: PruneMethod = PruneMethod.MAGNITUDE
-    sparsity: float = 0.5  # magnitude
-    keep_ratio: float = 0.0  # filter: fraction of filters kept; 0 = derive from target_macs
-    target_macs: float = 0.5  # filter: fraction of the MACs to keep when keep_ratio is 0
-    criterion: str = "l1"  # filter: "l1" (kernel norm) or "bn" (batch-norm scale)
-    epochs: int = 3
-    learning_rate: float = 3e-4
-    steps_per_epoch: int = 0  # 0: as the training run
-    clusters: int = 0  # after pruning: shared nonzero values per kernel (zeros kept); 0 = off
-    cluster_epochs: int = 2  # fine-tuning of the centroids
-    cluster_learning_rate: float = 1e-4
-
-    def check(self) -> None:
-        require(0 < self.sparsity < 1, f"sparsity must be in (0, 1), got {self.sparsity}")
-        require(0 <= self.keep_ratio <= 1, f"keep-ratio must be in (0, 1], got {self.keep_ratio}")
-        require(0 < self.target_macs <= 1, f"target-macs must be in (0, 1], got {self.target_macs}")
-        require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
-        require(self.learning_rate > 0, f"learning-rate must be > 0, got {self.learning_rate}")
-        require(
-            self.clusters == 0 or 2 <= self.clusters <= 256,
-            f"clusters must be 0 (off) or in 2..256, got {self.clusters}: e.g. 16",
-        )
-        require(self.cluster_epochs >= 1, f"cluster-epochs must be >= 1, got {self.cluster_epochs}")
-        require(
-            self.cluster_learning_rate > 0,
-            f"cluster-learning-rate must be > 0, got {self.cluster_learning_rate}",
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,110 +270,3 @@ def prune_run(
         out / "config.json", {**run.raw_config, "prune": config.to_dict(), "widths": widths}
     )
     return report
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    c = PruneConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m optimize.prune", description="Prune a trained U-Net and fine-tune it."
-    )
-    parser.add_argument(
-        "--model",
-        type=Path,
-        required=True,
-        help="model.keras inside a `python -m train` run folder",
-    )
-    parser.add_argument("--out", type=Path, required=True, help="folder for the pruned run")
-    parser.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="the chain's YAML (its prune section), or a file of PruneConfig fields; flags "
-        "override it",
-    )
-    parser.add_argument(
-        "--method",
-        choices=[m.value for m in PruneMethod],
-        help=f"(default: {c.method})",
-    )
-    parser.add_argument(
-        "--sparsity",
-        type=float,
-        help=f"magnitude: target sparsity (default: {c.sparsity})",
-    )
-    parser.add_argument(
-        "--keep-ratio",
-        type=float,
-        help="filter: fraction of filters kept per layer (default: from --target-macs)",
-    )
-    parser.add_argument(
-        "--target-macs",
-        type=float,
-        help=f"filter: fraction of MACs to keep (default: {c.target_macs})",
-    )
-    parser.add_argument(
-        "--criterion",
-        choices=["l1", "bn"],
-        help=f"filter importance (default: {c.criterion})",
-    )
-    parser.add_argument("--epochs", type=int, help=f"fine-tuning epochs (default: {c.epochs})")
-    parser.add_argument(
-        "--learning-rate",
-        "--lr",
-        type=float,
-        help=f"(default: {c.learning_rate})",
-    )
-    parser.add_argument(
-        "--steps-per-epoch",
-        type=int,
-        help="0: as the training run (default: 0)",
-    )
-    parser.add_argument(
-        "--clusters",
-        type=int,
-        help="after pruning, cluster each pruned kernel's nonzero weights into this many shared "
-        "values, zeros kept (tfmot; 2-256, e.g. 16): a much smaller compressed int8 model "
-        f"(default: {c.clusters} = off)",
-    )
-    parser.add_argument(
-        "--cluster-epochs",
-        type=int,
-        help=f"fine-tuning epochs of the clusters (default: {c.cluster_epochs})",
-    )
-    parser.add_argument(
-        "--cluster-learning-rate",
-        type=float,
-        help=f"(default: {c.cluster_learning_rate})",
-    )
-    add_verbosity(parser)
-    return parser.parse_args(argv)
-
-
-def main(args: argparse.Namespace) -> int:
-    configure(args)
-    try:
-        config = stage_config(PruneConfig, args.config, "prune", vars(args))
-        report = prune_run(args.model, args.out, config, args.overwrite)
-    except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
-    macs, params, size = report.macs, report.params, report.size
-    print(
-        f"sparsity {report.sparsity.sparsity:.3f}; parameters {params.before:,} -> {params.after:,}; "
-        f"MACs at {macs.input_size} px {macs.before / 1e9:.2f} G -> {macs.after / 1e9:.2f} G; "
-        f"gzip size {size.before.gzip_bytes / 1e6:.2f} MB -> {size.after.gzip_bytes / 1e6:.2f} MB"
-    )
-    if report.clusters:
-        counts = report.clusters.layers.values()
-        print(f"distinct nonzero values per kernel: {min(counts)}-{max(counts)}")
-    print(f"pruned model: {args.out / 'model.keras'}")
-    return 0
-
-
-def console() -> int:
-    """The console script's entry point (pyproject's [project.scripts])."""
-    return main(parse_args())
-
-
-if __name__ == "__main__":
-    sys.exit(console())

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from optimize.cluster import is_clustered
-from optimize.export import int8_converter_notes_hidden, serving_function
+from optimize.converters import int8_converter_notes_hidden, serving_function
 from optimize.finetune import Run, fine_tune
 from optimize.wrapping import check_prunable, clone, sparsity_report
 from runtime.errors import UserError

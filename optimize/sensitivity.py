@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from optimize.export import int8_converter, int8_converter_notes_hidden
+from optimize.converters import int8_converter, int8_converter_notes_hidden
 from optimize.parity import Reference, compare, run_exported
 from runtime.backends import litert_interpreter_class
 from runtime.private_api import operators, tensor_name

@@ -70,7 +70,7 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_run: Path) -> Path:
     """fp32 and int8 TFLite and fp32 ONNX of the tiny run, with manifest.json."""
-    from optimize.export import bundle_from_run
+    from optimize.quick import bundle_from_run
 
     return bundle_from_run(tiny_run, tiny_run.parent / "bundle-same")
 
@@ -95,7 +95,7 @@ def _cache_folder(tmp_path_factory, monkeypatch) -> None:
 @pytest.fixture(scope="session")
 def tiny_valid_bundle(tmp_path_factory) -> Path:
     """The same for a 'valid' U-Net: 60x60 input tiles, 20x20 output tiles."""
-    from optimize.export import bundle_from_run
+    from optimize.quick import bundle_from_run
 
     run = _train(tmp_path_factory.mktemp("tiny-valid"), "valid", 60, epochs=2)
     return bundle_from_run(run, run.parent / "bundle-valid")

@@ -44,7 +44,7 @@ def _hand_count(model: keras.Model) -> int:
 
 @pytest.mark.parametrize("upsampling", ["nearest", "transpose"])
 def test_macs_counted_from_the_tflite_file_match_a_hand_count(upsampling, tmp_path):
-    from optimize.export import tflite_fp32
+    from optimize.converters import tflite_fp32
     from train.config import preset
     from train.model import build_unet
 

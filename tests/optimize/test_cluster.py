@@ -11,9 +11,9 @@ import pytest
 
 from optimize.cluster import cluster, cluster_report, is_clustered, unique_nonzero
 from optimize.finetune import Run
-from optimize.prune import magnitude_prune
 from optimize.prune import main as prune_main
 from optimize.prune import parse_args as prune_args
+from optimize.pruning import magnitude_prune
 from optimize.qat import prepare_qat, qat_tflite_int8, quantize_aware
 from optimize.wrapping import kernels, sparsity_report
 from runtime.errors import UserError

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optimize.export import onnx_fp32, tflite_int8
+from optimize.converters import onnx_fp32, tflite_int8
 from optimize.finetune import Run
 
 

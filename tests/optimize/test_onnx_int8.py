@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optimize.export import onnx_fp32, tflite_int8
+from optimize.converters import onnx_fp32, tflite_int8
 from optimize.finetune import Run
 from optimize.onnx_int8 import onnx_int8_qdq
 from runtime.metrics import masks_from_probabilities, pixel_accuracy

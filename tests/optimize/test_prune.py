@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from optimize.finetune import Run
-from optimize.prune import magnitude_prune
+from optimize.pruning import magnitude_prune
 from optimize.wrapping import KernelSparsity, check_prunable, kernels, sparsity_report
 from runtime.errors import UserError
 from train.config import preset

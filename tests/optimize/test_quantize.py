@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from optimize.bundle import BUNDLE_FILES as FILES
 from optimize.parity import ParityGateFailed, ParityReport, check_gate
-from optimize.prune import PruneReport
 from optimize.prune import main as prune_main
 from optimize.prune import parse_args as prune_args
-from optimize.quantize import FILES, main, parse_args
+from optimize.pruning import PruneReport
+from optimize.quantize import main, parse_args
 from runtime.bundle import read_manifest, sha256_of
 
 pytestmark = pytest.mark.slow

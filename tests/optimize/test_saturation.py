@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from optimize.export import onnx_fp32
+from optimize.converters import onnx_fp32
 from optimize.finetune import Run
 from optimize.onnx_int8 import _quantize, onnx_int8_qdq
 from optimize.saturation import SaturationRisk, check_no_saturation, u8s8_saturation
