@@ -76,6 +76,12 @@ class Tolerance:
             self.mismatched(actual, expected) * 1e6 <= self.mismatched_per_million * expected.size
         )
 
+    def line(self) -> str:
+        return (
+            f"absolute {self.absolute:g}, relative {self.relative:g}, "
+            f"{self.mismatched_per_million:g} mismatched elements per million: {self.why}."
+        )
+
     def to_rdf(self) -> dict[str, Any]:
         return {
             "absolute_tolerance": self.absolute,
@@ -493,7 +499,7 @@ def package_files(bundle: Path, options: Options) -> tuple[dict[str, bytes], _Ch
         files[name] = path.read_bytes()
     files["unet_edge_manifest.json"] = (bundle / MANIFEST).read_bytes()
     files["README.md"] = readme(
-        manifest, raw, chosen.precision, chosen.tolerance, sorted(files), options.binarize
+        manifest, raw, chosen.precision, chosen.tolerance.line(), sorted(files), options.binarize
     ).encode()
     rdf = _rdf(manifest, raw, chosen, options, files, golden)
     files["rdf.yaml"] = yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True).encode()

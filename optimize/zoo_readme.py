@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from optimize.bioimageio import Tolerance
     from runtime.bundle import Manifest
 
 
@@ -61,7 +60,7 @@ def readme(
     manifest: Manifest,
     raw: dict[str, Any],
     precision: str,
-    tolerance: Tolerance,
+    tolerance: str,
     files: list[str],
     binarize: bool,
 ) -> str:
@@ -128,8 +127,7 @@ def readme(
         "",
         "### Reproducibility tolerance",
         "",
-        f"absolute {tolerance.absolute:g}, relative {tolerance.relative:g}, "
-        f"{tolerance.mismatched_per_million:g} mismatched elements per million: {tolerance.why}.",
+        tolerance,
         "",
         "## Attachments",
         "",

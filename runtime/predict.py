@@ -58,7 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "a multi-page mask TIFF per TIFF stack.",
         argument_default=None,  # None = not given: --config or PredictConfig decides
     )
-    parser.add_argument("bundle", type=Path, help="bundle folder (with manifest.json)")
+    parser.add_argument(
+        "bundle",
+        type=Path,
+        help="bundle folder (with manifest.json), or a bioimage.io model package (.zip or "
+        "folder) with ONNX weights",
+    )
     parser.add_argument("inputs", type=Path, nargs="+", help="image files or folders of images")
     parser.add_argument("--out", type=Path, required=True, help="folder for the mask PNGs")
     parser.add_argument(
@@ -83,7 +88,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--verify",
         action="store_true",
         default=None,
-        help="check the model on the bundle's golden tiles first (exit 1 if it fails here)",
+        help="check the model on the bundle's golden tiles (a package: its test tensors) first "
+        "(exit 1 if it fails here)",
     )
     parser.add_argument(
         "--overlay",

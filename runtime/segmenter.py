@@ -21,6 +21,8 @@ from runtime.memory import DEFAULT_MAX_MEMORY_MB
 from runtime.metrics import check_threshold, masks_from_probabilities
 from runtime.preprocess import normalize
 from runtime.tiling import TilePlan, default_overlap, plan_image, predict_tiled
+from runtime.zoo import is_package
+from runtime.zoo import load as zoo_load
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,16 @@ class Segmenter:
                 per pixel decides): the whole image when it fits, else the tiles that fit. A
                 model with a fixed tile (a 'valid' U-Net) runs as many of its tiles at once as
                 fit; one from a bundle made before run-time sizes, one at a time.
+
+        A bioimage.io model package (.zip or folder) with ONNX weights loads too
+        (`runtime.zoo`); `verify` then checks the package's own test tensors.
         """
+        if is_package(path):
+            if max_memory_mb <= 0:
+                raise UserError(f"max_memory_mb must be positive, got {max_memory_mb:g}")
+            return cls(
+                *zoo_load(path, precision, backend, num_threads, overlap, verify), max_memory_mb
+            )
         manifest = read_manifest(path)
         check_backend(backend)
         if precision == "auto":
