@@ -1,12 +1,16 @@
-"""Interpreters: LiteRT for .tflite, ONNX Runtime for .onnx. Each takes float input, gives float.
+"""Engines: LiteRT for .tflite; ONNX Runtime and OpenVINO for .onnx. Each takes float input,
+gives float.
 
-What is supported is data: `BACKENDS` maps a name to the model format it runs and its loader.
+What is supported is data: `ENGINES` names each engine with the model formats it reads, the
+packages that provide it and its loader, so a (model format, engine) pair is a row, and one .onnx
+file runs on two engines (DESIGN: verification and the automatic choice are per file and engine).
 Integer models get their input quantized and their output dequantized with the scale and zero
 point the model file itself declares.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 from collections.abc import Callable
@@ -15,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from runtime.errors import UserError
+from runtime.errors import ModelUnreadable, UserError
 from runtime.log import native_lines_kept_back
 
 log = logging.getLogger(__name__)
@@ -81,7 +85,9 @@ class LiteRTBackend:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
             allocate(self._interpreter)
         except (ValueError, RuntimeError) as error:
-            raise UserError(f"LiteRT cannot load {path} ({error}): re-export the bundle") from None
+            raise ModelUnreadable(
+                f"LiteRT cannot load {path} ({error}): re-export the bundle"
+            ) from None
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         # -1 where the model takes any size: the batch, and height and width of a 'same' U-Net.
@@ -172,7 +178,7 @@ class OnnxBackend:
         try:
             self._session = onnx_session(path, num_threads)
         except Exception as error:  # onnxruntime raises its own untyped exceptions
-            raise UserError(
+            raise ModelUnreadable(
                 f"onnxruntime cannot load {path} ({error}): re-export the bundle"
             ) from None
         model_input = self._session.get_inputs()[0]
@@ -192,28 +198,68 @@ class OnnxBackend:
         return out.astype(np.float32, copy=False)
 
 
-# name -> (model file format, loader)
-BACKENDS: dict[str, tuple[str, Callable[[Path, int | None], Backend]]] = {
-    "litert": ("tflite", LiteRTBackend),
-    "onnx": ("onnx", OnnxBackend),
+def _openvino(path: Path, num_threads: int | None = None) -> Backend:
+    from runtime.openvino_engine import OpenVINOBackend  # imports openvino only when asked
+
+    return OpenVINOBackend(path, num_threads)
+
+
+@dataclasses.dataclass(frozen=True)
+class Engine:
+    name: str
+    formats: tuple[str, ...]  # model file formats it reads
+    modules: tuple[str, ...]  # importable when installed (any one of them)
+    distributions: tuple[str, ...]  # pip distributions whose versions key the device caches
+    load: Callable[[Path, int | None], Backend]
+
+    @property
+    def installed(self) -> bool:
+        return any(importlib.util.find_spec(m) for m in self.modules)
+
+
+# In order of preference for a named precision with backend="auto" (LiteRT, then onnxruntime):
+# the automatic choice (precision="auto") measures every pair instead.
+ENGINES: dict[str, Engine] = {
+    e.name: e
+    for e in (
+        Engine(
+            "litert",
+            ("tflite",),
+            ("ai_edge_litert", "tflite_runtime"),
+            ("ai-edge-litert", "tflite-runtime"),
+            LiteRTBackend,
+        ),
+        Engine("onnx", ("onnx",), ("onnxruntime",), ("onnxruntime",), OnnxBackend),
+        Engine("openvino", ("onnx",), ("openvino",), ("openvino",), _openvino),
+    )
 }
-_PACKAGES = {"litert": ("ai_edge_litert", "tflite_runtime"), "onnx": ("onnxruntime",)}
+# (format, loader) by engine: its first format; what callers that predate ENGINES read.
+BACKENDS: dict[str, tuple[str, Callable[[Path, int | None], Backend]]] = {
+    name: (e.formats[0], e.load) for name, e in ENGINES.items()
+}
 
 
 def backend_for(fmt: str) -> str:
-    """The backend that runs a model format ("tflite" or "onnx")."""
-    return next(name for name, (f, _) in BACKENDS.items() if f == fmt)
+    """The first engine that reads a model format (LiteRT for "tflite", onnxruntime for
+    "onnx"): the build side's parity gate measures each file there."""
+    return next(name for name, e in ENGINES.items() if fmt in e.formats)
+
+
+def engines_for(fmt: str, names: list[str]) -> list[str]:
+    """Those of `names` that read a model format, in `names`' order."""
+    return [name for name in names if fmt in ENGINES[name].formats]
 
 
 def installed_backends() -> list[str]:
-    return [
-        name
-        for name, packages in _PACKAGES.items()
-        if any(importlib.util.find_spec(p) for p in packages)
-    ]
+    return [name for name, e in ENGINES.items() if e.installed]
+
+
+def load(name: str, path: Path, num_threads: int | None = None) -> Backend:
+    """Engine `name` on a model file (a UserError when the engine is missing or cannot read it)."""
+    return ENGINES[name].load(path, num_threads)
 
 
 def check_backend(name: str) -> str:
-    if name != "auto" and name not in BACKENDS:
-        raise UserError(f"unknown backend {name!r}: choose auto, {', '.join(BACKENDS)}")
+    if name != "auto" and name not in ENGINES:
+        raise UserError(f"unknown backend {name!r}: choose auto, {', '.join(ENGINES)}")
     return name

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.backends import ENGINES
 from runtime.cpu import cpu_info
 from runtime.io import write_json_atomic
 from runtime.memory import ModelMemory
@@ -31,8 +32,9 @@ def cache_folder() -> Path:
 
 
 def interpreter_versions() -> dict[str, str]:
+    """Every installed engine's version: another release may pick other kernels."""
     found = {}
-    for package in ("ai-edge-litert", "tflite-runtime", "onnxruntime"):
+    for package in (d for engine in ENGINES.values() for d in engine.distributions):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[package] = importlib.metadata.version(package)
     return found

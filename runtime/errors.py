@@ -8,3 +8,9 @@ class UserError(Exception):
     """
 
     exit_code = 2
+
+
+class ModelUnreadable(UserError):
+    """An engine cannot read or compile a model file that the manifest lists and its hash
+    passes: named alone it is a user error (exit 2); the automatic choice passes over that
+    (file, engine) pair with a note, since another engine may run the same file."""

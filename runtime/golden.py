@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import BACKENDS, Backend, check_backend, installed_backends
+from runtime.backends import Backend, check_backend, engines_for, installed_backends
 from runtime.bundle import Artifact, BuildFigures, Manifest, verified_path
 from runtime.errors import UserError
 from runtime.metrics import float_parity, masks_from_probabilities
@@ -162,12 +162,13 @@ def check_model(model: Backend, artifact: Artifact, manifest: Manifest, golden: 
 
 
 def runnable(manifest: Manifest, precision: str | None, backend: str) -> list[tuple[Artifact, str]]:
-    """The bundle's models (of one precision, when given) and the installed backend for each:
-    with `backend="auto"` every model whose format an installed interpreter runs."""
-    backends = installed_backends() if backend == "auto" else [check_backend(backend)]
-    by_format = {BACKENDS[name][0]: name for name in reversed(backends)}
+    """(model, engine) pairs of the bundle (of one precision, when given): with
+    `backend="auto"` every pair of a model and an installed engine that reads its format (an
+    .onnx file on onnxruntime and on OpenVINO), else that engine's models."""
+    engines = installed_backends() if backend == "auto" else [check_backend(backend)]
     return [
-        (a, by_format[a.format])
+        (a, name)
         for a in manifest.artifacts
-        if a.format in by_format and (precision is None or a.precision == precision)
+        if precision is None or a.precision == precision
+        for name in engines_for(a.format, engines)
     ]

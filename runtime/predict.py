@@ -99,6 +99,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
     parser.add_argument(
+        "--rechoose",
+        action="store_true",
+        help="with --precision auto, time the (model, engine) pairs again instead of reading "
+        "the cached choice (after a CPU, load or engine change the cache did not see)",
+    )
+    parser.add_argument(
         "--max-memory-mb",
         type=float,
         help="memory one interpreter run may take: an image that fits runs in one pass, a "
@@ -229,6 +235,7 @@ def main(args: argparse.Namespace) -> int:
             config.threads,
             verify=config.verify,
             max_memory_mb=config.max_memory_mb,
+            rechoose=bool(args.rechoose),
         )
         args.out.mkdir(parents=True, exist_ok=True)
         segment_files(segmenter, images, args.out, config.threshold, config.overlay)

@@ -83,6 +83,7 @@ class Segmenter:
         overlap: int | None = None,
         verify: bool = False,
         max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
+        rechoose: bool = False,
     ) -> Segmenter:
         """Loads the bundle's `precision` model after verifying its SHA-256.
 
@@ -91,9 +92,10 @@ class Segmenter:
             precision: "auto" (the fastest model this device verifies within the bundle's Dice
                 budget: `runtime.choice`, measured once and cached), "int8" (the model that
                 passed the parity gate), "fp32", or any other precision the manifest lists.
-            backend: "litert", "onnx", or "auto": for a named precision LiteRT when it is
-                installed and the bundle has that precision as .tflite, else ONNX Runtime. The
-                choice is printed to stderr.
+            backend: "litert", "onnx", "openvino", or "auto": for a named precision LiteRT
+                when it is installed and the bundle has that precision as .tflite, else ONNX
+                Runtime (else OpenVINO); precision="auto" measures every (model, engine) pair.
+                The choice is printed to stderr.
             num_threads: interpreter threads; None lets the interpreter choose.
             overlap: output pixels shared by neighbouring tiles (default: `default_overlap`).
             verify: run the model on the bundle's golden tiles first and raise
@@ -103,6 +105,8 @@ class Segmenter:
                 per pixel decides): the whole image when it fits, else the tiles that fit. A
                 model with a fixed tile (a 'valid' U-Net) runs as many of its tiles at once as
                 fit; one from a bundle made before run-time sizes, one at a time.
+            rechoose: with precision="auto", time the pairs again instead of reading the
+                cached choice.
 
         A bioimage.io model package (.zip or folder) with ONNX weights loads too
         (`runtime.zoo`); `verify` then checks the package's own test tensors.
@@ -116,7 +120,7 @@ class Segmenter:
         manifest = read_manifest(path)
         check_backend(backend)
         if precision == "auto":
-            precision, backend = _auto(path, manifest, backend, num_threads)
+            precision, backend = _auto(path, manifest, backend, num_threads, rechoose)
         if precision not in manifest.precisions:
             raise UserError(
                 f"unknown precision {precision!r}: the bundle has auto, "
@@ -162,11 +166,11 @@ class Segmenter:
 
     def predict_prepared(self, prepared: Prepared, threshold: float | None = None) -> Prediction:
         """Inference and stitching of a prepared image; `seconds` counts only these."""
+        check_threshold(threshold)
         start = time.perf_counter()
         m, x = self.manifest, prepared.input
         plan = self.plan(*x.shape[:2])
         probs = predict_tiled(
-        check_threshold(threshold)
             x,
             self.backend.run,
             plan.tile if self.backend.resizable else m.input_size,
@@ -202,7 +206,7 @@ class Segmenter:
 
 
 def _auto(
-    path: str | Path, manifest: Manifest, backend: str, num_threads: int | None
+    path: str | Path, manifest: Manifest, backend: str, num_threads: int | None, rechoose: bool
 ) -> tuple[str, str]:
     """precision="auto": the device's choice, or the gated int8 model in an older bundle."""
     if manifest.golden is None:
@@ -211,7 +215,7 @@ def _auto(
             "they existed): taking the gated int8 model; rebuild the bundle for the choice"
         )
         return "int8", backend
-    choice = choose(path, manifest, backend, num_threads)
+    choice = choose(path, manifest, backend, num_threads, refresh=rechoose)
     return choice.precision, choice.backend
 
 

@@ -10,18 +10,22 @@ then plans its tiles with on this device. Nothing is written into the bundle.
 from __future__ import annotations
 
 import argparse
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
-from runtime.backends import BACKENDS
+from runtime.backends import ENGINES, load
 from runtime.bundle import Manifest, read_manifest, verified_model_path
 from runtime.cache import save_device_lines
+from runtime.choice import choose
 from runtime.cpu import cpu_info
-from runtime.errors import UserError
+from runtime.errors import ModelUnreadable, UserError
 from runtime.golden import Check, VerificationFailed, check_model, golden_of, runnable
 from runtime.log import add_verbosity, configure
 from runtime.memory import ModelMemory, measure_model, measurement_shapes
+
+log = logging.getLogger(__name__)
 
 
 def verify_bundle(
@@ -43,10 +47,22 @@ def verify_bundle(
             f"no installed interpreter runs the bundle's {precision or 'models'} on "
             f"backend {backend}: pip install ai-edge-litert or onnxruntime"
         )
-    checks = []
+    checks, unreadable = [], {}
     for artifact, name in models:
-        model = BACKENDS[name][1](verified_model_path(bundle, artifact), num_threads)
+        try:
+            model = load(name, verified_model_path(bundle, artifact), num_threads)
+        except ModelUnreadable as error:
+            if backend != "auto":
+                raise
+            unreadable[(artifact.file, name)] = error
+            continue
         checks.append(check_model(model, artifact, manifest, golden))
+    # With every installed engine on each file it may read, one engine that cannot read a
+    # file is a note; a file that no engine reads is the error.
+    for (file, name), error in unreadable.items():
+        if not any(c.file == file for c in checks):
+            raise error
+        log.warning("verify: passing over %s on %s: %s", file, name, error)
     return checks
 
 
@@ -57,7 +73,8 @@ def measure_memory(
     the runtime reads; models with one fixed input shape have none."""
     manifest = read_manifest(bundle)
     lines = {}
-    for artifact, _ in runnable(manifest, precision, backend):
+    # One line per file: the memory probe runs each format on its first engine.
+    for artifact in dict.fromkeys(a for a, _ in runnable(manifest, precision, backend)):
         shapes = measurement_shapes(artifact.shape, manifest.input_size) if artifact.shape else None
         if not shapes:
             continue
@@ -113,13 +130,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("bundle", type=Path, help="bundle folder (with manifest.json)")
     parser.add_argument("--precision", help="only this precision (default: every model)")
-    parser.add_argument("--backend", default="auto", help=f"auto, {', '.join(BACKENDS)}")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help=f"auto (every installed engine on each file it reads), {', '.join(ENGINES)}",
+    )
     parser.add_argument("--threads", type=int, default=None, help="interpreter threads")
     parser.add_argument(
         "--memory",
         action="store_true",
         help="also measure each model's memory per pixel here (two fresh processes a model); "
         "the runtime then sizes its tiles with this device's figures",
+    )
+    parser.add_argument(
+        "--rechoose",
+        action="store_true",
+        help='then time the (model, engine) pairs that passed again for precision="auto" and '
+        "cache the new choice (for this --backend and --threads)",
     )
     add_verbosity(parser)
     return parser.parse_args(argv)
@@ -136,6 +163,9 @@ def main(args: argparse.Namespace) -> int:
             raise VerificationFailed("; ".join(c.failure() for c in failed))
         if args.memory:
             print_memory(measure_memory(args.bundle, args.precision, args.backend), manifest)
+        if args.rechoose:
+            choice = choose(args.bundle, manifest, args.backend, args.threads, refresh=True)
+            print(f"\nprecision=auto: {choice.file} on {choice.backend} ({choice.reason})")
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -15,6 +15,7 @@ PACKAGES = (
     "tf2onnx",
     "onnx",
     "onnxruntime",
+    "openvino",
     "ai-edge-litert",
     "archspec",
     "tifffile",
