@@ -40,7 +40,8 @@ from runtime.typed_json import from_json, to_json
 
 log = logging.getLogger(__name__)
 
-KEYS = ("fp32", "int8", "fp32-onnx", "int8-onnx")  # the models a device would run
+# The models a device would run, on each engine.
+KEYS = ("fp32", "int8", "fp32-onnx", "int8-onnx", "fp32-openvino", "int8-openvino")
 
 
 def end_to_end_variants(variants: list[Variant]) -> list[Variant]:
@@ -67,12 +68,12 @@ def _segmenter(variant: Variant, threads: int):
 
 def _per_size(variant: Variant, size: int, threads: int, config: BenchmarkConfig) -> EndToEndSize:
     """p50 of the runtime and of the interpreter alone, one image of `size`, taking turns."""
-    from benchmarks.latency import RUNNERS, round_robin
+    from benchmarks.latency import round_robin, runner_for
 
     plan = variant.plan(size)
     segmenter = _segmenter(variant, threads)
     image = _image(size, variant.channels)
-    interpreter, _ = RUNNERS[variant.format](variant, threads, plan.count, plan.batch, plan.tile)
+    interpreter, _ = runner_for(variant)(variant, threads, plan.count, plan.batch, plan.tile)
     times = round_robin(
         {"runtime": lambda: segmenter.predict(image), "interpreter": interpreter},
         warmup=1,

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.environment import gemm_ceiling, run_worker
+from benchmarks.int8_ceiling import int8_gemm_ceiling
 from benchmarks.schema import Ceiling, Latency
 from benchmarks.variants import Variant
 from runtime.typed_json import from_json, to_json
@@ -115,6 +116,35 @@ def onnx_runner(
     return run, max(chunks) > 1
 
 
+def openvino_runner(
+    variant: Variant, threads: int, tiles: int, batch: int, tile: Tile
+) -> tuple[Runner, bool]:
+    """The runtime's OpenVINO settings (`compile_config`), compiled for each chunk's shape
+    before timing (the runtime compiles a shape at its first use and keeps it)."""
+    import openvino as ov
+
+    from runtime.openvino_engine import compile_config
+
+    core = ov.Core()
+    chunks = _chunks(tiles, batch) if variant.resizable else [1] * tiles
+    requests, inputs = {}, {}
+    for n in set(chunks):
+        model = core.read_model(variant.path)
+        if variant.resizable:
+            model.reshape({model.input(0): [n, *tile, variant.channels]})
+        requests[n] = core.compile_model(
+            model, "CPU", compile_config(threads)
+        ).create_infer_request()
+        inputs[n] = _inputs(variant, n, tile, np.float32)
+        requests[n].infer({0: inputs[n]})  # OpenVINO builds its kernels at the first run
+
+    def run() -> None:
+        for n in chunks:
+            requests[n].infer({0: inputs[n]}, share_inputs=True)
+
+    return run, max(chunks) > 1
+
+
 def keras_runner(
     variant: Variant, threads: int, tiles: int, batch: int, tile: Tile
 ) -> tuple[Runner, bool]:
@@ -133,11 +163,17 @@ def keras_runner(
     return run, batch > 1
 
 
+# By engine (`Variant.backend`), and "keras" for the float Keras model.
 RUNNERS: dict[str, Callable[[Variant, int, int, int, Tile], tuple[Runner, bool]]] = {
-    "tflite": litert_runner,
+    "litert": litert_runner,
     "onnx": onnx_runner,
+    "openvino": openvino_runner,
     "keras": keras_runner,
 }
+
+
+def runner_for(variant: Variant) -> Callable[[Variant, int, int, int, Tile], tuple[Runner, bool]]:
+    return RUNNERS[variant.backend or "keras"]
 
 
 def round_robin(
@@ -160,8 +196,11 @@ def round_robin(
     return times
 
 
-def summarize(seconds: list[float], images: int, macs: int, ceiling: float) -> dict[str, Any]:
-    """`Latency`'s timing fields: percentiles in ms; throughput and GMAC/s from the median."""
+def summarize(
+    seconds: list[float], images: int, macs: int, ceiling: float, int8_ceiling: float | None = None
+) -> dict[str, Any]:
+    """`Latency`'s timing fields: percentiles in ms; throughput and GMAC/s from the median;
+    `int8_ceiling` is given for an int8 model only."""
     ms = np.asarray(seconds) * 1e3
     p50, p90, p99 = (float(np.percentile(ms, q)) for q in (50, 90, 99))
     gmacs = macs * images / (p50 / 1e3) / 1e9
@@ -175,6 +214,7 @@ def summarize(seconds: list[float], images: int, macs: int, ceiling: float) -> d
         "images_per_s": images / (p50 / 1e3),
         "gmacs_per_s": gmacs,
         "of_ceiling": gmacs / ceiling if ceiling else None,
+        "of_int8_ceiling": gmacs / int8_ceiling if int8_ceiling else None,
     }
 
 
@@ -188,23 +228,32 @@ def _settings(config: BenchmarkConfig, threads: int) -> list[tuple[int, int]]:
 
 def measure_threads(
     variants: list[Variant], config: BenchmarkConfig, threads: int
-) -> tuple[list[Latency], float]:
-    """Every variant at every setting for one thread count; returns entries and the ceiling."""
-    ceiling = gemm_ceiling(threads)
+) -> tuple[list[Latency], Ceiling]:
+    """Every variant at every setting for one thread count; returns entries and the ceilings."""
+    int8 = int8_gemm_ceiling(threads)
+    ceilings = Ceiling(
+        threads,
+        gemm_ceiling(threads),
+        int8.gmacs_per_s if int8 else None,
+        int8.kernel if int8 else None,
+    )
     entries = []
     settings = _settings(config, threads)
     for size, batch in tqdm(settings, desc=f"latency, {threads} thread(s)", file=sys.stderr):
         runners, batched = {}, {}
         for v in variants:
             plan = v.plan(size)
-            runners[v.name], batched[v.name] = RUNNERS[v.format](
+            runners[v.name], batched[v.name] = runner_for(v)(
                 v, threads, plan.count * batch, batch if batch > 1 else plan.batch, plan.tile
             )
         times = round_robin(
             runners, config.warmup, config.min_runs, config.seconds, config.max_runs
         )
         for v in variants:
-            timings = summarize(times[v.name], batch, v.macs(size), ceiling)
+            int8_ceiling = ceilings.int8_gmacs_per_s if v.precision.startswith("int8") else None
+            timings = summarize(
+                times[v.name], batch, v.macs(size), ceilings.gmacs_per_s, int8_ceiling
+            )
             entries.append(
                 Latency(
                     variant=v.name,
@@ -218,7 +267,7 @@ def measure_threads(
             )
         del runners
         gc.collect()
-    return entries, ceiling
+    return entries, ceilings
 
 
 def measure_latency(
@@ -235,7 +284,7 @@ def measure_latency(
         }
         result = run_worker("benchmarks.latency", spec)
         entries += from_json(tuple[Latency, ...], result["entries"], "latency")
-        ceilings.append(Ceiling(threads, result["ceiling"]))
+        ceilings.append(from_json(Ceiling, result["ceiling"], "ceiling"))
     return entries, ceilings
 
 
@@ -249,7 +298,7 @@ def _worker(spec_path: Path, out_path: Path) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     entries, ceiling = measure_threads(variants, BenchmarkConfig.from_dict(spec["config"]), threads)
-    out_path.write_text(json.dumps({"entries": to_json(entries), "ceiling": ceiling}))
+    out_path.write_text(json.dumps({"entries": to_json(entries), "ceiling": to_json(ceiling)}))
 
 
 if __name__ == "__main__":

@@ -125,6 +125,7 @@ def _sections(report: Report) -> list[_Section]:
         _header_section,
         _targets_section,
         _latency_section,
+        _peers_section,
         _size_section,
         _accuracy_section,
         _per_image_section,
@@ -239,8 +240,17 @@ def _latency_section(report: Report) -> _Section | None:
         for (size, threads, batch), entries in groups.items()
     ]
     if report.ceiling:
-        rows = [(str(c.threads), _num(c.gmacs_per_s, 1)) for c in report.ceiling]
-        tables.append(_Table(("threads", "GMAC/s"), rows, "rr", caption="Compute ceiling"))
+        rows = [
+            (
+                str(c.threads),
+                _num(c.gmacs_per_s, 1),
+                _num(c.int8_gmacs_per_s, 1),
+                _text(c.int8_kernel),
+            )
+            for c in report.ceiling
+        ]
+        headers = ("threads", "fp32 GMAC/s", "int8 GMAC/s", "int8 kernel")
+        tables.append(_Table(headers, rows, "rrrl", caption="Compute ceiling"))
     notes = [
         f"Speedup: the p50 of {baseline} over the variant's p50 at the same size, threads and "
         "batch (above 1 is faster). % of ceiling: the model's GMAC/s over the float32 GEMM "
@@ -255,6 +265,54 @@ def _latency_section(report: Report) -> _Section | None:
     if unmeasured:
         notes.append(f"No latency measured for: {', '.join(unmeasured)}.")
     return _Section("Latency", tables=tables, notes=notes, plots=["latency"])
+
+
+def _peers_section(report: Report) -> _Section | None:
+    """The fastest model of the main bundle on each engine, per size, from the same
+    interleaved run as the latency tables (the most threads, batch 1)."""
+    engines = {v.name: v.engine for v in report.variants if v.bundle == MAIN and v.engine}
+    threads = max((e.threads for e in report.latency), default=0)
+    tables = []
+    for (size, t, batch), entries in report.latency_groups().items():
+        if t != threads or batch != 1:
+            continue
+        best: dict[str, Latency] = {}
+        for e in entries:
+            engine = engines.get(e.variant)
+            if engine and (engine not in best or e.p50_ms < best[engine].p50_ms):
+                best[engine] = e
+        fastest = min((e.p50_ms for e in best.values()), default=None)
+        rows = [
+            (
+                engine,
+                e.variant,
+                _num(e.p50_ms, 1),
+                _times(_ratio(e.p50_ms, fastest)),
+                _pct(e.of_ceiling, 0),
+                _pct(e.of_int8_ceiling, 0),
+            )
+            for engine, e in sorted(best.items(), key=lambda item: item[1].p50_ms)
+        ]
+        headers = (
+            "engine",
+            "fastest model",
+            "p50 ms",
+            "vs fastest",
+            "% fp32 ceiling",
+            "% int8 ceiling",
+        )
+        tables.append(
+            _Table(headers, rows, "llrrrr", caption=f"{size} px, {plural(threads, 'thread')}")
+        )
+    if not tables:
+        return None
+    note = (
+        "Each engine's fastest model of the main bundle, from the latency run above (the "
+        "variants took turns, so the machine's load fell on all alike). vs fastest: its p50 "
+        "over the fastest engine's (1.00x is the fastest). % int8 ceiling: an int8 model's "
+        "GMAC/s over the int8 GEMM measured through OpenVINO at the same threads."
+    )
+    return _Section("Engines side by side", tables=tables, notes=[note])
 
 
 def _latency_row(entry: Latency, group: list[Latency], baseline: str | None) -> tuple:

@@ -57,6 +57,7 @@ class VariantInfo:
     file: str | None = None
     format: str | None = None  # tflite | onnx | keras
     precision: str | None = None
+    engine: str | None = None  # litert | onnx | openvino | keras
     size_bytes: int | None = None
     gzip_bytes: int | None = None
     tile: int | None = None  # the model's input side
@@ -72,10 +73,13 @@ class Skipped:
 
 @dataclasses.dataclass(frozen=True)
 class Ceiling:
-    """The float32 GEMM rate at a thread count: what a model's GMAC/s is measured against."""
+    """The float32 GEMM rate at a thread count: what a model's GMAC/s is measured against;
+    and the int8 GEMM rate (`benchmarks.int8_ceiling`), what an int8 model's is."""
 
     threads: int
     gmacs_per_s: float
+    int8_gmacs_per_s: float | None = None  # None: no engine ran an integer GEMM here
+    int8_kernel: str | None = None  # the engine's primitive: AMX, VNNI, ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +101,7 @@ class Latency:
     images_per_s: float | None = None
     gmacs_per_s: float | None = None
     of_ceiling: float | None = None  # gmacs_per_s over the GEMM ceiling at these threads
+    of_int8_ceiling: float | None = None  # an int8 model's, over the int8 GEMM ceiling
 
     @property
     def setting(self) -> tuple[int, int, int]:

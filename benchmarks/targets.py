@@ -20,7 +20,7 @@ from benchmarks.schema import (
     Target,
 )
 from benchmarks.variants import Variant
-from runtime.choice import Choice
+from runtime.choice import Choice, pair_key
 from runtime.cpu import has_int8_dot_product
 
 
@@ -77,10 +77,13 @@ def _speed_claims(variants: list[Variant], dot_product: bool) -> list[SpeedClaim
 def _auto_claim(
     variants: list[Variant], p50: dict[str, float], choice: Choice, where: str
 ) -> Target | None:
-    """precision="auto"'s pick against the fastest model it verified, in this run's timings."""
-    by_file = {Path(v.path).name: v.name for v in variants if v.bundle == MAIN}
-    verified = {by_file[f]: p50[by_file[f]] for f in choice.verified_ms if by_file.get(f) in p50}
-    chosen = by_file.get(choice.file)
+    """precision="auto"'s pick against the fastest (model, engine) pair it verified, in this
+    run's timings."""
+    main = [v for v in variants if v.bundle == MAIN and v.backend]
+    by_pair = {pair_key(Path(v.path).name, v.backend): v.name for v in main}
+    by_pair = {k: name for k, name in by_pair.items() if name in p50}
+    verified = {by_pair[k]: p50[by_pair[k]] for k in choice.verified_ms if k in by_pair}
+    chosen = by_pair.get(pair_key(choice.file, choice.backend))
     if chosen not in verified:
         return None
     fastest = min(verified, key=verified.__getitem__)

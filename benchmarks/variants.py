@@ -46,11 +46,12 @@ class Variant:
     batchable: bool = False  # takes any batch: the runtime runs several tiles at once
     memory: dict[str, float] | None = None  # `runtime.memory.memory_line`, as the runtime plans
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB  # the runtime's budget for one run
+    engine: str | None = None  # the runtime engine, where not the format's first (openvino)
 
     @property
     def backend(self) -> str | None:
-        """The runtime backend that runs it; None for the Keras model."""
-        return {"tflite": "litert", "onnx": "onnx"}.get(self.format)
+        """The runtime engine that runs it; None for the Keras model."""
+        return self.engine or {"tflite": "litert", "onnx": "onnx"}.get(self.format)
 
     def keras_predict(self, model: Any, prep: Preprocessing, image: np.ndarray) -> np.ndarray:
         """A Keras model's probabilities for one raw image, on the runtime's tiles."""
@@ -101,6 +102,7 @@ class Variant:
             file=Path(self.path).name,
             format=self.format,
             precision=self.precision,
+            engine=self.backend or "keras",
             size_bytes=len(data),
             gzip_bytes=len(gzip.compress(data, 9)),
             tile=self.tile,
@@ -116,6 +118,24 @@ def _name(fmt: str, precision: str, label: str) -> str:
 
 def _bundle_key(fmt: str, precision: str) -> str:
     return precision if fmt == "tflite" else f"{precision}-{fmt}"
+
+
+# Engines other than a format's first, and the formats they read: the main bundle's files of
+# these formats are measured on them too ("openvino int8": model_int8.onnx through OpenVINO).
+FURTHER_ENGINES = {"openvino": "onnx"}
+
+
+def _on_other_engines(variant: Variant) -> list[Variant]:
+    return [
+        dataclasses.replace(
+            variant,
+            name=_name(engine, variant.precision, variant.bundle),
+            key=_bundle_key(engine, variant.precision),
+            engine=engine,
+        )
+        for engine, fmt in FURTHER_ENGINES.items()
+        if variant.format == fmt and variant.bundle == MAIN
+    ]
 
 
 def _macs(bundle: Path, manifest: Manifest) -> int:
@@ -158,6 +178,7 @@ def bundle_variants(
                 max_memory_mb=max_memory_mb,
             )
         )
+        found += _on_other_engines(found[-1])
     return found
 
 

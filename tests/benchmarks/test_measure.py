@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from runtime.errors import UserError
 from runtime.tiling import TilePlan
 from runtime.typed_json import from_json
 from train.tfk import keras
+
+# The bundle's fp32 .onnx is measured on OpenVINO too where it is installed (the dev set has it).
+OPENVINO = {"openvino fp32"} if importlib.util.find_spec("openvino") else set()
 
 
 def _hand_count(model: keras.Model) -> int:
@@ -56,7 +60,13 @@ def test_macs_counted_from_the_tflite_file_match_a_hand_count(upsampling, tmp_pa
 
 def test_variants_describe_their_files_and_per_image_macs(tiny_bundle):
     variants = bundle_variants("main", tiny_bundle)
-    assert {v.name for v in variants} == {"tflite fp32", "tflite int8", "onnx fp32"}
+    assert {v.name for v in variants} == {
+        "tflite fp32",
+        "tflite int8",
+        "onnx fp32",
+        "openvino fp32",
+    }
+    assert {v.backend for v in variants if v.format == "onnx"} == {"onnx", "openvino"}
     for v in variants:
         entry = v.describe((64, 96))
         data = Path(v.path).read_bytes()
@@ -151,7 +161,7 @@ def test_a_run_writes_every_report_file_with_sane_numbers(report_folder, tiny_bu
     report = load_report(report_folder)  # the JSON reads back into the schema
     assert {"report.md", "report.html"} <= {p.name for p in report_folder.iterdir()}
     names = {v.name for v in report.variants}
-    assert names == {"keras fp32", "tflite fp32", "tflite int8", "onnx fp32"}
+    assert names == {"keras fp32", "tflite fp32", "tflite int8", "onnx fp32", *OPENVINO}
     for v in report.variants:
         if v.format != "keras":
             assert v.size_bytes == (tiny_bundle / v.file).stat().st_size
@@ -176,9 +186,25 @@ def test_a_run_writes_every_report_file_with_sane_numbers(report_folder, tiny_bu
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not OPENVINO, reason="openvino is not installed (pip install '.[bench]')")
+def test_engines_side_by_side_and_an_int8_ceiling(report_folder):
+    """The int8 GEMM ran in integers (its kernel is named) and is above the float32 one on a
+    CPU with int8 dot products; the peer table lists each engine's fastest model once."""
+    report = load_report(report_folder)
+    for ceiling in report.ceiling:
+        assert ceiling.int8_gmacs_per_s and ceiling.int8_kernel
+        if has_int8_dot_product(report.environment.int8_capability):
+            assert ceiling.int8_gmacs_per_s > ceiling.gmacs_per_s
+    markdown = (report_folder / "report.md").read_text()
+    peers = markdown.split("## Engines side by side")[1].split("\n## ")[0]
+    for engine in ("litert", "onnx", "openvino"):
+        assert sum(line.startswith(f"| {engine} |") for line in peers.splitlines()) == 2  # 64, 96
+
+
+@pytest.mark.slow
 def test_the_runtime_is_timed_end_to_end_beside_the_interpreter(report_folder):
     e2e = json.loads((report_folder / "report.json").read_text())["end_to_end"]
-    deployable = {"tflite fp32", "tflite int8", "onnx fp32"}
+    deployable = {"tflite fp32", "tflite int8", "onnx fp32", *OPENVINO}
     assert {(e["variant"], e["size"]) for e in e2e["sizes"]} == {
         (n, s) for n in deployable for s in (64, 128)
     }
@@ -193,7 +219,7 @@ def test_the_runtime_is_timed_end_to_end_beside_the_interpreter(report_folder):
     claims = [
         t["claim"] for t in json.loads((report_folder / "report.json").read_text())["targets"]
     ]
-    assert sum("a 128 px image through the runtime" in c for c in claims) == 3
+    assert sum("a 128 px image through the runtime" in c for c in claims) == len(deployable)
     assert sum("on a folder of 3" in c for c in claims) == 0  # 512 px folder, no 512 px timing
     html = (report_folder / "report.html").read_text()
     assert "Whole images end to end" in html and "runtime / interpreter" in html
@@ -209,7 +235,11 @@ def test_int8_speed_targets_follow_the_cpus_int8_capability(tiny_bundle):
     promised there, and precision="auto" is held to the fastest verified model instead."""
     variants = bundle_variants("main", tiny_bundle)
     latency = _p50({"tflite fp32": 1148, "tflite int8": 1047, "onnx fp32": 918})
-    verified = {"model_fp32.onnx": 1.0, "model_int8.tflite": 2.0, "model_fp32.tflite": 3.0}
+    verified = {
+        "model_fp32.onnx on onnx": 1.0,
+        "model_int8.tflite on litert": 2.0,
+        "model_fp32.tflite on litert": 3.0,
+    }
     choice = Choice("model_fp32.onnx", "fp32", "onnx", 1.0, "fastest", verified)
     avx2 = check_targets(variants, latency, None, 512, 2, "AVX2 only (no VNNI)", choice)
     assert [t.claim.split(" (512 px")[0] for t in avx2] == [
@@ -220,7 +250,7 @@ def test_int8_speed_targets_follow_the_cpus_int8_capability(tiny_bundle):
     missed = next(t for t in vnni if t.claim.startswith("tflite int8 >= 1.3x"))
     assert not missed.met and missed.measured == pytest.approx(1148 / 1047)
     # A choice slower than the fastest verified model by more than 5% is a miss.
-    slower = dataclasses.replace(choice, file="model_fp32.tflite")
+    slower = dataclasses.replace(choice, file="model_fp32.tflite", backend="litert")
     slow = check_targets(variants, latency, None, 512, 2, "none", slower)
     assert not slow[0].met and slow[0].measured == pytest.approx(1148 / 918)
 
