@@ -33,7 +33,7 @@ from runtime.io import write_bytes_atomic
 from runtime.memory import ModelMemory
 from runtime.metrics import float_parity, masks_from_probabilities
 from runtime.preprocess import Preprocessing, normalize
-from runtime.tiling import default_overlap
+from runtime.tiling import align_up, default_overlap
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ _DEFAULT_TOLERANCE = {
     "relative_tolerance": 1e-3,
     "mismatched_elements_per_million": 100,
 }
+_UNMEASURED_TILE = 512
 _ZOO_EPS = 1e-6  # the zoo's fixed_zero_mean_unit_variance divides by std + eps
 _PRE_OPS = ("ensure_dtype", "scale_linear", "fixed_zero_mean_unit_variance")
 _POST_OPS = ("ensure_dtype", "binarize", "sigmoid", "softmax")
@@ -268,8 +269,9 @@ class _Post:
                 self.threshold = float(kwargs["threshold"])
 
     def __call__(self, nhwc: np.ndarray) -> np.ndarray:
-        if self.activation == "sigmoid":
-            return (1.0 / (1.0 + np.exp(-nhwc))).astype(np.float32)
+        if self.activation == "sigmoid":  # in the form that cannot overflow
+            e = np.exp(-np.abs(nhwc))
+            return np.where(nhwc >= 0, 1 / (1 + e), e / (1 + e)).astype(np.float32)
         if self.activation == "softmax":
             e = np.exp(nhwc - nhwc.max(axis=-1, keepdims=True))
             return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
@@ -377,10 +379,13 @@ def open_package(path: str | Path) -> Package:
     )
     step = inputs.sizes["y"].get("step", 1) if isinstance(inputs.sizes["y"], dict) else 1
     multiple = int(own.get("multiple") or max(1, int(step)))
-    if isinstance(inputs.sizes["y"], dict):
-        size_in = size_out = max(test_side, size_in)  # a tile the package itself has run
     resizable = isinstance(inputs.sizes["y"], dict)
     memory = ModelMemory(**own["memory"]) if own.get("memory") else None
+    if resizable:
+        # Without a measured memory line the runtime runs fixed tiles of this side: the test
+        # tensor's, or 512 px where that is smaller (a small tile repeats its overlap often).
+        floor = _UNMEASURED_TILE if memory is None else 0
+        size_in = size_out = align_up(max(test_side, size_in, floor), int(step))
     shape = (
         -1 if inputs.sizes.get("b") in (None, 0) else 1,
         *([-1, -1] if resizable else [size_in, size_in]),

@@ -212,3 +212,81 @@ assert not bad, bad
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def _channels_first_logits(onnx_bytes: bytes) -> bytes:
+    """The model as a PyTorch-style zoo model: (N, C, H, W) in, logits (N, K, H, W) out."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    old_in, old_out = graph.input[0], graph.output[0]
+    new_in = helper.make_tensor_value_info("raw", onnx.TensorProto.FLOAT, ["n", 1, "h", "w"])
+    new_out = helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["n", 1, "h", "w"])
+    one = helper.make_tensor("one", onnx.TensorProto.FLOAT, [], [1.0])
+    graph.initializer.append(one)
+    nodes = [
+        helper.make_node("Transpose", ["raw"], [old_in.name], perm=[0, 2, 3, 1]),
+        *graph.node,
+        helper.make_node("Sub", ["one", old_out.name], ["q"]),
+        helper.make_node("Div", [old_out.name, "q"], ["odds"]),
+        helper.make_node("Log", ["odds"], ["logit"]),
+        helper.make_node("Transpose", ["logit"], ["logits"], perm=[0, 3, 1, 2]),
+    ]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    del graph.input[:]
+    graph.input.append(new_in)
+    del graph.output[:]
+    graph.output.append(new_out)
+    return model.SerializeToString()
+
+
+def test_a_channels_first_package_with_its_own_steps(tiny_quantized_bundle, tmp_path, image):
+    """Another zoo layout: axes b, c, y, x, `scale_linear` then a unit-range mean and std,
+    logits out and a `sigmoid` step: the runtime folds, transposes and applies them."""
+    source = write_package(tiny_quantized_bundle, tmp_path / "a.zip", Options(precision="fp32"))
+    manifest = read_manifest(tiny_quantized_bundle)
+    with zipfile.ZipFile(source.path) as archive:
+        onnx_bytes = _channels_first_logits(archive.read("model_fp32.onnx"))
+        test_in = np.load(io.BytesIO(archive.read("test_input.npy"))).transpose(0, 3, 1, 2)
+        test_out = np.load(io.BytesIO(archive.read("test_output.npy"))).transpose(0, 3, 1, 2)
+    arrays = {"model_fp32_onnx": onnx_bytes}
+    for key, array in (("test_input_npy", test_in), ("test_output_npy", test_out)):
+        buffer = io.BytesIO()
+        np.save(buffer, np.ascontiguousarray(array))
+        arrays[key] = buffer.getvalue()
+
+    def channels_first(rdf: dict) -> None:
+        prep = manifest.preprocessing
+        for tensor in (rdf["inputs"][0], rdf["outputs"][0]):
+            tensor["axes"].insert(1, tensor["axes"].pop())
+            tensor.pop("config", None)
+        rdf["inputs"][0]["preprocessing"] = [
+            {"id": "scale_linear", "kwargs": {"gain": 1 / 255}},
+            {"id": "fixed_zero_mean_unit_variance", "kwargs": {"mean": prep.mean, "std": prep.std}},
+        ]
+        rdf["outputs"][0]["postprocessing"] = [{"id": "sigmoid"}]
+        rdf["outputs"][0]["data"] = {"type": "float32"}
+        del rdf["config"]["unet_edge"]  # a package this toolkit did not write
+        for key, entry in (
+            ("model_fp32_onnx", rdf["weights"]["onnx"]),
+            ("test_input_npy", rdf["inputs"][0]["test_tensor"]),
+            ("test_output_npy", rdf["outputs"][0]["test_tensor"]),
+        ):
+            entry["sha256"] = hashlib.sha256(arrays[key]).hexdigest()
+
+    foreign = rewrite(source.path, tmp_path / "foreign.zip", channels_first, **arrays)
+    seg = Segmenter.from_bundle(foreign, verify=True)
+    own = Segmenter.from_bundle(tiny_quantized_bundle, precision="fp32", backend="onnx")
+    x = seg.prepare(image).input
+    # The zoo divides by std + 1e-6: 5e-6 of a unit-range std of 0.18.
+    np.testing.assert_allclose(x, own.prepare(image).input, rtol=1e-5, atol=1e-6)
+    x = np.pad(x, ((0, 3), (0, 3), (0, 0)), mode="reflect")[None]  # on the pooling grid
+    np.testing.assert_allclose(seg.backend.run(x), own.backend.run(x), atol=1e-5)
+    # No memory line: one 512 px tile, mirrored further out than the bundle model's whole
+    # image (padded to the pooling grid only), so pixels near the border may differ.
+    theirs, ours = seg.predict(image), own.predict(image)
+    assert theirs.tiles == ours.tiles == 1 and seg.manifest.input_size == 512
+    assert np.mean(theirs.mask == ours.mask) > 0.99
