@@ -419,6 +419,7 @@ def _rdf(
                 "description": "raw image pixels; the pre-processing scales them as in training",
                 "axes": _axes(manifest, halo, True),
                 "test_tensor": entry("test_input.npy"),
+                "sample_tensor": entry("sample_input.png"),
                 "data": {"type": str(golden.images.dtype) if scale != 1.0 else "float32"},
                 "preprocessing": [
                     {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
@@ -440,6 +441,7 @@ def _rdf(
                 ),
                 "axes": _axes(manifest, halo, False),
                 "test_tensor": entry("test_output.npy"),
+                "sample_tensor": entry("sample_output.png"),
                 "data": {"type": "uint8"}
                 if options.binarize
                 else {"type": "float32", "range": [0.0, 1.0]},
@@ -495,6 +497,7 @@ def package_files(bundle: Path, options: Options) -> tuple[dict[str, bytes], _Ch
         else masks_from_probabilities(probabilities[:1], manifest.threshold)[0]
     )
     files["cover.png"] = _cover(_cover_image(golden, manifest), mask)
+    files.update(_samples(golden, probabilities[0], mask, manifest))
     for name, path in _attachments(bundle, manifest).items():
         files[name] = path.read_bytes()
     files["unet_edge_manifest.json"] = (bundle / MANIFEST).read_bytes()
@@ -504,6 +507,24 @@ def package_files(bundle: Path, options: Options) -> tuple[dict[str, bytes], _Ch
     rdf = _rdf(manifest, raw, chosen, options, files, golden)
     files["rdf.yaml"] = yaml.safe_dump(rdf, sort_keys=False, allow_unicode=True).encode()
     return files, chosen
+
+
+def _samples(
+    golden: Golden, output: np.ndarray, mask: np.ndarray, manifest: Manifest
+) -> dict[str, bytes]:
+    """The first test tile as pictures a person can open (the zoo's FAIR `sample_tensor`): its
+    pixels (8 bit; a 16-bit or float tile scaled to it) and the foreground probability x 255,
+    or the class mask of a softmax model."""
+    image = golden.images[0].astype(np.float32) / _input_range(golden.images)
+    picture = np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    if manifest.classes == 1:
+        result = np.rint(np.clip(output[..., 0], 0, 1) * 255).astype(np.uint8)
+    else:
+        result = mask.astype(np.uint8)
+    return {
+        "sample_input.png": _png(picture[..., 0] if picture.shape[-1] == 1 else picture),
+        "sample_output.png": _png(result),
+    }
 
 
 def _cover_image(golden: Golden, manifest: Manifest) -> np.ndarray:

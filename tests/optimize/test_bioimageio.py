@@ -133,6 +133,7 @@ def test_files_and_attachments(packages, tiny_quantized_bundle):
             data = archive.read(entry["source"])
             assert hashlib.sha256(data).hexdigest() == entry["sha256"]
     assert {"rdf.yaml", "README.md", "cover.png", "model_int8.onnx"} <= names
+    assert {"sample_input.png", "sample_output.png"} <= names  # the zoo's FAIR pictures
     tflite = {a.file for a in manifest.artifacts if a.format == "tflite"} & names
     assert tflite == {"model_fp32.tflite", "model_int8.tflite"}
     for name in tflite:
