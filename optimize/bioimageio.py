@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import io
 import json
 import logging
+import string
 import sys
 import zipfile
 from pathlib import Path
@@ -48,8 +50,9 @@ UNET_CITATION = {
     "Image Segmentation. MICCAI 2015, LNCS 9351, 234-241.",
     "doi": "10.1007/978-3-319-24574-4_28",
 }
-# The zoo's FixedZeroMeanUnitVariance divides by (std + eps); its eps. Our std in raw pixel units
-# is >= 1e-3 x the dtype's range, so eps changes the input by < 1e-5 of a quantization step.
+# The zoo's fixed_zero_mean_unit_variance divides by (std + eps). A bundle's std is at least
+# 1e-3 of the dtype's range (measure_preprocessing's floor), so eps moves the model input by at
+# most 4e-6 of itself: the packager's second run (zoo_inputs) includes it.
 ZOO_EPS = 1e-6
 _RANGE = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 
@@ -372,8 +375,6 @@ def _rdf(
     golden: Golden,
 ) -> dict[str, Any]:
     def entry(name: str) -> dict[str, str]:
-        import hashlib
-
         return {"source": name, "sha256": hashlib.sha256(files[name]).hexdigest()}
 
     prep = manifest.preprocessing
@@ -538,8 +539,18 @@ def _cover_image(golden: Golden, manifest: Manifest) -> np.ndarray:
     return image[..., 0] if image.shape[-1] == 1 else image
 
 
+def _check_name(name: str | None) -> None:
+    """The zoo's rule for a model's name, checked before any work."""
+    allowed = set(string.ascii_letters + string.digits + "_+- ()")
+    if name is not None and (not 5 <= len(name) <= 128 or not set(name) <= allowed):
+        raise UserError(
+            f"--name {name!r}: bioimage.io takes 5-128 letters, digits, spaces and _+-() only"
+        )
+
+
 def write_package(bundle: Path, out: Path, options: Options, overwrite: bool = False) -> Written:
     """Writes the package zip atomically (a temporary file, then os.replace)."""
+    _check_name(options.name)
     if out.suffix.lower() != ".zip":
         raise UserError(f"--out {out} must end in .zip: a bioimage.io package is a zip file")
     if out.exists() and not overwrite:

@@ -219,12 +219,24 @@ def test_an_existing_out_needs_overwrite(packages, tiny_quantized_bundle, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "args, words", [(["--out", "x.tar"], ".zip"), (["--out", "x.zip"], "not a folder")]
+    "args, words",
+    [
+        (["--out", "x.tar"], ".zip"),
+        (["--out", "x.zip", "--name", "U-Net, v2"], "--name"),
+        (["--out", "x.zip", "--bundle-missing"], "not a folder"),
+    ],
 )
 def test_bad_arguments_are_one_line(tmp_path, capsys, args, words, tiny_quantized_bundle):
-    bundle = str(tiny_quantized_bundle) if args[1] == "x.tar" else str(tmp_path / "nothing")
-    out = str(tmp_path / args[1])
-    _one_line_exit_2(main(parse_args([bundle, "--out", out])), capsys, words)
+    missing = "--bundle-missing" in args
+    bundle = str(tmp_path / "nothing") if missing else str(tiny_quantized_bundle)
+    argv = [
+        bundle,
+        "--out",
+        str(tmp_path / args[1]),
+        *[a for a in args[2:] if a != "--bundle-missing"],
+    ]
+    _one_line_exit_2(main(parse_args(argv)), capsys, words)
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_crash_while_writing_leaves_nothing(tiny_quantized_bundle, tmp_path, monkeypatch):
