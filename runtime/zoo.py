@@ -508,6 +508,21 @@ def check_package(package: Package, model: ZooModel) -> str:
     return line
 
 
+def _note_float_input(package: Package) -> None:
+    """The zoo normalizes raw values; the runtime first scales 8- and 16-bit images to [0, 1]
+    (`runtime.preprocess`). For an input declared as integers the two agree (the mean and std
+    are rescaled); for one declared float they agree on float images only: say so."""
+    tensor = _one(package.rdf, "inputs", package.path)
+    declared = str((tensor.get("data") or {}).get("type", "float32"))
+    if declared not in _RANGE and (tensor.get("preprocessing") or []):
+        log.warning(
+            "runtime: %s declares %s input: give it float images of the values it expects; "
+            "8- and 16-bit images are scaled to [0, 1] first, as the runtime does for bundles",
+            package.path.name,
+            declared,
+        )
+
+
 def load(
     path: str | Path,
     precision: str,
@@ -524,6 +539,7 @@ def load(
             f"a bioimage.io package holds one model ({have} ONNX): use precision auto or {have}"
         )
     model = engine_for(package, backend, num_threads)
+    _note_float_input(package)
     if verify:
         log.info("runtime: verified %s", check_package(package, model))
     tile_overlap = package.overlap if overlap is None else overlap
