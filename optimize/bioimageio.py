@@ -548,15 +548,20 @@ def _check_name(name: str | None) -> None:
         )
 
 
+def check_out(out: Path, overwrite: bool, flag: str = "--out") -> None:
+    """The package path, checked before any work: a .zip, not there unless `overwrite`."""
+    if out.suffix.lower() != ".zip":
+        raise UserError(f"{flag} {out} must end in .zip: a bioimage.io package is a zip file")
+    if out.is_dir():
+        raise UserError(f"{flag} {out} is a folder: give a .zip file name")
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists: pass --overwrite or choose another {flag}")
+
+
 def write_package(bundle: Path, out: Path, options: Options, overwrite: bool = False) -> Written:
     """Writes the package zip atomically (a temporary file, then os.replace)."""
     _check_name(options.name)
-    if out.suffix.lower() != ".zip":
-        raise UserError(f"--out {out} must end in .zip: a bioimage.io package is a zip file")
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} exists: pass --overwrite or choose another --out")
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder: give a .zip file name")
+    check_out(out, overwrite)
     files, chosen = package_files(bundle, options)
     with atomic_path(out) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, data in files.items():

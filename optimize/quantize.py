@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from optimize.bioimageio import Options, write_package
+from optimize.bioimageio import check_out as check_package_out
 from optimize.bundle import check_bundle_out
 from optimize.configs import Method, ParityGateFailed, QuantizeConfig
 from runtime.config import stage_config
@@ -83,6 +85,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="when the int8 gate fails, leave the N most sensitive layers in float and gate "
         f"again (default: {q.keep_float}: fail at once)",
     )
+    parser.add_argument(
+        "--bioimageio",
+        type=Path,
+        metavar="ZIP",
+        help="also write the bundle as a bioimage.io model package (python -m optimize.bioimageio "
+        "with its defaults) (default: none)",
+    )
     add_verbosity(parser)
     return parser.parse_args(argv)
 
@@ -96,6 +105,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         config = _config(args)
         check_bundle_out(args.out, args.overwrite)
+        if args.bioimageio:
+            check_package_out(args.bioimageio, args.overwrite, "--bioimageio")
         from optimize.gated_bundle import default_run, quantize
 
         model_path = args.model or default_run()
@@ -105,6 +116,9 @@ def main(args: argparse.Namespace) -> int:
                 "give the model.keras of a `python -m train` run"
             )
         quantize(model_path, args.out, config, args.data, args.overwrite)
+        if args.bioimageio:
+            written = write_package(args.out, args.bioimageio, Options(), args.overwrite)
+            print(f"bioimage.io package: {written.path} ({written.precision} ONNX)")
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -247,3 +247,22 @@ def test_a_crash_while_writing_leaves_nothing(tiny_quantized_bundle, tmp_path, m
     code = main(parse_args([str(tiny_quantized_bundle), "--out", str(tmp_path / "model.zip")]))
     assert code == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_quantize_writes_the_package_too(tiny_run, tiny_quantized_bundle, tmp_path, monkeypatch):
+    """optimize.quantize --bioimageio: the wiring (the QAT run itself is the fixture's)."""
+    import optimize.gated_bundle
+    from optimize import quantize
+
+    calls = []
+
+    def made(model, out, *args):
+        calls.append(out)
+        shutil.copytree(tiny_quantized_bundle, out)
+
+    monkeypatch.setattr(optimize.gated_bundle, "quantize", made)
+    argv = ["--model", str(tiny_run / "model.keras"), "--out", str(tmp_path / "bundle")]
+    assert quantize.main(quantize.parse_args([*argv, "--bioimageio", str(tmp_path / "a.tar")])) == 2
+    assert calls == []  # refused before any work
+    assert quantize.main(quantize.parse_args([*argv, "--bioimageio", str(tmp_path / "a.zip")])) == 0
+    assert _rdf(tmp_path / "a.zip")["weights"]["onnx"]["source"] == "model_int8.onnx"
