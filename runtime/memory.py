@@ -113,11 +113,14 @@ def measurement_shapes(shape: tuple[int, ...], tile: int) -> list[tuple[int, ...
 
 def _measure_one_run(path: Path, fmt: str, shape: tuple[int, ...]) -> float:
     """Peak MB that loading `path` and one run of a zero input of `shape` add to this process."""
-    from runtime.backends import BACKENDS, backend_for
+    from runtime.backends import backend_for, engines_for, installed_backends, load
 
+    # The format's first installed engine: a device with OpenVINO alone measures its .onnx
+    # files through OpenVINO.
+    engine = next(iter(engines_for(fmt, installed_backends())), backend_for(fmt))
     batch = np.zeros(shape, np.float32)  # allocated before the baseline
     before = peak_rss_mb()
-    model = BACKENDS[backend_for(fmt)][1](path, None)
+    model = load(engine, path)
     model.run(batch)
     return peak_rss_mb() - before
 

@@ -231,3 +231,19 @@ def test_rechoose_on_the_command_lines_times_again(
     assert timed == []  # the choice verify made
     assert predict_main(predict_args([*argv, "--overwrite", "--rechoose"])) == 0
     assert "model_fp32.onnx on openvino" in timed
+
+
+@needs_openvino
+def test_a_device_with_openvino_alone_measures_onnx_memory_through_it(tiny_bundle, monkeypatch):
+    import runtime.backends
+    from runtime.memory import _measure_one_run
+
+    used = []
+    real_load = runtime.backends.load
+    monkeypatch.setattr(runtime.backends, "installed_backends", lambda: ["openvino"])
+    monkeypatch.setattr(
+        runtime.backends, "load", lambda name, *a: used.append(name) or real_load(name, *a)
+    )
+    path = tiny_bundle / read_manifest(tiny_bundle).artifact("fp32", "onnx").file
+    assert _measure_one_run(path, "onnx", (1, 64, 64, 1)) >= 0
+    assert used == ["openvino"]
