@@ -228,7 +228,7 @@ def _pick_backend(manifest: Manifest, precision: str, backend: str) -> str:
         ):
             return name
     raise UserError(
-        f"no installed interpreter runs the bundle's {precision} model: pip install ai-edge-litert or onnxruntime"
+        f"no installed interpreter runs the bundle's {precision} model: pip install ai-edge-litert, onnxruntime or openvino"
     )
 
 

@@ -45,7 +45,7 @@ def verify_bundle(
     if not models:
         raise UserError(
             f"no installed interpreter runs the bundle's {precision or 'models'} on "
-            f"backend {backend}: pip install ai-edge-litert or onnxruntime"
+            f"backend {backend}: pip install ai-edge-litert, onnxruntime or openvino"
         )
     checks, unreadable = [], {}
     for artifact, name in models:
