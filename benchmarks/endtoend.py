@@ -18,6 +18,7 @@ import dataclasses
 import io
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -112,11 +113,34 @@ def _folder(variant: Variant, size: int, count: int, threads: int) -> FolderRun:
             image = slice_ if variant.channels == 1 else np.repeat(slice_[..., None], 3, -1)
             Image.fromarray(image).save(paths[-1])
         segmenter.predict(_image(size, variant.channels))  # the interpreter sized and warm
+        pipeline_ms = _pipeline_ms(segmenter, paths, out)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             start = time.perf_counter()
             segment_files(segmenter, paths, out)
             seconds = time.perf_counter() - start
-    return FolderRun(variant.name, size, count, count / seconds)
+    return FolderRun(variant.name, size, count, count / seconds, pipeline_ms, _cores())
+
+
+def _pipeline_ms(segmenter, paths: list[Path], out: Path) -> float:
+    """Median ms of the pipeline's own stages on one file (read and pre-process, then write
+    the mask), one after the other: what the interpreter's runs share the cores with."""
+    from runtime.predict import read_file, write_masks
+
+    times = []
+    for path in paths:
+        start = time.perf_counter()
+        read = read_file(segmenter, path)
+        read_s = time.perf_counter() - start
+        results = [segmenter.predict_prepared(p) for p in read.prepared]
+        start = time.perf_counter()
+        write_masks(read, results, segmenter.manifest.classes, out, tint=False)
+        times.append(read_s + time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+
+def _cores() -> int:
+    """The CPUs this process may run on (a container or taskset may allow fewer than exist)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _worker(spec_path: Path, out_path: Path) -> None:

@@ -26,6 +26,7 @@ from benchmarks.schema import (
     VariantScores,
     plural,
 )
+from benchmarks.targets import folder_ceiling
 from runtime.choice import Choice
 from runtime.io import write_bytes_atomic, write_json_atomic
 
@@ -525,19 +526,33 @@ def _end_to_end_section(report: Report) -> _Section | None:
         caption = "A fresh process segmenting one image"
         tables.append(_Table(headers, memory_rows, "lrrlrrl", caption=caption))
     if e2e.folder:
-        interpreter = {(e.variant, e.size): e.interpreter_ms for e in e2e.sizes}
-        folder_rows = [
-            (
-                e.variant,
-                f"{e.images} x {e.size} px",
-                _num(e.images_per_s, 2),
-                _num(_ratio(1e3, interpreter.get((e.variant, e.size))), 2),
+        single = {(e.variant, e.size): e for e in e2e.sizes}
+        folder_rows = []
+        for e in e2e.folder:
+            one = single.get((e.variant, e.size))
+            ceiling = folder_ceiling(one.interpreter_ms, one.threads, e) if one else None
+            folder_rows.append(
+                (
+                    e.variant,
+                    f"{e.images} x {e.size} px",
+                    _num(e.images_per_s, 2),
+                    _num(_ratio(1e3, one.interpreter_ms if one else None), 2),
+                    _num(e.pipeline_ms, 1),
+                    str(e.cores or ""),
+                    _num(ceiling, 2),
+                )
             )
-            for e in e2e.folder
-        ]
-        headers = ("variant", "folder", "runtime.predict images/s", "interpreter images/s")
+        headers = (
+            "variant",
+            "folder",
+            "runtime.predict images/s",
+            "interpreter images/s",
+            "pipeline ms/image",
+            "cores",
+            "cores allow images/s",
+        )
         caption = "A folder of PNGs through runtime.predict's pipeline"
-        tables.append(_Table(headers, folder_rows, "lrrr", caption=caption))
+        tables.append(_Table(headers, folder_rows, "lrrrrrr", caption=caption))
     budget = report.config.get("max_memory_mb")
     return _Section(
         "Whole images end to end",
@@ -553,7 +568,9 @@ def _end_to_end_section(report: Report) -> _Section | None:
             "size (VmHWM, MB = 10^6 bytes); an int8 model that needs more than the target for "
             "a 512 px image in one pass is measured again with a budget that tiles it. The "
             "folder: decoding, pre-processing and writing the PNG masks overlap the "
-            "interpreter's runs.",
+            "interpreter's runs; 'pipeline ms' is that work on one image, one stage after "
+            "another, and 'cores allow' the interpreter's rate, or where its threads and that "
+            "work need more than the cores, cores / (threads x interpreter + pipeline).",
         ],
     )
 

@@ -157,6 +157,11 @@ class FolderRun:
     size: int
     images: int
     images_per_s: float
+    # The pipeline's own work on an image (decoding, pre-processing, writing the mask), timed
+    # one stage after another on the same files, and the cores the process may use: on fewer
+    # cores than the interpreter's threads plus that work, the cores cap the folder's rate.
+    pipeline_ms: float | None = None
+    cores: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -173,18 +173,22 @@ def _save(pages: list[np.ndarray], path: Path) -> Path:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Read:
+class ReadFile:
     path: Path
     pages: list[np.ndarray]
     prepared: list[Prepared]
 
 
-def _read(segmenter: Segmenter, path: Path) -> _Read:
+def read_file(segmenter: Segmenter, path: Path) -> ReadFile:
+    """The pipeline's first stage: a file decoded and pre-processed (`benchmarks` times it)."""
     pages = read_pages(path)
-    return _Read(path, pages, [segmenter.prepare(page) for page in pages])
+    return ReadFile(path, pages, [segmenter.prepare(page) for page in pages])
 
 
-def _write(read: _Read, results: list[Prediction], classes: int, out: Path, tint: bool) -> None:
+def write_masks(
+    read: ReadFile, results: list[Prediction], classes: int, out: Path, tint: bool
+) -> None:
+    """The pipeline's last stage: the masks (and overlays) of one file, written atomically."""
     _save([mask_pixels(r.mask, classes) for r in results], out / f"{read.path.stem}_mask")
     if tint:
         tinted = [overlay(p, r.mask) for p, r in zip(read.pages, results, strict=True)]
@@ -203,7 +207,7 @@ def segment_files(
     onnxruntime release the GIL while they compute)."""
     progress = _progress(images)
     with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
-        reads = iter(reader.submit(_read, segmenter, path) for path in images)
+        reads = iter(reader.submit(read_file, segmenter, path) for path in images)
         upcoming, written = next(reads), None
         for _ in progress:
             read = upcoming.result()
@@ -213,7 +217,9 @@ def segment_files(
             results = [segmenter.predict_prepared(p, threshold) for p in read.prepared]
             if written is not None:
                 written.result()  # one write in flight at most: masks do not pile up
-            written = writer.submit(_write, read, results, segmenter.manifest.classes, out, tint)
+            written = writer.submit(
+                write_masks, read, results, segmenter.manifest.classes, out, tint
+            )
             ms = sum(r.seconds for r in results) * 1000
             stack = f" ({len(read.pages)} pages)" if len(read.pages) > 1 else ""
             tiles = sum(r.tiles for r in results)
