@@ -139,7 +139,8 @@ def readme(
         "",
         "## Use",
         "",
-        "Fiji (deepImageJ), ilastik, napari (bioimageio.core) and QuPath open the zip as it is. "
+        "Fiji (deepImageJ), ilastik and napari (bioimageio.core) open the zip as it is; QuPath's "
+        "extension reads ONNX weights in builds from source. "
         "On a device without PyTorch or TensorFlow: `python -m runtime.predict model.zip "
         "IMAGE --out DIR --verify` (unet-edge's runtime, numpy and onnxruntime only).",
         "",
