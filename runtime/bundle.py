@@ -140,6 +140,11 @@ def sha256_of(path: Path) -> str:
 def read_manifest(bundle: str | Path) -> Manifest:
     """Reads and checks manifest.json; a missing, broken or too new manifest is a UserError."""
     path = Path(bundle) / MANIFEST
+    if str(bundle).endswith(".zip") and Path(bundle).is_file():
+        raise UserError(
+            f"{bundle} is a bioimage.io package, not a bundle: runtime.predict {bundle} IMAGE "
+            "--out DIR --verify checks it against its own test tensors"
+        )
     if not Path(bundle).is_dir():
         raise UserError(f"bundle {bundle} is not a folder: give the folder optimize.quantize wrote")
     if not path.exists():

@@ -25,6 +25,7 @@ from runtime import Segmenter, UserError, VerificationFailed
 from runtime.bundle import read_manifest
 from runtime.golden import golden_of
 from runtime.predict import main, parse_args
+from runtime.verify import verify_bundle
 from runtime.zoo import is_package, open_package
 
 
@@ -193,6 +194,8 @@ def test_not_a_zip_and_another_precision_are_one_line(package, tmp_path):
         Segmenter.from_bundle(package, precision="fp32")
     with pytest.raises(UserError, match="does not run"):
         Segmenter.from_bundle(package, backend="litert")
+    with pytest.raises(UserError, match=r"is a bioimage\.io package, not a bundle: .*--verify"):
+        verify_bundle(package)  # runtime.verify checks bundles; predict --verify packages
 
 
 def test_the_package_reads_as_a_manifest(package, tiny_quantized_bundle):
