@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo bench test lint format clean
+.PHONY: venv demo bench test lint format clean cross-cpu
 
 venv: $(STAMP)
 
@@ -22,6 +22,14 @@ demo: $(STAMP)
 ## Benchmark the demo's bundle (make demo first): report in runs/bundle/report.
 bench: $(STAMP)
 	$(PY) -m benchmarks --bundle runs/bundle --overwrite
+
+## The bundle's models and runtime.verify on emulated CPUs (x86 AVX2, ARM Neoverse-N1 and
+## Cortex-A72) against this machine (make demo first). Builds qemu-user, an arm64 root and the
+## aarch64 wheels once (apt-get and pip; cached in ~/.cache/unet-edge/cross-cpu); writes
+## cross_cpu.json and cross_cpu.md into the bundle's report folder.
+CROSS_CPU_BUNDLE ?= runs/bundle
+cross-cpu: $(STAMP)
+	$(PY) -m benchmarks.crosscpu $(CROSS_CPU_BUNDLE)
 
 ## Lint and the whole test suite.
 test: $(STAMP)

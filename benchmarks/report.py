@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -18,6 +19,7 @@ from benchmarks.plots import Example, draw_plots
 from benchmarks.schema import (
     MAIN,
     Accuracy,
+    CrossCpu,
     Environment,
     Latency,
     Report,
@@ -31,6 +33,7 @@ from runtime.choice import Choice
 from runtime.io import write_bytes_atomic, write_json_atomic
 
 DASH = "—"  # a value that was not measured
+CROSS_CPU_FILE = "cross_cpu.json"  # `make cross-cpu`'s result, beside report.json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +68,7 @@ def write_report(report: Report, examples: list[Example], out: Path) -> dict[str
         Each file's path relative to `out` (e.g. "report.md", "plots/latency.png") -> its path.
     """
     out = Path(out)
+    report = with_cross_cpu(report, out)
     plots = draw_plots(report, examples)
     files = {f"plots/{name}.png": out / "plots" / f"{name}.png" for name in plots}
     for (_, data), path in zip(plots.values(), files.values(), strict=True):
@@ -86,6 +90,21 @@ def render_markdown(report: Report, plots: Mapping[str, str] | None = None) -> s
     for section in _sections(report):
         lines += _markdown_section(section, plots)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def with_cross_cpu(report: Report, folder: Path) -> Report:
+    """The report with `make cross-cpu`'s result when `folder` has one (cross_cpu.json)."""
+    path = folder / CROSS_CPU_FILE
+    if report.cross_cpu is not None or not path.is_file():
+        return report
+    return dataclasses.replace(report, cross_cpu=CrossCpu.from_dict(json.loads(path.read_text())))
+
+
+def render_cross_cpu(result: CrossCpu) -> str:
+    """`make cross-cpu`'s own Markdown: the section the benchmark report shows."""
+    section = _cross_cpu_section(Report(cross_cpu=result))
+    assert section is not None
+    return "\n".join(_markdown_section(section, {})).rstrip() + "\n"
 
 
 def render_html(report: Report, examples: list[Example]) -> str:
@@ -132,6 +151,7 @@ def _sections(report: Report) -> list[_Section]:
         _per_image_section,
         _examples_section,
         _end_to_end_section,
+        _cross_cpu_section,
         _cold_start_section,
         _skipped_section,
         _config_section,
@@ -573,6 +593,43 @@ def _end_to_end_section(report: Report) -> _Section | None:
             "work need more than the cores, cores / (threads x interpreter + pipeline).",
         ],
     )
+
+
+def _cross_cpu_section(report: Report) -> _Section | None:
+    result = report.cross_cpu
+    if result is None:
+        return None
+    labels = {run.cpu: run.label for run in result.runs}
+    verdict = {True: "ok", False: "FAIL", None: DASH}
+    rows = [
+        (
+            labels.get(m.cpu, m.cpu),
+            m.model,
+            _pct(m.agreement, 2),
+            _num(m.max_probability_difference, 3),
+            verdict[m.verified],
+        )
+        for m in result.models
+    ]
+    headers = ("emulated CPU", "model", "masks = here", "max prob diff", "runtime.verify")
+    facts = [("this machine", result.host), ("measured", result.created)]
+    facts += [
+        (
+            f"{run.label} (qemu -cpu {run.qemu_cpu})",
+            f"seen as {run.seen_as}; perturbed int8 ONNX: verify exit {run.perturbed_exit}; "
+            f"{run.seconds:.0f} s",
+        )
+        for run in result.runs
+    ]
+    note = (
+        "The bundle's models on its golden tiles under qemu-user (`make cross-cpu`) against this "
+        "machine. The control is the fp32 ONNX quantized with full-range int8 weights: the AVX2 "
+        "kernels saturate on it, so its masks must differ on Haswell, which shows the emulated "
+        "kernels ran. A copy of the bundle with perturbed int8 ONNX weights must fail "
+        "runtime.verify (exit 1) on every CPU."
+    )
+    table = _Table(headers, rows, "llrrl")
+    return _Section("Cross-CPU (emulated)", facts=facts, tables=[table], notes=[note])
 
 
 def _cold_start_section(report: Report) -> _Section | None:

@@ -198,6 +198,45 @@ class Target:
 
 
 @dataclasses.dataclass(frozen=True)
+class CrossCpuModel:
+    """One model on one emulated CPU against this machine, on the bundle's golden tiles."""
+
+    cpu: str  # `benchmarks.crosscpu.sysroot.CPUS` key
+    model: str  # the bundle's file, or the full-range control
+    agreement: float  # share of mask pixels equal to this machine's
+    max_probability_difference: float
+    verified: bool | None  # runtime.verify's verdict there; None: not in the bundle
+    ms_per_tile: float | None = None  # emulated: says how slow qemu is, not the CPU
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossCpuRun:
+    """One emulated CPU: how `runtime.cpu` saw it, and the perturbed bundle's verdict there."""
+
+    cpu: str
+    label: str  # "ARM Neoverse-N1 (dot product)"
+    qemu_cpu: str  # qemu's -cpu
+    seen_as: str  # runtime.cpu's label on it: "Intel Core Processor (Haswell...) (AVX2 only...)"
+    perturbed_exit: int  # `runtime.verify` on the perturbed copy: 1 is a caught fault
+    perturbed_said: str
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossCpu(JsonRecord):
+    """`make cross-cpu`'s result (`cross_cpu.json`, `benchmarks.crosscpu`)."""
+
+    JSON_NAME = "cross_cpu"
+
+    created: str
+    bundle: str
+    host: str  # this machine, as runtime.cpu names it
+    runs: tuple[CrossCpuRun, ...] = ()
+    models: tuple[CrossCpuModel, ...] = ()
+    wall_seconds: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Report(JsonRecord):
     JSON_NAME = "report"  # report.json
 
@@ -217,6 +256,7 @@ class Report(JsonRecord):
     choice: Choice | None = None  # what precision="auto" picks on this machine
     targets: tuple[Target, ...] = ()
     targets_note: str | None = None
+    cross_cpu: CrossCpu | None = None  # `make cross-cpu`'s result, when the report folder has it
 
     def variant_names(self) -> list[str]:
         """Variants in the report's order, then names found only in the measurements."""

@@ -214,6 +214,9 @@ def qemu(arch: str) -> Path:
         except CrossCpuUnavailable:  # a fresh machine may have no package lists yet
             _run(["apt-get", "update", "-qq"], "apt-get update (root?)")
             _unpack_debs(["qemu-user-static"], folder)
+        for binary in (folder / "usr" / "bin").iterdir():  # 30 architectures, ~15 MB each
+            if binary.name not in ("qemu-x86_64-static", "qemu-aarch64-static"):
+                binary.unlink()
     return folder / "usr" / "bin" / f"qemu-{arch}-static"
 
 
