@@ -42,10 +42,16 @@ def _row(result: CrossCpu, cpu: str, model: str):
 @pytest.mark.parametrize("model", ["model_int8.onnx", "model_int8.tflite"])
 def test_int8_models_compute_this_machines_masks(result, cpu, model):
     row = _row(result, cpu, model)
-    # Integer kernels compute the same integers on every CPU (7-bit ONNX weights cannot saturate
-    # AVX2's int16 pair sums); only the fixed-point requantization may round one step apart,
-    # which flips a mask pixel only where its probability sits on the 0.5 level: <= 0.1%.
-    assert row.agreement >= 0.999, row
+    if cpu == "neoverse-n1" and model.endswith(".onnx"):
+        # onnxruntime's ARM int8 does not promise x86's integers: on the demo bundle's
+        # QAT-derived model 0.18% of mask pixels differed (max probability 0.05). 99.5% keeps
+        # that and refuses a kernel fault, which costs percents (the control on AVX2: 2-4%).
+        assert row.agreement >= 0.995, row
+    else:
+        # The same integers on every x86 (7-bit weights cannot saturate AVX2's int16 pair sums)
+        # and in XNNPACK on ARM: measured bit-identical; 0.1% is left for a probability on the
+        # 0.5 level rounded one step apart.
+        assert row.agreement >= 0.999, row
     assert row.verified, row  # runtime.verify's own judgement there
 
 
@@ -81,9 +87,9 @@ RUN = CrossCpuRun(
 )
 
 
-def _result(int8: float, control: float, perturbed_exit: int = 1) -> CrossCpu:
+def _result(int8: float, control: float, perturbed_exit: int = 1, cpu: str = "haswell") -> CrossCpu:
     models = (
-        CrossCpuModel("haswell", "model_int8.onnx", int8, 0.004, True, 3000.0),
+        CrossCpuModel(cpu, "model_int8.onnx", int8, 0.004, True, 3000.0),
         CrossCpuModel("haswell", CONTROL, control, 0.7, None),
     )
     run = RUN if perturbed_exit == 1 else CrossCpuRun(**{**RUN.__dict__, "perturbed_exit": 0})
@@ -105,6 +111,8 @@ def test_the_result_round_trips_and_the_report_shows_it():
     [
         (_result(1.0, 0.968), []),
         (_result(0.998, 0.968), ["model_int8.onnx on haswell: masks agree 99.8000%"]),
+        (_result(0.998, 0.968, cpu="neoverse-n1"), []),
+        (_result(0.994, 0.968, cpu="neoverse-n1"), ["model_int8.onnx on neoverse-n1: masks"]),
         (_result(1.0, 1.0), ["the control agrees 100.00% on haswell"]),
         (_result(1.0, 0.968, perturbed_exit=0), ["the perturbed bundle passes"]),
     ],
