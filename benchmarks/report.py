@@ -605,13 +605,14 @@ def _cross_cpu_section(report: Report) -> _Section | None:
         (
             labels.get(m.cpu, m.cpu),
             m.model,
+            m.engine,
             _pct(m.agreement, 2),
             _num(m.max_probability_difference, 3),
             verdict[m.verified],
         )
         for m in result.models
     ]
-    headers = ("emulated CPU", "model", "masks = here", "max prob diff", "runtime.verify")
+    headers = ("emulated CPU", "model", "engine", "masks = here", "max prob diff", "verify")
     facts = [("this machine", result.host), ("measured", result.created)]
     facts += [
         (
@@ -628,7 +629,7 @@ def _cross_cpu_section(report: Report) -> _Section | None:
         "kernels ran. A copy of the bundle with perturbed int8 ONNX weights must fail "
         "runtime.verify (exit 1) on every CPU."
     )
-    table = _Table(headers, rows, "llrrl")
+    table = _Table(headers, rows, "lllrrl")
     return _Section("Cross-CPU (emulated)", facts=facts, tables=[table], notes=[note])
 
 

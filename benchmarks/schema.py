@@ -203,6 +203,7 @@ class CrossCpuModel:
 
     cpu: str  # `benchmarks.crosscpu.sysroot.CPUS` key
     model: str  # the bundle's file, or the full-range control
+    engine: str  # the runtime's backend that ran it: litert, onnx, openvino
     agreement: float  # share of mask pixels equal to this machine's
     max_probability_difference: float
     verified: bool | None  # runtime.verify's verdict there; None: not in the bundle

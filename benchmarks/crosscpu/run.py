@@ -158,15 +158,19 @@ def compare(
 ) -> list[CrossCpuModel]:
     rows = []
     for name, here in native.items():
+        if name not in emulated:  # an engine this CPU's install lacks (OpenVINO on ARM)
+            continue
         there = emulated[name]
         same = masks_from_probabilities(there, threshold) == masks_from_probabilities(
             here, threshold
         )
         verdict = verdicts["models"].get(name)
+        file, _, engine = name.rpartition("@")
         rows.append(
             CrossCpuModel(
                 cpu=cpu,
-                model=name,
+                model=file,
+                engine=engine,
                 agreement=float(same.mean()),
                 max_probability_difference=float(np.abs(there - here).max()),
                 verified=verdict["passed"] if verdict else None,

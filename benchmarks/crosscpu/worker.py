@@ -6,7 +6,8 @@ packages (numpy, Pillow, the interpreters, `runtime`), as a device would.
 
 It judges every model with `runtime.verify.verify_bundle`, the code behind `runtime.verify`, and
 keeps each model's probabilities from that same run, so that the host can compare them with its
-own, pixel by pixel. Models outside the bundle (`--extra NAME=FILE.onnx`, the full-range control)
+own, pixel by pixel. A file may run on several engines (onnxruntime and OpenVINO for .onnx):
+results are keyed `FILE@ENGINE`. Models outside the bundle (`--extra NAME=FILE.onnx`, the full-range control)
 run on the same tiles through the runtime's ONNX backend and get no verdict.
 """
 
@@ -25,6 +26,10 @@ from runtime.backends import OnnxBackend
 from runtime.bundle import Artifact, Manifest, read_manifest
 from runtime.cpu import cpu_info
 from runtime.golden import Check, Golden, check_model, golden_of
+
+
+def key(file: str, engine: str) -> str:
+    return f"{file}@{engine}"
 
 
 class _Recorder:
@@ -51,7 +56,7 @@ def _verify_recording(
         recorder = _Recorder(model)
         check = check_model(recorder, artifact, manifest, golden)
         assert recorder.last is not None
-        outputs[artifact.file] = recorder.last
+        outputs[key(artifact.file, check.backend)] = recorder.last
         return check
 
     verify.check_model = recording  # verify_bundle's own loop, SHA-256 checks and model choice
@@ -78,9 +83,13 @@ def main(args: argparse.Namespace) -> int:
     checks, outputs = _verify_recording(args.bundle, args.precision, args.threads)
     for spec in args.extra:
         name, _, file = spec.partition("=")
-        outputs[name] = _run_extra(args.bundle, Path(file), args.threads)
+        outputs[key(name, "onnx")] = _run_extra(args.bundle, Path(file), args.threads)
     verdicts = {
-        c.file: {"passed": c.passed, "dice_vs_float": c.dice_vs_float, "ms": c.ms_per_tile}
+        key(c.file, c.backend): {
+            "passed": c.passed,
+            "dice_vs_float": c.dice_vs_float,
+            "ms": c.ms_per_tile,
+        }
         for c in checks
     }
     args.out.with_suffix(".json").write_text(json.dumps({"cpu": cpu_info(), "models": verdicts}))
