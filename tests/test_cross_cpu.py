@@ -8,6 +8,7 @@ qemu, the arm64 root and the aarch64 wheels on first use (Debian and PyPI, cache
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from benchmarks.crosscpu.__main__ import main, parse_args, problems
 from benchmarks.crosscpu.run import CONTROL, cross_cpu
 from benchmarks.crosscpu.sysroot import CPUS, CrossCpuUnavailable, build
-from benchmarks.report import render_cross_cpu, render_markdown
+from benchmarks.report import CROSS_CPU_FILE, render_cross_cpu, render_markdown, with_cross_cpu
 from benchmarks.schema import CrossCpu, CrossCpuModel, CrossCpuRun, Report
 
 EMULATED = [CPUS["haswell"], CPUS["neoverse-n1"]]
@@ -100,6 +101,12 @@ def test_the_result_round_trips_and_the_report_shows_it():
     assert f"| x86 AVX2 | {CONTROL} | onnx | 96.80 % | 0.700 | — |" in table
     assert "Cross-CPU" in render_markdown(Report(cross_cpu=result))
     assert "Cross-CPU" not in render_markdown(Report())
+
+
+def test_the_benchmark_report_takes_the_result_from_its_folder(tmp_path):
+    assert with_cross_cpu(Report(), tmp_path).cross_cpu is None
+    (tmp_path / CROSS_CPU_FILE).write_text(json.dumps(_result(1.0, 0.968).to_dict()))
+    assert with_cross_cpu(Report(), tmp_path).cross_cpu == _result(1.0, 0.968)
 
 
 @pytest.mark.parametrize(
