@@ -13,10 +13,11 @@ import argparse
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from runtime.backends import ENGINES, load
-from runtime.bundle import Manifest, read_manifest, verified_model_path
+from runtime.backends import ENGINES, Backend, load
+from runtime.bundle import Artifact, Manifest, read_manifest, verified_model_path
 from runtime.cache import save_device_lines
 from runtime.choice import choose
 from runtime.cpu import cpu_info
@@ -33,8 +34,14 @@ def verify_bundle(
     precision: str | None = None,
     backend: str = "auto",
     num_threads: int | None = None,
+    observe: Callable[[Backend, Artifact], Backend] | None = None,
 ) -> list[Check]:
-    """Runs the bundle's models (or one precision's) on the golden tiles on this device."""
+    """Runs the bundle's models (or one precision's) on the golden tiles on this device.
+
+    Args:
+        observe: wraps each loaded model before it is checked (`benchmarks.crosscpu` keeps
+            the probabilities of the same run that gives the verdict).
+    """
     manifest = read_manifest(bundle)
     golden = golden_of(bundle, manifest)
     if precision is not None and precision not in manifest.precisions:
@@ -56,6 +63,8 @@ def verify_bundle(
                 raise
             unreadable[(artifact.file, name)] = error
             continue
+        if observe is not None:
+            model = observe(model, artifact)
         checks.append(check_model(model, artifact, manifest, golden))
     # With every installed engine on each file it may read, one engine that cannot read a
     # file is a note; a file that no engine reads is the error.

@@ -21,12 +21,17 @@ EXTRAS = ("runtime-litert", "runtime-onnx")
 
 
 def _python(version: str) -> str | None:
-    """An interpreter of that minor version: on PATH, or one pyenv installed."""
-    found = shutil.which(f"python{version}")
-    if found:
-        return found
-    candidates = sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}"))
-    return str(candidates[-1]) if candidates else None
+    """An interpreter of that minor version that runs: pyenv's, or one on PATH (a pyenv shim
+    on PATH answers only for the versions pyenv has switched on)."""
+    candidates = [
+        *map(str, sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}"))),
+        shutil.which(f"python{version}"),
+    ]
+    for candidate in filter(None, candidates):
+        done = subprocess.run([candidate, "--version"], capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.startswith(f"Python {version}."):
+            return candidate
+    return None
 
 
 def _run(*command: str, cwd: Path) -> subprocess.CompletedProcess:

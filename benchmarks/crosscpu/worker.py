@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-import runtime.verify as verify
 from runtime.backends import OnnxBackend
-from runtime.bundle import Artifact, Manifest, read_manifest
+from runtime.bundle import Artifact, read_manifest
 from runtime.cpu import cpu_info
-from runtime.golden import Check, Golden, check_model, golden_of
+from runtime.golden import Check, golden_of
+from runtime.verify import verify_bundle
 
 
 def key(file: str, engine: str) -> str:
@@ -50,17 +50,17 @@ class _Recorder:
 def _verify_recording(
     bundle: Path, precision: str | None, threads: int
 ) -> tuple[list[Check], dict[str, np.ndarray]]:
-    outputs: dict[str, np.ndarray] = {}
+    """`verify_bundle`'s verdicts (its loop, SHA-256 checks and engine choice) and the
+    probabilities each (file, engine) pair gave in that same run."""
+    recorders: dict[str, _Recorder] = {}
 
-    def recording(model: Any, artifact: Artifact, manifest: Manifest, golden: Golden) -> Check:
-        recorder = _Recorder(model)
-        check = check_model(recorder, artifact, manifest, golden)
-        assert recorder.last is not None
-        outputs[key(artifact.file, check.backend)] = recorder.last
-        return check
+    def record(model: Any, artifact: Artifact) -> _Recorder:
+        recorders[key(artifact.file, model.name)] = _Recorder(model)
+        return recorders[key(artifact.file, model.name)]
 
-    verify.check_model = recording  # verify_bundle's own loop, SHA-256 checks and model choice
-    return verify.verify_bundle(bundle, precision, "auto", threads), outputs
+    checks = verify_bundle(bundle, precision, "auto", threads, observe=record)
+    outputs = {name: r.last for name, r in recorders.items() if r.last is not None}
+    return checks, outputs
 
 
 def _run_extra(bundle: Path, path: Path, threads: int) -> np.ndarray:
