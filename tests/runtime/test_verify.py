@@ -75,8 +75,14 @@ def test_bundles_carry_hashed_golden_tiles_scored_by_the_build(tiny_quantized_bu
     assert (tiny_quantized_bundle / GOLDEN_FILE).stat().st_size < 300_000
     # Every model was scored on them by the build, with its gate figure beside it.
     assert set(info.models) == {a.file for a in manifest.artifacts}
-    assert info.models["model_fp32.tflite"].dice_vs_float == 1.0
-    assert info.models["model_int8.onnx"].agreement_with_float >= 0.97
+    # The same float model in another engine: masks differ only where a probability lies
+    # within float rounding of the threshold (none on one CPU, 1 pixel in 30,000 with Keras on
+    # oneDNN's AVX2 kernels and LiteRT on AVX-512).
+    assert info.models["model_fp32.tflite"].dice_vs_float >= 0.999
+    # Post-training int8 is the float model rounded (QAT int8 is a fine-tuned model, whose
+    # agreement with float depends on the training kernels: 0.97-0.99; the gate bounds it).
+    assert info.models["model_int8_ptq.tflite"].agreement_with_float >= 0.97
+    assert info.models["model_int8.onnx"].gate_dice_drop <= info.max_dice_drop
     assert info.max_dice_drop == 0.01 and info.built_on["int8"]
     # The export refused weights that could saturate AVX2 int8 kernels, and says so.
     raw = json.loads((tiny_quantized_bundle / "manifest.json").read_text())
