@@ -140,13 +140,16 @@ def _nodes_of(model: onnx.ModelProto, layers: Collection[str]) -> list[str]:
     return nodes
 
 
-def _quantize(
+def quantize_qdq(
     fp32_onnx: bytes,
     tiles: list[np.ndarray],
     per_channel: bool,
     keep_float: Collection[str],
     reduce_range: bool = _REDUCE_RANGE,
 ) -> bytes:
+    """`onnx_int8_qdq` without its saturation check: with `reduce_range=False`, the full-range
+    model that saturates AVX2 kernels, which the saturation test and the cross-CPU control need
+    on purpose."""
     import onnxruntime
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -204,6 +207,6 @@ def onnx_int8_qdq(
         SaturationRisk: a weight pair could saturate onnxruntime's AVX2 kernels (a bug here).
     """
     tiles = _calibration_tiles(calibration)
-    model = _quantize(fp32_onnx, tiles, per_channel, keep_float)
+    model = quantize_qdq(fp32_onnx, tiles, per_channel, keep_float)
     check_no_saturation(u8s8_saturation(model, tiles[:_SATURATION_TILES]))
     return model

@@ -48,12 +48,12 @@ WORKER_TIMEOUT_S = 3600
 def full_range_control(bundle: Path, out: Path) -> Path:
     """The bundle's fp32 ONNX quantized as `optimize.onnx_int8` does, but with full-range int8
     weights, calibrated on the golden tiles."""
-    from optimize.onnx_int8 import _quantize  # TensorFlow comes with optimize: only here
+    from optimize.onnx_int8 import quantize_qdq  # TensorFlow comes with optimize: only here
 
     manifest = read_manifest(bundle)
     fp32 = next(a for a in manifest.artifacts if a.format == "onnx" and a.precision == "fp32")
     tiles = list(golden_of(bundle, manifest).inputs(manifest.preprocessing))
-    model = _quantize((bundle / fp32.file).read_bytes(), tiles, True, (), reduce_range=False)
+    model = quantize_qdq((bundle / fp32.file).read_bytes(), tiles, True, (), reduce_range=False)
     path = out / CONTROL_FILE
     path.write_bytes(model)
     return path

@@ -10,7 +10,7 @@ import pytest
 
 from optimize.converters import onnx_fp32
 from optimize.finetune import Run
-from optimize.onnx_int8 import _quantize, onnx_int8_qdq
+from optimize.onnx_int8 import onnx_int8_qdq, quantize_qdq
 from optimize.saturation import SaturationRisk, check_no_saturation, u8s8_saturation
 
 
@@ -100,7 +100,7 @@ def test_full_range_u8s8_unet_is_refused_and_the_export_is_safe(tiny_run: Path) 
     run = Run.load(tiny_run)
     tiles = run.calibration_tiles()
     fp32 = onnx_fp32(run.load_model(), run.tile_size)
-    full_range = _quantize(fp32, tiles, per_channel=True, keep_float=(), reduce_range=False)
+    full_range = quantize_qdq(fp32, tiles, per_channel=True, keep_float=(), reduce_range=False)
     report = u8s8_saturation(full_range, tiles[:4])
     assert len(report) == 13  # every convolution of the tiny U-Net is checked
     assert sum(r.risky_pairs for r in report) > 0

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.crosscpu.run import perturbed_copy
 from runtime import Segmenter, UserError
 from runtime.bundle import read_manifest, sha256_of
 from runtime.cache import cache_folder
@@ -26,31 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _copy(bundle: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(bundle, tmp_path / "bundle"))
-
-
-def _perturb_onnx(bundle: Path, file: str, seed: int = 0) -> None:
-    """Adds noise to every 4-D kernel (int8 ones stay int8) and re-hashes the file in the
-    manifest, as a bad copy or a broken converter would leave it: only the numbers differ."""
-    import onnx
-    from onnx import numpy_helper
-
-    path = bundle / file
-    model = onnx.load(str(path))
-    rng = np.random.default_rng(seed)
-    for init in model.graph.initializer:
-        if len(init.dims) == 4:
-            w = numpy_helper.to_array(init)
-            if w.dtype == np.int8:
-                noisy = np.clip(w.astype(np.int32) + rng.integers(-40, 41, w.shape), -127, 127)
-            else:
-                noisy = w + rng.normal(0, 0.5 * float(w.std()), w.shape)
-            init.CopyFrom(numpy_helper.from_array(noisy.astype(w.dtype), init.name))
-    onnx.save(model, str(path))
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    for artifact in manifest["artifacts"]:
-        if artifact["file"] == file:
-            artifact["sha256"], artifact["size"] = sha256_of(path), path.stat().st_size
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
 
 
 def _verify_cli(*args: str) -> subprocess.CompletedProcess:
@@ -110,8 +86,7 @@ def test_the_same_kernels_reproduce_the_build_figures(tiny_quantized_bundle):
 
 
 def test_perturbed_int8_onnx_weights_fail_by_name(tiny_quantized_bundle, tmp_path):
-    bundle = _copy(tiny_quantized_bundle, tmp_path)
-    _perturb_onnx(bundle, "model_int8.onnx")
+    bundle = perturbed_copy(tiny_quantized_bundle, tmp_path)  # model_int8.onnx's weights
     done = _verify_cli(bundle)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "model_int8.onnx on onnx fails on this device" in done.stderr
@@ -169,8 +144,7 @@ def test_auto_picks_the_fastest_verified_model_and_caches_it(
     cached outside the bundle and read back without measuring again."""
     import runtime.choice
 
-    bundle = _copy(tiny_quantized_bundle, tmp_path)
-    _perturb_onnx(bundle, "model_int8.onnx")
+    bundle = perturbed_copy(tiny_quantized_bundle, tmp_path)  # model_int8.onnx's weights
     planted = {
         "model_int8.onnx on onnx": 1.0,
         "model_fp32.onnx on onnx": 2.0,
