@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backends import BACKENDS, Backend, check_backend, installed_backends
+from runtime.backends import ENGINES, Backend, check_backend, engines_for, installed_backends
+from runtime.backends import load as load_engine
 from runtime.bundle import MANIFEST, Artifact, Manifest, TensorInfo
 from runtime.cache import cache_folder
 from runtime.errors import UserError
@@ -448,15 +449,15 @@ def _npy(data: bytes) -> np.ndarray:
 def engine_for(package: Package, backend: str, num_threads: int | None) -> ZooModel:
     """The package's model on `backend` (auto: the first installed engine that runs ONNX)."""
     check_backend(backend)
-    onnx_engines = [n for n, (fmt, _) in BACKENDS.items() if fmt == "onnx"]
+    onnx_engines = engines_for("onnx", list(ENGINES))
     if backend == "auto":
-        backend = next((n for n in installed_backends() if n in onnx_engines), "onnx")
+        backend = next(iter(engines_for("onnx", installed_backends())), "onnx")
     elif backend not in onnx_engines:
         raise UserError(
             f"a bioimage.io package's weights are ONNX, which {backend} does not run: "
             f"use --backend {' or '.join(['auto', *onnx_engines])}"
         )
-    engine = BACKENDS[backend][1](package.model_file, num_threads)
+    engine = load_engine(backend, package.model_file, num_threads)
     log.info("runtime: %s of %s on %s", package.artifact.file, package.path.name, backend)
     return ZooModel(engine, package.inputs, package.outputs, package.post)
 
