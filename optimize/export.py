@@ -40,19 +40,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> int:
     configure(args)
     try:
-        for name in ("config.json", "model.keras"):
+        # --checkpoint best needs only best.keras: an interrupted run has it, not model.keras.
+        checkpoint = f"{'model' if args.checkpoint == 'final' else 'best'}.keras"
+        for name in ("config.json", checkpoint):
             if not (args.run / name).is_file():
                 raise UserError(
-                    f"{args.run} has no {name}: give the --out folder of a finished `python -m train`"
+                    f"{args.run} has no {name}: give the --out folder of a `python -m train` "
+                    "run (--checkpoint best takes its best.keras before it finishes)"
                 )
         from optimize.quick import bundle_from_run
 
-        out = bundle_from_run(
-            args.run,
-            args.out,
-            overwrite=args.overwrite,
-            checkpoint=f"{'model' if args.checkpoint == 'final' else 'best'}.keras",
-        )
+        out = bundle_from_run(args.run, args.out, overwrite=args.overwrite, checkpoint=checkpoint)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
@@ -67,3 +68,18 @@ def test_tf2onnx_reshape_optimizer_still_loses_the_squeeze_at_a_graph_output():
     assert _run(graph.make_model("t").SerializeToString(), batch).shape == (2, 5, 7, 1)
     optimized = ReshapeOptimizer().optimize(nchw_to_nhwc_as_graph_output(), 0)
     assert _run(optimized.make_model("t").SerializeToString(), batch).shape == (1, 2, 5, 7, 1)
+
+
+@pytest.mark.slow
+def test_export_takes_best_keras_of_an_unfinished_run(tiny_run: Path, tmp_path, capsys):
+    """A run stopped before its last epoch has best.keras and no model.keras: --checkpoint
+    best exports it, the default (final) names the file it lacks."""
+    from optimize.export import main, parse_args
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("logs")))
+    (run / "model.keras").unlink()
+    out = tmp_path / "bundle"
+    assert main(parse_args([str(run), "--out", str(out)])) == 2
+    assert f"{run} has no model.keras" in capsys.readouterr().err
+    assert main(parse_args([str(run), "--checkpoint", "best", "--out", str(out)])) == 0
+    assert (out / "manifest.json").is_file()
