@@ -40,6 +40,22 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
+PACKAGES = ("runtime", "train", "optimize", "benchmarks")
+
+
+class _OthersWarnings(_Stderr):
+    """The root logger's handler in a command: other libraries' warnings, as Python's last
+    resort prints them. Without it a library's `logging.basicConfig` (the TFLite converter logs
+    through absl, which calls it) gives the root a handler that repeats every line of ours."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.setFormatter(logging.Formatter(FORMAT))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.split(".")[0] not in PACKAGES and bool(super().filter(record))
+
+
 def configure(args: argparse.Namespace) -> None:
     """The package loggers' level from -q/-v (INFO by default), written to stderr."""
     level = (
@@ -51,10 +67,13 @@ def configure(args: argparse.Namespace) -> None:
     )
     handler = _Stderr()
     handler.setFormatter(logging.Formatter(FORMAT))
-    for name in ("runtime", "train", "optimize", "benchmarks"):
+    for name in PACKAGES:
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level)
+    root = logging.getLogger()
+    if not root.handlers:  # a program (or pytest) that set up logging keeps its own
+        root.addHandler(_OthersWarnings())
 
 
 @contextlib.contextmanager
