@@ -18,6 +18,7 @@ from train.config import (
     MixedPrecision,
     ModelConfig,
     Padding,
+    Schedule,
     Strategy,
     TrainConfig,
     Upsampling,
@@ -135,7 +136,25 @@ def _build_parser() -> argparse.ArgumentParser:
         "--learning-rate",
         "--lr",
         type=float,
-        help=f"Adam, cosine decay (default: {t.learning_rate})",
+        help=f"Adam's start rate (default: {t.learning_rate})",
+    )
+    train.add_argument(
+        "--schedule",
+        choices=_choices(Schedule),
+        help="learning rate: 'plateau' halves it when the validation Dice stalls for 3 epochs, "
+        f"'cosine' decays it to 5%% over --epochs (default: {t.schedule})",
+    )
+    train.add_argument(
+        "--patience",
+        type=int,
+        help="stop early once the validation Dice has not improved for this many epochs; "
+        f"--epochs is then the most (0: off; default: {t.patience})",
+    )
+    train.add_argument(
+        "--average-epochs",
+        type=float,
+        help="validate and save the moving average of the weights over about this many epochs "
+        f"instead of the last step's (0: off; default: {t.average_epochs:g})",
     )
     train.add_argument(
         "--loss",

@@ -22,6 +22,7 @@ import math
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from train.distribute import (
 from train.losses import DiceScore, IoUScore, make_loss
 from train.model import build_unet, checked_output_size, output_size
 from train.pipeline import steps_to_cover, train_dataset, validation_dataset
+from train.schedule import EpochDice, WeightAverage, make_learning_rate
 from train.tfk import keras
 
 log = logging.getLogger(__name__)
@@ -125,11 +127,17 @@ def _remove_artifacts(out: Path) -> None:
         shutil.rmtree(out / name, ignore_errors=True)
 
 
-def float32_copy(model: keras.Model, config: ModelConfig, input_size: int | None) -> keras.Model:
-    """The same weights in a float32 model outside any strategy: what later stages load."""
+def float32_copy(
+    model: keras.Model,
+    config: ModelConfig,
+    input_size: int | None,
+    weights: list[np.ndarray] | None = None,
+) -> keras.Model:
+    """The same weights (or `weights`) in a float32 model outside any strategy: what later
+    stages load."""
     with precision_policy(False):
         copy = build_unet(config, input_size)
-    copy.set_weights(model.get_weights())
+    copy.set_weights(model.get_weights() if weights is None else weights)
     return copy
 
 
@@ -185,6 +193,36 @@ def _diverged(history: keras.callbacks.History) -> bool:
     return bool(losses) and not math.isfinite(losses[-1])
 
 
+def full_image_probabilities(
+    model: keras.Model,
+    samples: list[Sample],
+    prep: Preprocessing,
+    config: ModelConfig,
+    in_size: int,
+) -> Iterator[tuple[Sample, np.ndarray]]:
+    """Each image's (H, W, K) probabilities at its full size, one image at a time: the whole
+    image for 'same', overlap-tile for 'valid'."""
+    out_size = output_size(config, in_size)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return model(batch, training=False).numpy()
+
+    for sample in samples:
+        image = normalize(sample.image, prep)
+        if config.padding is Padding.SAME:
+            multiple = 2**config.depth
+            h, w = image.shape[:2]
+            pad = ((0, -h % multiple), (0, -w % multiple), (0, 0))
+            yield sample, predict(np.pad(image, pad, mode="symmetric")[None])[0, :h, :w]
+        else:
+            yield (
+                sample,
+                predict_tiled(
+                    image, predict, in_size, out_size, overlap=out_size // 8, align=2**config.depth
+                ),
+            )
+
+
 def evaluate_full_images(
     model: keras.Model,
     samples: list[Sample],
@@ -192,30 +230,22 @@ def evaluate_full_images(
     config: ModelConfig,
     in_size: int,
 ) -> dict[str, Any]:
-    """Scores every image at its full size: whole image for 'same', overlap-tile for 'valid'."""
-    out_size = output_size(config, in_size)
-
-    def predict(batch: np.ndarray) -> np.ndarray:
-        return model(batch, training=False).numpy()
-
+    """Scores every image at its full size (threshold 0.5 for a sigmoid head)."""
     per_image, preds, truths = {}, [], []
-    for sample in samples:
-        image = normalize(sample.image, prep)
-        if config.padding is Padding.SAME:
-            multiple = 2**config.depth
-            h, w = image.shape[:2]
-            pad = ((0, -h % multiple), (0, -w % multiple), (0, 0))
-            probs = predict(np.pad(image, pad, mode="symmetric")[None])[0, :h, :w]
-        else:
-            probs = predict_tiled(
-                image, predict, in_size, out_size, overlap=out_size // 8, align=2**config.depth
-            )
+    for sample, probs in full_image_probabilities(model, samples, prep, config, in_size):
         mask, truth = masks_from_probabilities(probs), sample.mask
         per_image[sample.name] = segmentation_scores(mask, truth, config.classes)
         preds.append(mask.ravel())
         truths.append(truth.ravel())
     overall = segmentation_scores(np.concatenate(preds), np.concatenate(truths), config.classes)
     return {"overall": overall, "per_image": per_image}
+
+
+def _stopping(config: TrainConfig) -> str:
+    """How the run's length and rate are decided, for the log."""
+    if config.patience:
+        return f" at most ({config.schedule} rate, early stop after {config.patience} epochs without a better Dice)"
+    return f" ({config.schedule} rate)"
 
 
 # Training images that mean and std are measured on, at most (evenly spread).
@@ -277,28 +307,44 @@ def run_training(
         f"{'resuming' if resuming else 'training'} in {out}: {len(train_samples)} training and "
         f"{len(val_samples)} validation images, {strategy.num_replicas_in_sync} replica(s) on "
         f"{devices_in_words()}, "
-        f"global batch {global_batch}, {steps} steps x {train_config.epochs} epochs, "
+        f"global batch {global_batch}, {steps} steps x {train_config.epochs} epochs"
+        f"{_stopping(train_config)}, "
         f"{'mixed float16' if mixed else 'float32'}"
     )
     keras.utils.set_random_seed(train_config.seed)
     with precision_policy(mixed), strategy.scope():
         model = build_unet(model_config, model_input)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            train_config.learning_rate, decay_steps=train_config.epochs * steps, alpha=0.05
+        rate = make_learning_rate(
+            train_config.schedule, train_config.learning_rate, train_config.epochs * steps
         )
         model.compile(
-            optimizer=keras.optimizers.Adam(schedule),
+            optimizer=keras.optimizers.Adam(rate),
             loss=loss,
             metrics=[DiceScore(model_config.classes), IoUScore(model_config.classes)],
             jit_compile=train_config.jit,
         )
+        epoch_dice = EpochDice(
+            model,
+            train_config.schedule,
+            train_config.learning_rate,
+            train_config.epochs,
+            train_config.patience,
+        )
+        average = (
+            WeightAverage(model, steps, train_config.average_epochs)
+            if train_config.average_epochs
+            else None
+        )
 
     def export(trained: keras.Model) -> keras.Model:
-        return float32_copy(trained, model_config, model_input)
+        weights = average.averaged() if average else None
+        return float32_copy(trained, model_config, model_input, weights)
 
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
+        *([average] if average else []),
         BestCheckpoint(out, export, write=chief),
+        epoch_dice,
         keras.callbacks.CSVLogger(str(logs / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(logs / "logs"), profile_batch=0, write_graph=False),
         # Last, so an epoch counts as finished only once the callbacks above have done their part.
@@ -338,4 +384,5 @@ def run_training(
     shutil.rmtree(out / "backup", ignore_errors=True)
     if not chief:
         shutil.rmtree(logs, ignore_errors=True)
-    return TrainResult(out, train_config.epochs, metrics, weights_digest(final))
+    ran = history.epoch[-1] + 1 if history.epoch else train_config.epochs  # early stop: fewer
+    return TrainResult(out, ran, metrics, weights_digest(final))

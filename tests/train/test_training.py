@@ -129,3 +129,44 @@ def test_nan_loss_stops_training_with_a_clear_message(tmp_path):
     with pytest.raises(TrainingDiverged, match=r"NaN or infinite.*lower --learning-rate"):
         run_training(TINY.replace(batch_norm=False), DATA, config, tmp_path, verbose=0)
     assert not (tmp_path / "model.keras").exists() and not (tmp_path / "backup").exists()
+
+
+def _decisions(out: Path) -> list[tuple[int, str]]:
+    return [(int(r["epoch"]), f"{float(r['learning_rate']):.3g}") for r in _history(out)]
+
+
+def test_a_killed_plateau_run_halves_and_stops_as_one_never_stopped(tmp_path):
+    """The rate schedule and early stopping replay the recorded validation Dice after a kill.
+
+    At a rate too small to move the Dice, epoch 1 stays the best: the rate halves before epoch
+    5 (3 epochs without a better Dice) and the run stops after epoch 6 (patience 5). A resumed
+    run that had forgotten the first epochs would halve and stop later."""
+    args = ["--epochs", "20", "--steps-per-epoch", "6", "--learning-rate", "1e-9"]
+    args += ["--schedule", "plateau", "--patience", "5"]
+    whole = subprocess.run(
+        _train_command(tmp_path / "whole", *args), cwd=ROOT, capture_output=True, text=True
+    )
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    assert "early stop after epoch 6" in whole.stderr
+    expected = [(e, "1e-09") for e in range(4)] + [(4, "5e-10"), (5, "5e-10")]
+    assert _decisions(tmp_path / "whole") == expected
+
+    out = tmp_path / "killed"
+    process = subprocess.Popen(
+        _train_command(out, *args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if (out / "history.csv").exists() and len(_history(out)) >= 3:
+            break
+        time.sleep(0.1)
+    assert process.poll() is None, "training ended before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    resumed = subprocess.run(
+        _train_command(out, *args), cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stderr and "early stop after epoch 6" in resumed.stderr
+    # An epoch the kill cut short before its backup was saved runs again: the last row counts.
+    assert sorted(dict(_decisions(out)).items()) == expected
