@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from optimize.threshold import DEFAULT as DEFAULT_THRESHOLD
+from optimize.threshold import ThresholdChoice
 from runtime.backends import litert_interpreter_class
 from runtime.bundle import FORMAT_VERSION, MANIFEST, read_manifest, sha256_of
 from runtime.io import check_out_folder, write_json_atomic
@@ -24,6 +26,7 @@ BUNDLE_FILES: dict[str, tuple[str, str]] = {
     "int8_ptq": ("model_int8_ptq.tflite", "tflite"),
     "fp32-onnx": ("model_fp32.onnx", "onnx"),
     "int8-onnx": ("model_int8.onnx", "onnx"),
+    "int8_ptq-onnx": ("model_int8_ptq.onnx", "onnx"),
 }
 
 
@@ -136,15 +139,24 @@ def manifest_fields(
     output_size: int,
     versions: dict[str, str],
     source_model: Path,
+    calibration: ThresholdChoice | None = None,
 ) -> dict[str, Any]:
     """The manifest's description of the model, from a training run's config.json.
 
     `source_model` is the .keras the bundle was made from: the benchmarks measure it as the
     float reference (the SHA-256 tells whether the file there is still the same one).
+    `calibration` is the threshold chosen on the validation images (None: 0.5, or a softmax).
     """
     model = run_config["model"]
     classes = model["classes"]
     names = ["background", "foreground"] if classes == 1 else [f"class_{i}" for i in range(classes)]
+    postprocessing: dict[str, Any] = {
+        "activation": "sigmoid" if classes == 1 else "softmax",
+        "threshold": calibration.threshold if calibration else DEFAULT_THRESHOLD,
+        "class_names": names,
+    }
+    if calibration:
+        postprocessing["calibration"] = calibration.to_dict()
     return {
         "input": {
             "size": input_size,
@@ -155,11 +167,7 @@ def manifest_fields(
         },
         "output": {"size": output_size, "classes": classes},
         "preprocessing": run_config["preprocessing"],
-        "postprocessing": {
-            "activation": "sigmoid" if classes == 1 else "softmax",
-            "threshold": 0.5,
-            "class_names": names,
-        },
+        "postprocessing": postprocessing,
         # "prune" when the model was pruned: the benchmarks tell filter-pruned bundles by it.
         "configs": {
             k: run_config[k] for k in ("model", "data", "train", "prune") if k in run_config

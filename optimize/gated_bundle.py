@@ -35,6 +35,7 @@ from optimize.parity import (
 from optimize.qat import fine_tuned_float, qat_tflite_int8, quantize_aware
 from optimize.saturation import saturation_summary, u8s8_saturation
 from optimize.sensitivity import CalibratedModel, layer_sensitivity, print_sensitivity
+from optimize.threshold import calibrated_threshold, threshold_of
 from optimize.wrapping import check_prunable, sparsity_report
 from runtime.errors import UserError
 from runtime.golden import GOLDEN_FILE
@@ -88,9 +89,11 @@ def _qat(
     config: QuantizeConfig,
     facts: dict[str, Any],
     keep_float: Collection[str] = (),
+    method: Method | None = None,
 ) -> keras.Model | None:
-    """The fine-tuned QAT model (None for post-training quantization)."""
-    if config.method is not Method.QAT:
+    """The fine-tuned QAT model (None for post-training quantization); `method` overrides
+    the config's (a --keep-float retry of the method `best` chose)."""
+    if (method or config.method) is Method.PTQ:
         return None
     kept = f", in float: {', '.join(sorted(keep_float))}" if keep_float else ""
     clustered = ", clustered: cluster-preserving QAT" if facts["float_clustered"] else ""
@@ -128,6 +131,9 @@ def _export_all(
     exports |= _gated_exports(float_model, qat_model, size, tiles, exports["fp32-onnx"])
     if qat_model is None:  # post-training quantization is the int8 model
         exports["int8"] = exports.pop("int8_ptq")
+    else:  # post-training int8 in ONNX too: the other candidate of --method best
+        log.info("exporting %s", FILES["int8_ptq-onnx"][0])
+        exports["int8_ptq-onnx"] = onnx_int8_qdq(exports["fp32-onnx"], tiles)
     return exports
 
 
@@ -174,10 +180,11 @@ def _with_float_layers(
     sensitivity: _Sensitivity,
     kept: list[str],
     facts: dict[str, Any],
+    method: Method,
 ) -> dict[str, bytes]:
     """The gated int8 models again, the `kept` layers (and what is fused into them) in float."""
     keep_float = sensitivity.calibrated.with_fused(kept)
-    qat_model = _qat(model, run, config, facts, keep_float)
+    qat_model = _qat(model, run, config, facts, keep_float, method)
     return _gated_exports(
         model,
         qat_model,
@@ -189,12 +196,79 @@ def _with_float_layers(
     )
 
 
+# The two int8 candidates of --method best: their bundle keys, TFLite and ONNX.
+CANDIDATES = {Method.QAT: ("int8", "int8-onnx"), Method.PTQ: ("int8_ptq", "int8_ptq-onnx")}
+PAIRS = (("int8-onnx", "int8"), ("int8_ptq-onnx", "int8_ptq"))
+TIE = 5e-4  # Dice: candidates within this are equal, and agreement with float decides
+
+
 def _parity(reference: Reference, exports: dict[str, bytes], facts: dict[str, Any]) -> ParityReport:
-    """Every export through the runtime against the float model; prints the table."""
+    """Every export through the runtime against the float model."""
     with written(exports) as paths:
-        report = dataclasses.replace(parity_report(reference, paths), **facts)
-    print_table(report, exports)
-    return report
+        return dataclasses.replace(parity_report(reference, paths, PAIRS), **facts)
+
+
+def _figures(report: ParityReport, method: Method) -> dict[str, float]:
+    """A candidate's gate figures: the worse of its TFLite and ONNX model."""
+    rows = [report.models[key] for key in CANDIDATES[method]]
+    return {
+        "dice_vs_truth": min(r.dice_vs_truth for r in rows),
+        "agreement_with_float": min(r.agreement_with_float for r in rows),
+    }
+
+
+def int8_winner(report: ParityReport) -> tuple[Method, dict[str, Any]]:
+    """QAT or post-training int8, whichever the gate's figures favour: Dice against the labels,
+    then (within `TIE`) agreement with the float model. Returns it and the manifest's record."""
+    qat, ptq = _figures(report, Method.QAT), _figures(report, Method.PTQ)
+    if abs(qat["dice_vs_truth"] - ptq["dice_vs_truth"]) > TIE:
+        winner = Method.QAT if qat["dice_vs_truth"] > ptq["dice_vs_truth"] else Method.PTQ
+        by = "Dice against the labels"
+    else:
+        winner = (
+            Method.QAT if qat["agreement_with_float"] > ptq["agreement_with_float"] else Method.PTQ
+        )
+        by = f"agreement with float (Dice within {TIE:g})"
+    return winner, {"chosen": winner.value, "by": by, "qat": qat, "ptq": ptq}
+
+
+def promote_ptq(exports: dict[str, bytes], report: ParityReport) -> ParityReport:
+    """Makes the post-training models the bundle's int8 ones (the QAT models leave it)."""
+    renamed = dict(zip(CANDIDATES[Method.PTQ], CANDIDATES[Method.QAT], strict=True))
+    replaced = (*CANDIDATES[Method.QAT], "int8_float_io")
+    for key in replaced:
+        exports.pop(key, None)
+    for old, new in renamed.items():
+        exports[new] = exports.pop(old)
+    models = {k: v for k, v in report.models.items() if k not in replaced and k not in renamed}
+    models |= {new: report.models[old] for old, new in renamed.items()}
+    pair = " vs ".join(PAIRS[1])
+    pairs = {" vs ".join(PAIRS[0]): report.pairs[pair]} if pair in report.pairs else {}
+    return dataclasses.replace(report, models=models, pairs=pairs)
+
+
+def _gate(
+    reference: Reference,
+    exports: dict[str, bytes],
+    facts: dict[str, Any],
+    method: Method,
+) -> tuple[ParityReport, Method, dict[str, Any] | None]:
+    """The parity report of the exports; with `best`, the better int8 candidate made the
+    bundle's int8 model. Returns the report, the method of that model and the choice."""
+    report = _parity(reference, exports, facts)
+    if method is not Method.BEST:
+        return report, method, None
+    winner, choice = int8_winner(report)
+    log.info(
+        "int8: %s wins by %s (Dice %.4f QAT, %.4f post-training)",
+        "QAT" if winner is Method.QAT else "post-training",
+        choice["by"],
+        choice["qat"]["dice_vs_truth"],
+        choice["ptq"]["dice_vs_truth"],
+    )
+    if winner is Method.PTQ:
+        report = promote_ptq(exports, report)
+    return report, winner, choice
 
 
 def quantize(
@@ -214,14 +288,18 @@ def quantize(
         "float_sparsity": sparsity_report(model).sparsity,
         "float_clustered": is_clustered(model),
     }
+    calibration = calibrated_threshold(model, run)
     images, labels = run.validation_tiles()
-    reference = Reference.of(model, images, labels, run.model_config.classes)
+    reference = Reference.of(
+        model, images, labels, run.model_config.classes, threshold_of(calibration)
+    )
     sensitivity = _Sensitivity(model, run.tile_size, tiles, reference)
     if config.sensitivity:  # first: it is what was asked for, QAT takes long
         sensitivity.rows()
     qat_model = _qat(model, run, config, facts)
     exports = _export_all(model, qat_model, run.tile_size, tiles)
-    report = _parity(reference, exports, facts)
+    report, method, choice = _gate(reference, exports, facts, config.method)
+    print_table(report, exports)
     kept: list[str] = []
     try:
         check_gate(report, GATED, config.max_dice_drop)
@@ -230,8 +308,11 @@ def quantize(
             raise
         kept = [row["layer"] for row in sensitivity.rows()[: config.keep_float]]
         log.warning("%s\n--keep-float: again with %s in float", failure, ", ".join(kept))
-        exports |= _with_float_layers(model, run, config, tiles, exports, sensitivity, kept, facts)
+        exports |= _with_float_layers(
+            model, run, config, tiles, exports, sensitivity, kept, facts, method
+        )
         report = _parity(reference, exports, facts)
+        print_table(report, exports)
         try:
             check_gate(report, GATED, config.max_dice_drop)
         except ParityGateFailed as again:
@@ -240,10 +321,17 @@ def quantize(
                 "in float)"
             ) from None
     fields = manifest_fields(
-        run.raw_config, run.tile_size, run.output_tile_size, package_versions(), model_path
+        run.raw_config,
+        run.tile_size,
+        run.output_tile_size,
+        package_versions(),
+        model_path,
+        calibration,
     )
     fields["configs"]["quantize"] = config.to_dict()
     fields["parity"] = report.to_dict()
+    if choice:
+        fields["int8_choice"] = choice  # --method best: which int8 won, and both figures
     fields["keep_float"] = kept  # layers that model_int8.* computes in float
     # onnx_int8_qdq refused any weights that could saturate; this records what it checked.
     fields["onnx_int8_saturation"] = saturation_summary(

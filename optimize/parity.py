@@ -44,21 +44,30 @@ class Reference:
     labels: np.ndarray  # (N, h, w) class indices
     probabilities: np.ndarray
     classes: int
+    threshold: float = 0.5  # the bundle's sigmoid threshold: every mask here is made with it
 
     @classmethod
     def of(
-        cls, model: keras.Model, tiles: np.ndarray, labels: np.ndarray, classes: int
+        cls,
+        model: keras.Model,
+        tiles: np.ndarray,
+        labels: np.ndarray,
+        classes: int,
+        threshold: float = 0.5,
     ) -> Reference:
         probs = np.concatenate(
             [model(tiles[i : i + 8], training=False).numpy() for i in range(0, len(tiles), 8)]
         )
-        return cls(tiles, labels[..., 0] if labels.ndim == 4 else labels, probs, classes)
+        return cls(tiles, labels[..., 0] if labels.ndim == 4 else labels, probs, classes, threshold)
+
+    def masks_of(self, probabilities: np.ndarray) -> np.ndarray:
+        return masks_from_probabilities(probabilities, self.threshold)
 
     # Computed once: every model's comparison reads both (a frozen dataclass keeps a
     # cached_property in its instance dict).
     @functools.cached_property
     def masks(self) -> np.ndarray:
-        return masks_from_probabilities(self.probabilities)
+        return self.masks_of(self.probabilities)
 
     @functools.cached_property
     def float_scores(self) -> Scores:
@@ -73,9 +82,14 @@ class Reference:
         )
 
 
-def compare(reference: Reference, probabilities: np.ndarray) -> Scores:
-    """Agreement with the float model and accuracy against the labels."""
-    masks = masks_from_probabilities(probabilities)
+def compare(
+    reference: Reference, probabilities: np.ndarray, threshold: float | None = None
+) -> Scores:
+    """Agreement with the float model and accuracy against the labels; the masks at
+    `threshold` when given (a bundle that calibrated its own), else at the reference's."""
+    masks = masks_from_probabilities(
+        probabilities, reference.threshold if threshold is None else threshold
+    )
     truth = reference.truth_scores(masks)
     return dataclasses.replace(
         truth,
@@ -141,7 +155,7 @@ def parity_report(
     for key, (path, fmt) in files.items():
         probabilities = run_exported(path, fmt, reference.tiles)
         models[key] = compare(reference, probabilities)
-        masks[key] = masks_from_probabilities(probabilities)
+        masks[key] = reference.masks_of(probabilities)
     agreement = {
         f"{a} vs {b}": pixel_accuracy(masks[a], masks[b])
         for a, b in pairs
@@ -189,7 +203,8 @@ def golden_section(
     models = {}
     for key, (path, fmt) in paths.items():
         name = backend_for(fmt)
-        scores = measure(BACKENDS[name][1](path, None), golden, preprocessing, reference.classes)
+        model = BACKENDS[name][1](path, None)
+        scores = measure(model, golden, preprocessing, reference.classes, reference.threshold)
         models[path.name] = {
             "backend": name,
             "agreement_with_float": scores["agreement_with_float"],

@@ -49,7 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "flags override it",
     )
     parser.add_argument(
-        "--method", choices=[m.value for m in Method], help=f"qat or ptq (default: {q.method})"
+        "--method",
+        choices=[m.value for m in Method],
+        help="qat (quantization-aware fine-tuning), ptq (post-training) or best (both; the "
+        f"gate keeps the one with the better Dice, then agreement with float; default: {q.method})",
     )
     parser.add_argument(
         "--qat-epochs", type=int, help=f"QAT fine-tuning epochs (default: {q.qat_epochs})"

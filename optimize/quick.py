@@ -11,6 +11,7 @@ from optimize.configs import MAX_DICE_DROP
 from optimize.converters import EXPORTERS, QUICK
 from optimize.finetune import Run
 from optimize.parity import Reference, golden_section, parity_report, written
+from optimize.threshold import calibrated_threshold, threshold_of
 from runtime.golden import GOLDEN_FILE
 from runtime.versions import package_versions
 
@@ -31,16 +32,20 @@ def bundle_from_run(
     exports = {key: EXPORTERS[key](model, run.tile_size, tiles) for key in precisions}
     if "int8_ptq" in exports:
         exports["int8"] = exports.pop("int8_ptq")
+    calibration = calibrated_threshold(model, run)
     fields = manifest_fields(
         run.raw_config,
         run.tile_size,
         run.output_tile_size,
         package_versions(),
         run.folder / checkpoint,
+        calibration,
     )
     # No gate on this quick path, but the same measurements, so a device can verify the bundle.
     images, labels = run.validation_tiles()
-    reference = Reference.of(model, images, labels, run.model_config.classes)
+    reference = Reference.of(
+        model, images, labels, run.model_config.classes, threshold_of(calibration)
+    )
     with written(exports) as paths:
         report = parity_report(reference, paths)
         fields["parity"] = report.to_dict()

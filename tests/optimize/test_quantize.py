@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from optimize.bundle import BUNDLE_FILES as FILES
+from optimize.gated_bundle import TIE, int8_winner, promote_ptq
 from optimize.parity import ParityGateFailed, ParityReport, check_gate
 from optimize.prune import main as prune_main
 from optimize.prune import parse_args as prune_args
@@ -34,9 +35,16 @@ def test_bundles_and_runs_record_the_same_packages(bundle, tiny_bundle, tiny_run
     assert set(json.loads((tiny_run / "config.json").read_text())["versions"]) == every
 
 
+def _files_of(chosen: str) -> set[str]:
+    """QAT won: every export; post-training won: its models are int8, the QAT ones are gone."""
+    dropped = {"int8_float_io", "int8_ptq", "int8_ptq-onnx"} if chosen == "ptq" else set()
+    return {name for key, (name, _) in FILES.items() if key not in dropped}
+
+
 def test_the_bundle_holds_every_export_with_matching_hashes(bundle, tiny_run):
     manifest = read_manifest(bundle)
-    assert {a.file for a in manifest.artifacts} == {name for name, _ in FILES.values()}
+    chosen = json.loads((bundle / "manifest.json").read_text())["int8_choice"]["chosen"]
+    assert {a.file for a in manifest.artifacts} == _files_of(chosen)
     for artifact in manifest.artifacts:
         assert sha256_of(bundle / artifact.file) == artifact.sha256
     raw = json.loads((bundle / "manifest.json").read_text())
@@ -52,9 +60,10 @@ def test_int8_masks_agree_with_float_on_held_out_pixels(bundle):
     report = ParityReport.from_dict(written)
     assert report.to_dict() == written  # the manifest holds the typed report, nothing else
     parity = report.models
+    choice = json.loads((bundle / "manifest.json").read_text())["int8_choice"]
     # Post-training int8 is the float model rounded: its masks move only where p is within the
     # rounding of the threshold (99.6% agreement measured on AVX-512 and on AVX2 kernels).
-    assert parity["int8_ptq"].agreement_with_float >= 0.97
+    assert choice["ptq"]["agreement_with_float"] >= 0.97
     # QAT int8 is a fine-tuned model: 20 QAT steps on the under-trained tiny model move its
     # masks by what the training kernels make of them (agreement with the float model 0.984 on
     # AVX-512, 0.969 with oneDNN capped at AVX2; its Dice against the labels rose both times),
@@ -68,7 +77,68 @@ def test_int8_masks_agree_with_float_on_held_out_pixels(bundle):
     assert report.float_sparsity == 0.0 and report.float_clustered is False
     manifest = read_manifest(bundle)
     assert manifest.artifact("int8", "tflite").input.dtype == "int8"
-    assert manifest.artifact("int8_float_io", "tflite").input.dtype == "float32"
+    if choice["chosen"] == "qat":
+        assert manifest.artifact("int8_float_io", "tflite").input.dtype == "float32"
+
+
+def test_best_keeps_the_int8_model_the_gate_figures_favour(bundle):
+    raw = json.loads((bundle / "manifest.json").read_text())
+    choice, models = raw["int8_choice"], raw["parity"]["models"]
+    assert raw["configs"]["quantize"]["method"] == "best"
+    qat, ptq = choice["qat"]["dice_vs_truth"], choice["ptq"]["dice_vs_truth"]
+    if abs(qat - ptq) > TIE:
+        assert choice["chosen"] == ("qat" if qat > ptq else "ptq")
+    # The bundle's int8 models are the winner's: their figures are the ones recorded for it.
+    gated = [models["int8"], models["int8-onnx"]]
+    assert min(m["dice_vs_truth"] for m in gated) == choice[choice["chosen"]]["dice_vs_truth"]
+
+
+def _scores(dice: float, agreement: float) -> dict[str, float]:
+    return {"dice_drop": 0.8 - dice, "dice_vs_truth": dice, "agreement_with_float": agreement}
+
+
+@pytest.mark.parametrize(
+    ("qat", "ptq", "chosen", "by"),
+    [
+        ((0.790, 0.99), (0.795, 0.97), "ptq", "Dice"),  # Dice first, whatever the agreement
+        ((0.800, 0.98), (0.790, 0.999), "qat", "Dice"),
+        ((0.7902, 0.98), (0.7900, 0.99), "ptq", "agreement"),  # a tie: agreement decides
+    ],
+)
+def test_int8_winner_by_dice_then_agreement(qat, ptq, chosen, by):
+    models = {
+        "int8": _scores(*qat),
+        "int8-onnx": _scores(qat[0] + 0.001, qat[1]),  # a candidate is its worse model
+        "int8_ptq": _scores(*ptq),
+        "int8_ptq-onnx": _scores(*ptq),
+    }
+    report = ParityReport.from_dict(
+        {"float": {"dice_vs_truth": 0.8}, "models": models, "pairs": {}}
+    )
+    winner, record = int8_winner(report)
+    assert winner.value == chosen and record["by"].startswith(by)
+    assert record["qat"] == {"dice_vs_truth": qat[0], "agreement_with_float": qat[1]}
+
+
+def test_a_post_training_winner_replaces_every_qat_model():
+    exports = {
+        k: k.encode()
+        for k in ("fp32", "int8", "int8_float_io", "int8-onnx", "int8_ptq", "int8_ptq-onnx")
+    }
+    models = {k: _scores(0.7, 0.9) for k in exports}
+    models["int8_ptq"] = _scores(0.79, 0.99)
+    report = ParityReport.from_dict(
+        {
+            "float": {"dice_vs_truth": 0.8},
+            "models": models,
+            "pairs": {"int8-onnx vs int8": 0.9, "int8_ptq-onnx vs int8_ptq": 0.95},
+        }
+    )
+    promoted = promote_ptq(exports, report)
+    assert exports == {"fp32": b"fp32", "int8": b"int8_ptq", "int8-onnx": b"int8_ptq-onnx"}
+    assert set(promoted.models) == set(exports)
+    assert promoted.models["int8"].dice_vs_truth == 0.79
+    assert promoted.pairs == {"int8-onnx vs int8": 0.95}
 
 
 def test_the_gate_names_the_model_and_the_numbers():
