@@ -21,6 +21,7 @@ from runtime.memory import DEFAULT_MAX_MEMORY_MB
 from runtime.metrics import check_threshold, masks_from_probabilities
 from runtime.preprocess import normalize
 from runtime.tiling import TilePlan, default_overlap, plan_image, predict_tiled
+from runtime.tta import FLIPS, augmented, check_tta
 from runtime.zoo import is_package
 from runtime.zoo import load as zoo_load
 
@@ -56,8 +57,11 @@ class Segmenter:
         backend: Backend,
         overlap: int,
         max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
+        tta: str = "none",
     ) -> None:
+        check_tta(tta)
         self.manifest = manifest
+        self.tta = tta
         self.artifact = artifact
         self.backend = backend
         self.precision = artifact.precision
@@ -84,6 +88,7 @@ class Segmenter:
         verify: bool = False,
         max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
         rechoose: bool = False,
+        tta: str = "none",
     ) -> Segmenter:
         """Loads the bundle's `precision` model after verifying its SHA-256.
 
@@ -107,6 +112,8 @@ class Segmenter:
                 fit; one from a bundle made before run-time sizes, one at a time.
             rechoose: with precision="auto", time the pairs again instead of reading the
                 cached choice.
+            tta: test-time augmentation (`runtime.tta`): "none", "flips" (the mean of 4 flipped
+                views) or "d4" (8 flips and rotations); it costs 4 or 8 runs an image.
 
         A bioimage.io model package (.zip or folder) with ONNX weights loads too
         (`runtime.zoo`); `verify` then checks the package's own test tensors.
@@ -115,7 +122,9 @@ class Segmenter:
             if max_memory_mb <= 0:
                 raise UserError(f"max_memory_mb must be positive, got {max_memory_mb:g}")
             return cls(
-                *zoo_load(path, precision, backend, num_threads, overlap, verify), max_memory_mb
+                *zoo_load(path, precision, backend, num_threads, overlap, verify),
+                max_memory_mb,
+                tta,
             )
         manifest = read_manifest(path)
         check_backend(backend)
@@ -145,7 +154,7 @@ class Segmenter:
             raise UserError(f"overlap must be in [0, {manifest.output_size}), got {tile_overlap}")
         if max_memory_mb <= 0:
             raise UserError(f"max_memory_mb must be positive, got {max_memory_mb:g}")
-        return cls(manifest, artifact, model, tile_overlap, max_memory_mb)
+        return cls(manifest, artifact, model, tile_overlap, max_memory_mb, tta)
 
     def predict(self, image: np.ndarray | str | Path, threshold: float | None = None) -> Prediction:
         """Segments one image: a numpy array as Pillow gives it, or an image file's path."""
@@ -172,7 +181,7 @@ class Segmenter:
         plan = self.plan(*x.shape[:2])
         probs = predict_tiled(
             x,
-            self.backend.run,
+            augmented(self.backend.run, self.tta, self._views_together(plan)),
             plan.tile if self.backend.resizable else m.input_size,
             plan.tile if self.backend.resizable else m.output_size,
             self.overlap,
@@ -194,6 +203,14 @@ class Segmenter:
             (self.backend.resizable, self.backend.batchable),
             self.max_memory_mb,
         )
+
+    def _views_together(self, plan: TilePlan) -> bool:
+        """Whether one orientation's 4 flipped views of a run fit the memory budget as one
+        batch (else they run one after another)."""
+        if self.tta == "none" or not self.backend.batchable or self.memory is None:
+            return False
+        pixels = plan.tile[0] * plan.tile[1] * plan.batch * len(FLIPS)
+        return self.memory.mb(pixels) <= self.max_memory_mb
 
     def _channel_note(self, image: np.ndarray) -> str | None:
         if image.ndim not in (2, 3):

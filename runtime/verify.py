@@ -26,7 +26,7 @@ from runtime.golden import Check, VerificationFailed, check_model, golden_of, ru
 from runtime.log import add_verbosity, configure
 from runtime.memory import ModelMemory, measure_model, measurement_shapes
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("runtime.verify")  # not __name__: "__main__" under python -m
 
 
 def verify_bundle(

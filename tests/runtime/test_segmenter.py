@@ -381,3 +381,43 @@ def test_a_threshold_outside_zero_one_is_refused(tiny_bundle, tmp_path, capsys, 
     assert not out.exists()  # refused before anything was written
     with pytest.raises(UserError, match="outside"):
         Segmenter.from_bundle(tiny_bundle, precision="fp32").predict(_image(32, 32), 1.5)
+
+
+@pytest.mark.parametrize(("precision", "backend"), [("fp32", "onnx"), ("int8", "litert")])
+def test_tta_is_the_mean_of_the_segmenter_over_the_eight_views(tiny_bundle, precision, backend):
+    """On an image on the pooling grid (one pass, no padding), d4 equals running the plain
+    segmenter on each flipped and transposed image and mapping its output back, whether the
+    views run as one batch or, with a budget too small for that, one by one."""
+    image = _image(64, 48)
+    plain = Segmenter.from_bundle(tiny_bundle, precision, backend)
+    views = []
+    for transposed in (False, True):
+        x = image.T if transposed else image
+        for axes in ((), (0,), (1,), (0, 1)):
+            y = plain.predict(np.ascontiguousarray(np.flip(x, axes))).probabilities
+            y = np.flip(y, axes)
+            views.append(y.transpose(1, 0, 2) if transposed else y)
+    expected = np.mean(views, axis=0)
+    for budget in (384.0, plain.memory.mb(64 * 48) * 1.5):
+        seg = Segmenter.from_bundle(tiny_bundle, precision, backend, max_memory_mb=budget, tta="d4")
+        result = seg.predict(image)
+        assert result.probabilities.shape == (64, 48, 1) and result.tiles == 1
+        np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
+        assert np.array_equal(result.mask, (expected[..., 0] >= seg.manifest.threshold))
+    assert not np.allclose(expected, plain.predict(image).probabilities, atol=1e-3)
+
+
+def test_predict_cli_tta_and_the_threshold_it_uses(tiny_bundle, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(_image(37, 53)).save(tmp_path / "a.png")  # off the grid: padded, then views
+    out = tmp_path / "o"
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.predict", str(tiny_bundle), str(tmp_path / "a.png"), "--out", str(out), "--tta", "flips", "--precision", "fp32"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    threshold = read_manifest(tiny_bundle).threshold
+    assert f"masks: threshold {threshold:g} (the bundle's), mean of 4 views" in done.stderr
+    expected = Segmenter.from_bundle(tiny_bundle, "fp32", tta="flips").predict(tmp_path / "a.png")
+    assert np.array_equal(np.array(Image.open(out / "a_mask.png")), expected.mask * 255)
