@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import logging
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 from benchmarks.config import BenchmarkConfig
 from benchmarks.environment import environment
 from benchmarks.report import write_report
-from benchmarks.schema import MAIN, Report, Skipped
+from benchmarks.schema import MAIN, Report, Skipped, Tta
 from benchmarks.variants import Variant, bundle_variants, keras_variant
 from runtime.backends import installed_backends
 from runtime.bundle import MANIFEST, read_manifest
@@ -86,6 +87,7 @@ def measure(
     from benchmarks.endtoend import measure_end_to_end
     from benchmarks.latency import measure_latency
     from benchmarks.targets import NO_DOT_PRODUCT_NOTE, check_targets, end_to_end_targets
+    from runtime.tta import TTA_KINDS
 
     started = time.perf_counter()
     source = data or "the bundle's own"
@@ -108,7 +110,11 @@ def measure(
     )
     threads = max(config.thread_counts)
     end_to_end = measure_end_to_end(variants, config, threads)
-    accuracy, examples = measure_accuracy(reference, variants, samples, source)
+    accuracy, examples, tta = measure_accuracy(
+        reference, variants, samples, source, TTA_KINDS if config.tta else ()
+    )
+    if tta is not None:
+        tta = _with_tta_latency(tta, variants, config, threads)
     env = environment()
     capability = env.int8_capability or ""
     choice = _auto_choice(bundles[MAIN], threads)
@@ -135,9 +141,22 @@ def measure(
         targets_note=None
         if has_int8_dot_product(capability)
         else NO_DOT_PRODUCT_NOTE.format(capability=capability),
+        tta=tta,
         wall_seconds=time.perf_counter() - started,
     )
     return report, examples
+
+
+def _with_tta_latency(
+    tta: Tta, variants: list[Variant], config: BenchmarkConfig, threads: int
+) -> Tta:
+    """TTA's scores with its time per image at every size (`benchmarks.tta`) added."""
+    from benchmarks.tta import measure_tta_latency
+
+    started = time.perf_counter()
+    latency = measure_tta_latency(variants, config, threads)
+    seconds = (tta.wall_seconds or 0.0) + time.perf_counter() - started
+    return dataclasses.replace(tta, latency=latency, wall_seconds=seconds)
 
 
 def _auto_choice(bundle: Path, threads: int) -> Choice | None:
@@ -229,6 +248,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--cold-start",
         action=argparse.BooleanOptionalAction,
         help="measure a fresh process per variant (default: on)",
+    )
+    parser.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        help="test-time augmentation per runtime model: Dice with flips and d4 beside none on "
+        "the held-out images, and ms per image at --sizes (default: on)",
     )
     add_verbosity(parser)
     return parser.parse_args(argv)

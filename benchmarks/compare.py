@@ -2,7 +2,9 @@
 
 Latency is matched by (variant, size, threads, batch) on p50, sizes by variant name, accuracy
 by Dice vs truth (agreement with float where either report has no labels), cold start by
-seconds and peak RSS. Only regressions beyond the tolerances are findings; improvements are not.
+seconds and peak RSS, test-time augmentation by the Dice that d4 adds (where both reports
+measured it with labels). Only regressions beyond the tolerances are findings; improvements are
+not.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ def compare_reports(
     findings += _latency(old, new, latency_tolerance)
     findings += _sizes(old, new, size_tolerance)
     findings += _accuracy(old, new, dice_tolerance)
+    findings += _tta_gain(old, new, dice_tolerance)
     findings += _cold_start(old, new, latency_tolerance, memory_tolerance)
     return findings
 
@@ -136,6 +139,39 @@ def _dropped(
         return None
     label = "Dice vs truth" if key == "dice_vs_truth" else "agreement with float"
     return Finding("less accurate", f"{name}: {label}", old, new, f"{new - old:+.4f}")
+
+
+TTA_KIND = "d4"  # the augmentation whose Dice gain is compared
+
+
+def _tta_gains(report: Report) -> dict[str, float]:
+    """Variant -> Dice vs truth with d4 minus without; empty for a report without TTA."""
+    if report.tta is None:
+        return {}
+    gains = {}
+    for name, kinds in report.tta.scores.items():
+        before, after = kinds.get("none"), kinds.get(TTA_KIND)
+        if before is None or after is None:
+            continue
+        if before.dice_vs_truth is not None and after.dice_vs_truth is not None:
+            gains[name] = after.dice_vs_truth - before.dice_vs_truth
+    return gains
+
+
+def _tta_gain(old: Report, new: Report, tolerance: float) -> list[Finding]:
+    """A d4 Dice gain that shrank by more than `tolerance` (its own Dice is `_accuracy`'s)."""
+    after = _tta_gains(new)
+    return [
+        Finding(
+            "less accurate",
+            f"{name}: Dice gain of {TTA_KIND} TTA",
+            gain,
+            after[name],
+            f"{after[name] - gain:+.4f}",
+        )
+        for name, gain in _tta_gains(old).items()
+        if name in after and gain - after[name] > tolerance
+    ]
 
 
 def _cold_start(

@@ -25,6 +25,9 @@ class BenchmarkConfig(ConfigBase):
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB  # the runtime's budget for one run
     folder_images: int = 8  # PNGs through runtime.predict's pipeline; 0 = none
     folder_size: int = 512  # their side
+    # Test-time augmentation per runtime model: Dice with flips and d4 beside none on the
+    # held-out images, and its time per image at `sizes` (`benchmarks.tta`).
+    tta: bool = True
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists; keep tuples so the config stays hashable and frozen.

@@ -178,6 +178,29 @@ class VariantScores:
 
 
 @dataclasses.dataclass(frozen=True)
+class Threshold:
+    """The sigmoid threshold a bundle's masks are made at (its manifest's, as the runtime
+    uses it) and, where the bundle calibrated it (`postprocessing.calibration`), the float
+    model's Dice on the validation images at full size at that threshold and at 0.5."""
+
+    threshold: float | None = None  # None: a softmax model, whose mask is the argmax
+    dice: float | None = None
+    dice_at_default: float | None = None  # at 0.5
+    images: int | None = None  # validation images calibrated on; None: not calibrated
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Choice:
+    """Which int8 method made the bundle's int8 model (`optimize.quantize --method best`, the
+    manifest's `int8_choice`), and the gate's figures of both."""
+
+    chosen: str | None = None  # "qat" or "ptq"
+    by: str | None = None  # what decided: Dice against the labels, or agreement with float
+    qat: Scores | None = None  # dice_vs_truth and agreement_with_float
+    ptq: Scores | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Accuracy:
     images: tuple[str, ...] = ()
     has_labels: bool = False
@@ -187,6 +210,35 @@ class Accuracy:
     variants: Mapping[str, VariantScores] = dataclasses.field(default_factory=dict)
     data: str | None = None
     reference: str | None = None  # the variant every other is compared with
+    # Bundle label -> the threshold its masks are made at; empty in reports made before.
+    thresholds: Mapping[str, Threshold] = dataclasses.field(default_factory=dict)
+    int8_choice: Int8Choice | None = None  # the main bundle's, when it records one
+
+
+@dataclasses.dataclass(frozen=True)
+class TtaLatency:
+    """One runtime model's `Segmenter.predict` on one image of `size` px with test-time
+    augmentation `tta` (p50), timed taking turns with the other kinds."""
+
+    variant: str
+    size: int
+    threads: int
+    tta: str  # none | flips | d4 (`runtime.tta.TTA_KINDS`)
+    p50_ms: float
+    runs: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Tta:
+    """Test-time augmentation (`runtime.tta`) per runtime model: what it gains on the
+    held-out images and what it costs per image; `benchmarks.tta`."""
+
+    kinds: tuple[str, ...] = ()  # the kinds measured, "none" first
+    # Variant -> kind -> its overall scores on the accuracy images ("none": the accuracy
+    # table's own), masks at its bundle's threshold, agreement against float without TTA.
+    scores: Mapping[str, Mapping[str, Scores]] = dataclasses.field(default_factory=dict)
+    latency: tuple[TtaLatency, ...] = ()
+    wall_seconds: float | None = None  # what measuring TTA added to the run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,6 +310,7 @@ class Report(JsonRecord):
     targets: tuple[Target, ...] = ()
     targets_note: str | None = None
     cross_cpu: CrossCpu | None = None  # `make cross-cpu`'s result, when the report folder has it
+    tta: Tta | None = None  # test-time augmentation; None: not measured (--no-tta, older)
 
     def variant_names(self) -> list[str]:
         """Variants in the report's order, then names found only in the measurements."""

@@ -86,6 +86,61 @@ def _scores(dice: float, agreement: float, labels: bool) -> dict:
     return scores
 
 
+# Test-time augmentation: (Dice none, flips, d4) and p50 ms of none at 256 / 512 px per model;
+# flips costs 3.9x none and d4 7.8x.
+_TTA = {
+    "tflite fp32": ((0.8, 0.803, 0.8045), (58.5, 234.1)),
+    "tflite int8": ((0.798, 0.8, 0.8021), (45.0, 180.1)),
+    "onnx fp32": ((0.8, 0.803, 0.8045), (62.7, 250.7)),
+}
+
+
+def _tta(labels: bool) -> dict:
+    """The report's `tta` section as `python -m benchmarks` writes it (no `[pruned]` model:
+    its bundle was measured without it)."""
+    scores, latency = {}, []
+    for name, (dice, p50) in _TTA.items():
+        scores[name] = {
+            kind: _scores(d, 0.999 - 0.004 * k, labels)
+            for k, (kind, d) in enumerate(zip(("none", "flips", "d4"), dice, strict=True))
+        }
+        for size, ms in zip((256, 512), p50, strict=True):
+            latency += [
+                {
+                    "variant": name,
+                    "size": size,
+                    "threads": 2,
+                    "tta": kind,
+                    "p50_ms": ms * f,
+                    "runs": 3,
+                }
+                for kind, f in (("none", 1.0), ("flips", 3.9), ("d4", 7.8))
+            ]
+    return {
+        "kinds": ["none", "flips", "d4"],
+        "scores": scores,
+        "latency": latency,
+        "wall_seconds": 61.0,
+    }
+
+
+def with_tta(report: dict) -> dict:
+    """A report of the newer kind: thresholds, the int8 choice and test-time augmentation."""
+    labels = report["accuracy"]["has_labels"]
+    report["accuracy"]["thresholds"] = {
+        "main": {"threshold": 0.45, "dice": 0.8123, "dice_at_default": 0.805, "images": 5},
+        "pruned": {"threshold": 0.5},
+    }
+    report["accuracy"]["int8_choice"] = {
+        "chosen": "ptq",
+        "by": "Dice against the labels",
+        "qat": {"dice_vs_truth": 0.79, "agreement_with_float": 0.981},
+        "ptq": {"dice_vs_truth": 0.798, "agreement_with_float": 0.993},
+    }
+    report["tta"] = _tta(labels)
+    return report
+
+
 def build_report(labels: bool = True) -> dict:
     """A schema-1 report as `python -m benchmarks` writes it, for five variants on two images."""
     truth = (
@@ -200,7 +255,13 @@ def report() -> Report:
 @pytest.fixture(scope="session")
 def make_report():
     """A fresh report.json dict per call, so that a test may change it freely."""
-    return lambda labels=True: copy.deepcopy(build_report(labels))
+
+    def make(labels: bool = True, tta: bool = False) -> dict:
+        """`tta`: a newer report, with thresholds and test-time augmentation (`with_tta`)."""
+        report = copy.deepcopy(build_report(labels))
+        return with_tta(report) if tta else report
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -159,3 +159,30 @@ def test_cli_rejects_a_negative_tolerance(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["a.json", "b.json", "--size-tolerance", "-1"])
     assert exit_info.value.code == 2 and "is not a number >= 0" in capsys.readouterr().err
+
+
+def test_reports_with_and_without_tta_compare_either_way(make_report):
+    assert compare_reports(make_report(), make_report(tta=True)) == []
+    assert compare_reports(make_report(tta=True), make_report()) == []
+    assert compare_reports(make_report(tta=True), make_report(tta=True)) == []
+    assert compare_reports(make_report(labels=False, tta=True), make_report(labels=False)) == []
+
+
+def test_a_shrunken_d4_dice_gain_is_flagged(make_report):
+    new = make_report(tta=True)
+    new["tta"]["scores"]["tflite int8"]["d4"]["dice_vs_truth"] = 0.794  # gain 0.0041 -> -0.004
+    new["tta"]["scores"]["onnx fp32"]["d4"]["dice_vs_truth"] = 0.8025  # -0.002: within 0.005
+    for entry in new["tta"]["latency"]:
+        entry["p50_ms"] *= 2  # TTA timings are not compared
+    [finding] = compare_reports(make_report(tta=True), new)
+    assert finding.kind == "less accurate"
+    assert finding.what == "tflite int8: Dice gain of d4 TTA"
+    assert finding.old == pytest.approx(0.0041) and finding.new == pytest.approx(-0.004)
+    assert finding.change == "-0.0081"
+
+
+def test_cli_compares_an_older_report_with_a_newer_one(tmp_path, capsys, make_report):
+    old = _write(tmp_path / "old.json", make_report())
+    new = _write(tmp_path / "new.json", make_report(tta=True))
+    code, out, err = _run(capsys, str(old), str(new))
+    assert code == 0 and out.startswith("no regressions") and err == ""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.cli import collect_variants, main, parse_args
@@ -17,11 +19,13 @@ from benchmarks.latency import measure_latency, round_robin, summarize
 from benchmarks.macs import tflite_macs
 from benchmarks.schema import EndToEnd, Latency, Scores, Target, VariantScores
 from benchmarks.targets import check_targets
-from benchmarks.variants import bundle_variants, keras_variant
+from benchmarks.variants import bundle_variants, keras_variant, manifest_json
 from optimize.filter_prune import count_macs
+from runtime.bundle import read_manifest
 from runtime.choice import Choice
 from runtime.cpu import has_int8_dot_product
 from runtime.errors import UserError
+from runtime.metrics import dice, masks_from_probabilities
 from runtime.tiling import TilePlan
 from runtime.typed_json import from_json
 from train.tfk import keras
@@ -316,7 +320,8 @@ def test_without_a_keras_model_the_tflite_fp32_model_is_the_reference(tiny_bundl
     variants = bundle_variants("main", tiny_bundle)
     reference = next(v for v in variants if v.name == "tflite fp32")
     samples = held_out_samples(reference, None, 2)
-    scores, examples = measure_accuracy(reference, variants, samples, "synthetic")
+    scores, examples, tta = measure_accuracy(reference, variants, samples, "synthetic")
+    assert tta is None  # not asked for
     assert scores.reference == "tflite fp32" and scores.data == "synthetic"
     assert scores.variants["tflite fp32"].overall.agreement_with_float == 1.0
     assert scores.variants["onnx fp32"].overall.agreement_with_float > 0.999
@@ -398,3 +403,132 @@ def test_the_worst_case_overlay_is_the_least_agreeing_gated_model_and_image():
     }
     assert _worst(result, gated, names) == ("onnx int8 [thin]", 2)
     assert _worst(result, {}, names) is None
+
+
+@pytest.mark.slow
+def test_the_report_gives_tta_gain_and_cost_for_each_runtime_model(report_folder, tiny_bundle):
+    report = load_report(report_folder)
+    tta = report.tta
+    runtime_models = {v.name for v in report.variants if v.format != "keras"}
+    assert tta.kinds == ("none", "flips", "d4") and set(tta.scores) == runtime_models
+    for name, kinds in tta.scores.items():
+        assert set(kinds) == {"none", "flips", "d4"}
+        assert kinds["none"] == report.accuracy.variants[name].overall  # the same images
+        for scores in kinds.values():
+            assert 0 <= scores.dice_vs_truth <= 1 and 0 < scores.agreement_with_float <= 1
+    p50 = {(e.variant, e.size, e.tta): e.p50_ms for e in tta.latency}
+    assert set(p50) == {(n, s, k) for n in runtime_models for s in (64, 96) for k in tta.kinds}
+    assert all(e.runs >= 3 and e.threads == 1 for e in tta.latency)
+    for name in runtime_models:
+        for size in (64, 96):
+            # d4 runs the model on 8 views of the image against 1: more work on any CPU.
+            assert p50[name, size, "d4"] > p50[name, size, "none"], (name, size)
+    assert tta.wall_seconds > 0
+    markdown = (report_folder / "report.md").read_text()
+    section = markdown.split("## Test-time augmentation\n")[1].split("\n## ")[0]
+    for name in runtime_models:  # the scores and both sizes
+        assert sum(line.startswith(f"| {name} |") for line in section.splitlines()) == 3
+    # The accuracy section states the threshold the runtime makes the masks at.
+    manifest = read_manifest(tiny_bundle)
+    calibration = manifest_json(tiny_bundle)["postprocessing"].get("calibration")
+    line = f"- **Masks**: threshold {manifest.threshold:g}"
+    if calibration:
+        line += f" (calibrated on {calibration['images']} validation image"
+    assert line in markdown.split("## Accuracy\n")[1]
+    assert report.accuracy.thresholds["main"].threshold == manifest.threshold
+
+
+@pytest.mark.slow
+def test_no_tta_leaves_the_section_out(tiny_bundle, tmp_path):
+    argv = ["--bundle", str(tiny_bundle), "--sizes", "64", "--threads", "1", "--min-runs", "3"]
+    argv += ["--seconds", "0", "--images", "1", "--batch", "0", "--no-cold-start", "--no-tta"]
+    argv += ["--end-to-end-sizes", "", "--folder-images", "0", "--out", str(tmp_path / "r")]
+    assert main(parse_args([*argv, "--no-fail-on-target"])) == 0
+    report = load_report(tmp_path / "r")
+    assert report.tta is None and report.config["tta"] is False
+    assert "## Test-time augmentation" not in (tmp_path / "r" / "report.md").read_text()
+
+
+def _edited_copy(bundle: Path, folder: Path, edit) -> Path:
+    """A copy of `bundle` whose manifest.json `edit` changed in place."""
+    copy = folder / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    edit(manifest, copy)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_every_mask_is_made_at_the_bundles_threshold(tiny_bundle, tmp_path):
+    from benchmarks.accuracy import _runtime_probabilities, held_out_samples, measure_accuracy
+
+    def calibrated(manifest: dict, _: Path) -> None:
+        manifest["postprocessing"]["threshold"] = 0.3
+        manifest["postprocessing"]["calibration"] = {
+            "threshold": 0.3, "dice": 0.91, "dice_at_default": 0.9, "images": 4,
+            "candidates": [0.3, 0.5],
+        }  # fmt: skip
+
+    bundle = _edited_copy(tiny_bundle, tmp_path, calibrated)
+    fp32 = next(v for v in bundle_variants("main", bundle) if v.name == "tflite fp32")
+    samples = held_out_samples(fp32, None, 2)
+    accuracy, _, _ = measure_accuracy(fp32, [fp32], samples, "synthetic")
+    assert accuracy.thresholds["main"].threshold == 0.3 and accuracy.thresholds["main"].images == 4
+    probs = _runtime_probabilities(fp32, [s.image for s in samples])
+    truth = np.concatenate([s.mask.ravel() for s in samples])
+
+    def dice_at(threshold: float) -> float:
+        masks = [masks_from_probabilities(p, threshold).ravel() for p in probs]
+        return dice(np.concatenate(masks), truth, 1)
+
+    assert accuracy.float_model.overall.dice_vs_truth == pytest.approx(dice_at(0.3))
+    share = np.mean([((p >= 0.3) & (p < 0.5)).mean() for p in probs])
+    if share > 0:  # pixels between the two thresholds: the masks differ, and so may Dice
+        assert dice_at(0.3) != dice_at(0.5)
+
+
+def test_an_int8_ptq_onnx_model_is_discovered_and_measured_with_tta(tiny_bundle, tmp_path):
+    """A bundle of `optimize.quantize --method best`: model_int8_ptq.onnx beside the gated int8
+    models, and which int8 method won."""
+    from benchmarks.accuracy import held_out_samples, measure_accuracy
+
+    def with_ptq_onnx(manifest: dict, folder: Path) -> None:
+        # The quick bundle has no int8 ONNX: its fp32 .onnx stands in for the file's bytes.
+        [onnx] = [a for a in manifest["artifacts"] if a["file"] == "model_fp32.onnx"]
+        ptq = {"file": "model_int8_ptq.onnx", "precision": "int8_ptq"}
+        manifest["artifacts"].append(onnx | ptq)
+        shutil.copy(folder / "model_fp32.onnx", folder / ptq["file"])
+        figures = {"dice_vs_truth": 0.7, "agreement_with_float": 0.99}
+        manifest["int8_choice"] = {"chosen": "qat", "by": "Dice", "qat": figures, "ptq": figures}
+
+    bundle = _edited_copy(tiny_bundle, tmp_path, with_ptq_onnx)
+    variants, _ = collect_variants({"main": bundle}, None)
+    by_name = {v.name: v for v in variants}
+    ptq = by_name["onnx int8 ptq"]
+    assert (ptq.key, ptq.precision, ptq.backend) == ("int8_ptq-onnx", "int8_ptq", "onnx")
+    if OPENVINO:
+        assert by_name["openvino int8 ptq"].path == ptq.path
+    assert ptq.describe((64,)).file == "model_int8_ptq.onnx"
+    fp32 = by_name["tflite fp32"]
+    samples = held_out_samples(fp32, None, 1)
+    accuracy, _, tta = measure_accuracy(fp32, [fp32, ptq], samples, "synthetic", ("flips", "d4"))
+    assert accuracy.int8_choice.chosen == "qat" and accuracy.int8_choice.ptq.dice_vs_truth == 0.7
+    assert tta.kinds == ("none", "flips", "d4")
+    assert set(tta.scores) == {"tflite fp32", "onnx int8 ptq"}
+    assert tta.scores["onnx int8 ptq"]["none"] == accuracy.variants["onnx int8 ptq"].overall
+    assert all(0 <= s.dice_vs_truth <= 1 for kinds in tta.scores.values() for s in kinds.values())
+
+
+def test_a_bundle_from_before_calibration_is_scored_at_0_5(tiny_bundle, tmp_path):
+    from benchmarks.accuracy import bundle_threshold, int8_choice
+    from benchmarks.report import _threshold_fact
+    from benchmarks.schema import Threshold
+
+    def older(manifest: dict, _: Path) -> None:
+        manifest["postprocessing"].pop("calibration", None)
+        manifest["postprocessing"]["threshold"] = 0.5
+
+    bundle = _edited_copy(tiny_bundle, tmp_path, older)
+    assert bundle_threshold(str(bundle)) == Threshold(0.5)
+    assert _threshold_fact(bundle_threshold(str(bundle))) == "threshold 0.5"
+    assert int8_choice(str(bundle)) is None

@@ -192,3 +192,52 @@ def test_html_escapes_names():
 def test_pareto_frontier_keeps_what_nothing_smaller_matches():
     points = [("big", 8.0, 0.80), ("copy", 8.1, 0.80), ("small", 2.0, 0.79), ("bad", 3.0, 0.70)]
     assert [p[0] for p in _pareto(points)] == ["small", "big"]
+
+
+def _section(markdown: str, title: str) -> str:
+    return markdown.split(f"## {title}\n")[1].split("\n## ")[0]
+
+
+def test_the_tta_section_gives_each_models_dice_gain_and_cost(make_report):
+    markdown = render_markdown(Report.from_dict(make_report(tta=True)))
+    section = _section(markdown, "Test-time augmentation")
+    assert "### Dice vs truth on the 2 held-out images" in section
+    assert "| variant | Dice none | Dice flips | Dice d4 | d4 gain |" in section
+    assert "| tflite int8 | 0.7980 | 0.8000 | 0.8021 | +0.0041 | 99.90 % |" in section
+    for size in (256, 512):
+        assert f"### ms per image, {size} px, 2 threads, p50" in section
+    # 512 px: d4 at 7.8x none's 180.1 ms
+    assert "| tflite int8 | 180.1 | 702.4 | 1404.8 | 3.90x | 7.80x | 3 |" in section
+    for name in ("tflite fp32", "tflite int8", "onnx fp32"):  # scores and both sizes
+        assert sum(line.startswith(f"| {name} |") for line in section.splitlines()) == 3
+    assert "61 s" in section
+    page = _parse(render_html(Report.from_dict(make_report(tta=True)), []))
+    assert "Test-time augmentation" in page.headings
+
+
+def test_without_labels_tta_is_judged_by_agreement_in_points(make_report):
+    section = _section(
+        render_markdown(Report.from_dict(make_report(labels=False, tta=True))),
+        "Test-time augmentation",
+    )
+    assert "Dice" not in section.split("Scored on")[0]
+    assert "| tflite int8 | 99.90 % | 99.50 % | 99.10 % | -0.80 pp |" in section
+
+
+def test_the_accuracy_section_states_each_bundles_threshold_and_the_int8_method(make_report):
+    accuracy = _section(render_markdown(Report.from_dict(make_report(tta=True))), "Accuracy")
+    assert (
+        "- **Masks**: threshold 0.45 (calibrated on 5 validation images: float Dice 0.8123 "
+        "there, 0.8050 at 0.5)" in accuracy
+    )
+    assert "- **Masks [pruned]**: threshold 0.5\n" in accuracy  # an older bundle: no calibration
+    assert (
+        "- **int8 model**: post-training, by Dice against the labels (QAT: Dice 0.7900, "
+        "agreement with float 98.10 %; post-training: Dice 0.7980" in accuracy
+    )
+
+
+def test_a_report_from_before_tta_and_thresholds_renders_without_them(report):
+    markdown = render_markdown(report)
+    assert report.tta is None and "## Test-time augmentation" not in markdown
+    assert "**Masks**" not in markdown and "**int8 model**" not in markdown

@@ -62,3 +62,20 @@ def test_tuples_keep_their_length():
     assert from_json(tuple[int, int], [3, 4], "tile") == (3, 4)
     with pytest.raises(SchemaError, match="has 3 items, not 2"):
         from_json(tuple[int, int], [3, 4, 5], "tile")
+
+
+def test_tta_and_thresholds_round_trip_and_an_older_report_reads_without_them(make_report):
+    newer = Report.from_dict(make_report(tta=True))
+    assert Report.from_dict(json.loads(json.dumps(newer.to_dict()))) == newer
+    assert newer.tta.kinds == ("none", "flips", "d4")
+    assert newer.tta.scores["tflite int8"]["d4"].dice_vs_truth == 0.8021
+    assert {(e.variant, e.size) for e in newer.tta.latency if e.tta == "d4"} == {
+        (n, s) for n in ("tflite fp32", "tflite int8", "onnx fp32") for s in (256, 512)
+    }
+    assert newer.accuracy.thresholds["main"].threshold == 0.45
+    assert newer.accuracy.thresholds["pruned"].images is None
+    assert newer.accuracy.int8_choice.chosen == "ptq"
+    older = Report.from_dict(make_report())
+    assert older.tta is None and older.accuracy.thresholds == {}
+    assert older.accuracy.int8_choice is None
+    assert "tta" not in older.to_dict()  # what an older reader would not know stays out
