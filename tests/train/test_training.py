@@ -59,20 +59,25 @@ def _train_command(out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "train", *CLI, "--out", str(out), *extra]
 
 
-def test_killed_training_resumes_from_the_last_finished_epoch(tmp_path):
-    out = tmp_path / "run"
-    command = _train_command(out, "--epochs", "5", "--steps-per-epoch", "12")
+def _kill_after_epochs(command: list[str], out: Path, epochs: int) -> None:
+    """Runs a training command and kill -9s it once `epochs` rows are in its history."""
     process = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
-        if (out / "history.csv").exists() and len(_history(out)) >= 2:
+        if (out / "history.csv").exists() and len(_history(out)) >= epochs:
             break
-        time.sleep(0.2)
+        time.sleep(0.1)
     assert process.poll() is None, "training ended before it could be interrupted"
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def test_killed_training_resumes_from_the_last_finished_epoch(tmp_path):
+    out = tmp_path / "run"
+    command = _train_command(out, "--epochs", "5", "--steps-per-epoch", "12")
+    _kill_after_epochs(command, out, 2)
     finished_before = len(_history(out))
     assert not (out / "model.keras").exists()
     changed = subprocess.run([*command[:-1], "99"], cwd=ROOT, capture_output=True, text=True)
@@ -152,17 +157,7 @@ def test_a_killed_plateau_run_halves_and_stops_as_one_never_stopped(tmp_path):
     assert _decisions(tmp_path / "whole") == expected
 
     out = tmp_path / "killed"
-    process = subprocess.Popen(
-        _train_command(out, *args), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        if (out / "history.csv").exists() and len(_history(out)) >= 3:
-            break
-        time.sleep(0.1)
-    assert process.poll() is None, "training ended before it could be interrupted"
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _kill_after_epochs(_train_command(out, *args), out, 3)
     resumed = subprocess.run(
         _train_command(out, *args), cwd=ROOT, capture_output=True, text=True, timeout=300
     )
