@@ -194,7 +194,7 @@ def test_keep_float_finds_the_broken_layers_and_the_qat_bundle_passes(sabotaged,
     out = tmp_path / "bundle"
     # Each broken layer costs 0.65 Dice; 5 QAT steps alone move the tiny model by ~0.02.
     argv = ["--model", str(sabotaged), "--out", str(out), "--keep-float", "2", *QUICK_QAT]
-    argv += ["--max-dice-drop", "0.05"]
+    argv += ["--max-dice-drop", "0.05", "--method", "qat"]
     assert main(parse_args(argv)) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert set(manifest["keep_float"]) == set(SABOTAGED)

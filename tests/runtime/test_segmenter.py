@@ -94,7 +94,7 @@ def test_tiled_prediction_matches_the_whole_image_through_keras(tiny_bundle):
     tiled = seg.predict(image)
     assert tiled.tiles > 1
     assert np.mean(np.abs(tiled.probabilities - whole)) <= 1e-3
-    assert np.mean(tiled.mask == (whole[..., 0] >= 0.5)) >= 0.999
+    assert np.mean(tiled.mask == (whole[..., 0] >= seg.manifest.threshold)) >= 0.999
 
 
 def test_valid_model_tiles_carry_their_context(tiny_valid_bundle):

@@ -295,6 +295,7 @@ def test_a_channels_first_package_with_its_own_steps(tiny_quantized_bundle, tmp_
     np.testing.assert_allclose(seg.backend.run(x), own.backend.run(x), atol=1e-5)
     # No memory line: one 512 px tile, mirrored further out than the bundle model's whole
     # image (padded to the pooling grid only), so pixels near the border may differ.
-    theirs, ours = seg.predict(image), own.predict(image)
+    # A package without this toolkit's config says no threshold: 0.5, not the bundle's.
+    theirs, ours = seg.predict(image), own.predict(image, threshold=seg.manifest.threshold)
     assert theirs.tiles == ours.tiles == 1 and seg.manifest.input_size == 512
     assert np.mean(theirs.mask == ours.mask) > 0.99
