@@ -331,7 +331,7 @@ def run_training(
             train_config.patience,
         )
         average = (
-            WeightAverage(model, steps, train_config.average_epochs)
+            WeightAverage(model, steps, train_config.average_epochs, train_config.epochs * steps)
             if train_config.average_epochs
             else None
         )
