@@ -116,8 +116,8 @@ def measure_accuracy(
     classes = reference_variant.classes
     images = [s.image for s in samples]
     labels = [s.mask for s in samples]
-    thresholds = {v.bundle: bundle_threshold(v.bundle_path) for v in variants}
-    thresholds.setdefault(reference_variant.bundle, bundle_threshold(reference_variant.bundle_path))
+    bundles = {v.bundle: v.bundle_path for v in (reference_variant, *variants)}
+    thresholds = {label: bundle_threshold(path) for label, path in bundles.items()}  # once each
     threshold = _mask_threshold(thresholds[reference_variant.bundle])
     float_probs = _probabilities(reference_variant, images)
     per_image_refs = {
