@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.metadata
 import json
 import os
 from pathlib import Path
@@ -33,6 +32,8 @@ def cache_folder() -> Path:
 
 def interpreter_versions() -> dict[str, str]:
     """Every installed engine's version: another release may pick other kernels."""
+    import importlib.metadata  # here: 3 MB with the email parser, for the automatic choice only
+
     found = {}
     for package in (d for engine in ENGINES.values() for d in engine.distributions):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from runtime.errors import UserError
 
@@ -24,6 +23,8 @@ def read_image(path: Path, palette_indices: bool = False) -> np.ndarray:
         palette_indices: a palette ('P') image gives its indices (what a mask's palette
             colours stand for), not its colours (what an image's do).
     """
+    from PIL import Image, UnidentifiedImageError  # here: a caller with arrays never needs it
+
     try:
         with Image.open(path) as img:
             img.load()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 
 PACKAGES = (
@@ -24,6 +23,8 @@ PACKAGES = (
 
 def package_versions() -> dict[str, str]:
     """Python's version and each of PACKAGES' ("not installed" where it is not)."""
+    import importlib.metadata  # here, not at import: the runtime's processes rarely need it
+
     versions = {"python": sys.version.split()[0]}
     for name in PACKAGES:
         try:

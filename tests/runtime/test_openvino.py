@@ -248,3 +248,24 @@ def test_a_device_with_openvino_alone_measures_onnx_memory_through_it(tiny_bundl
     path = tiny_bundle / read_manifest(tiny_bundle).artifact("fp32", "onnx").file
     assert _measure_one_run(path, "onnx", (1, 64, 64, 1)) >= 0
     assert used == ["openvino"]
+
+
+@needs_openvino
+def test_the_runtime_imports_openvino_without_its_converter_which_stays_importable(tiny_bundle):
+    """A fresh process: the converter (and the telemetry, urllib and ssl it brings, 13 MB of a
+    150 MB budget) stays out while a model runs, and imports normally afterwards."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+import numpy as np
+from runtime.backends import load
+model = load("openvino", __import__("pathlib").Path({str(tiny_bundle / "model_fp32.onnx")!r}), 1)
+assert model.run(np.zeros((1, 16, 16, 1), np.float32)).shape[0] == 1
+assert "openvino_telemetry" not in sys.modules and "openvino.tools.ovc" not in sys.modules
+from openvino.tools.ovc import convert_model
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
