@@ -19,7 +19,7 @@ from benchmarks.environment import environment
 from benchmarks.report import write_report
 from benchmarks.schema import MAIN, Report, Skipped, Tta
 from benchmarks.variants import Variant, bundle_variants, keras_variant
-from runtime.backends import installed_backends
+from runtime.backends import ENGINES
 from runtime.bundle import MANIFEST, read_manifest
 from runtime.choice import Choice, choose
 from runtime.config import stage_config
@@ -60,11 +60,10 @@ def collect_variants(
     keras, why = keras_variant(found[MAIN], keras_path)
     skipped = [] if keras else [Skipped("keras fp32", why)]
     variants = ([keras] if keras else []) + [v for vs in found.values() for v in vs]
-    installed = set(installed_backends())
     usable = []
     for v in variants:
-        if v.backend and v.backend not in installed:
-            skipped.append(Skipped(v.name, f"the {v.backend} interpreter is not installed"))
+        if v.backend and (why := ENGINES[v.backend].missing()):
+            skipped.append(Skipped(v.name, why))
         else:
             usable.append(v)
     if not any(v.key == "int8" and v.bundle != MAIN for v in usable):

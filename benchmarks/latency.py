@@ -132,9 +132,8 @@ def openvino_runner(
         model = core.read_model(variant.path)
         if variant.resizable:
             model.reshape({model.input(0): [n, *tile, variant.channels]})
-        requests[n] = core.compile_model(
-            model, "CPU", compile_config(threads)
-        ).create_infer_request()
+        config = compile_config(threads, "bf16" if variant.backend == "openvino-bf16" else "f32")
+        requests[n] = core.compile_model(model, "CPU", config).create_infer_request()
         inputs[n] = _inputs(variant, n, tile, np.float32)
         requests[n].infer({0: inputs[n]})  # OpenVINO builds its kernels at the first run
 
@@ -168,6 +167,7 @@ RUNNERS: dict[str, Callable[[Variant, int, int, int, Tile], tuple[Runner, bool]]
     "litert": litert_runner,
     "onnx": onnx_runner,
     "openvino": openvino_runner,
+    "openvino-bf16": openvino_runner,
     "keras": keras_runner,
 }
 

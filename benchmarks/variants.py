@@ -16,6 +16,7 @@ import numpy as np
 
 from benchmarks.macs import tflite_macs
 from benchmarks.schema import MAIN, VariantInfo
+from runtime.backends import ENGINES, backend_for
 from runtime.bundle import MANIFEST, Manifest, read_manifest, sha256_of
 from runtime.cache import memory_line
 from runtime.memory import DEFAULT_MAX_MEMORY_MB, ModelMemory
@@ -120,21 +121,20 @@ def _bundle_key(fmt: str, precision: str) -> str:
     return precision if fmt == "tflite" else f"{precision}-{fmt}"
 
 
-# Engines other than a format's first, and the formats they read: the main bundle's files of
-# these formats are measured on them too ("openvino int8": model_int8.onnx through OpenVINO).
-FURTHER_ENGINES = {"openvino": "onnx"}
-
-
 def _on_other_engines(variant: Variant) -> list[Variant]:
+    """The main bundle's file on each engine other than its format's first that runs it
+    ("openvino int8": model_int8.onnx through OpenVINO; "openvino-bf16 fp32")."""
+    if variant.bundle != MAIN:
+        return []
     return [
         dataclasses.replace(
             variant,
-            name=_name(engine, variant.precision, variant.bundle),
-            key=_bundle_key(engine, variant.precision),
-            engine=engine,
+            name=_name(name, variant.precision, variant.bundle),
+            key=_bundle_key(name, variant.precision),
+            engine=name,
         )
-        for engine, fmt in FURTHER_ENGINES.items()
-        if variant.format == fmt and variant.bundle == MAIN
+        for name, engine in ENGINES.items()
+        if name != backend_for(variant.format) and engine.runs(variant.format, variant.precision)
     ]
 
 

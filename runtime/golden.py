@@ -170,5 +170,5 @@ def runnable(manifest: Manifest, precision: str | None, backend: str) -> list[tu
         (a, name)
         for a in manifest.artifacts
         if precision is None or a.precision == precision
-        for name in engines_for(a.format, engines)
+        for name in engines_for(a.format, engines, a.precision)
     ]

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.backends import BACKENDS, Backend, check_backend, installed_backends
+from runtime.backends import (
+    BACKENDS,
+    ENGINES,
+    Backend,
+    check_backend,
+    check_runs,
+    installed_backends,
+)
 from runtime.bundle import Artifact, Manifest, read_manifest, verified_model_path
 from runtime.cache import memory_line
 from runtime.choice import choose
@@ -238,10 +245,12 @@ def _auto(
 
 def _pick_backend(manifest: Manifest, precision: str, backend: str) -> str:
     if backend != "auto":
+        check_runs(backend, precision)
         return backend
     for name in installed_backends():
         if any(
-            a.precision == precision and a.format == BACKENDS[name][0] for a in manifest.artifacts
+            a.precision == precision and ENGINES[name].runs(a.format, precision)
+            for a in manifest.artifacts
         ):
             return name
     raise UserError(

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from runtime.backends import ENGINES, Backend, load
+from runtime.backends import ENGINES, Backend, check_backend, check_runs, load
 from runtime.bundle import Artifact, Manifest, read_manifest, verified_model_path
 from runtime.cache import save_device_lines
 from runtime.choice import choose
@@ -48,6 +48,8 @@ def verify_bundle(
         raise UserError(
             f"unknown precision {precision!r}: the bundle has {', '.join(manifest.precisions)}"
         )
+    if precision is not None and backend != "auto":
+        check_runs(check_backend(backend), precision)
     models = runnable(manifest, precision, backend)
     if not models:
         raise UserError(

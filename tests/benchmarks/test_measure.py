@@ -21,6 +21,7 @@ from benchmarks.schema import EndToEnd, Latency, Scores, Target, VariantScores
 from benchmarks.targets import check_targets
 from benchmarks.variants import bundle_variants, keras_variant, manifest_json
 from optimize.filter_prune import count_macs
+from runtime.backends import ENGINES
 from runtime.bundle import read_manifest
 from runtime.choice import Choice
 from runtime.cpu import has_int8_dot_product
@@ -32,6 +33,8 @@ from train.tfk import keras
 
 # The bundle's fp32 .onnx is measured on OpenVINO too where it is installed (the dev set has it).
 OPENVINO = {"openvino fp32"} if importlib.util.find_spec("openvino") else set()
+# bf16 on a CPU with it natively: measured in the latency tables, not end to end.
+OPENVINO_BF16 = {"openvino-bf16 fp32"} if ENGINES["openvino-bf16"].installed else set()
 
 
 def _hand_count(model: keras.Model) -> int:
@@ -69,8 +72,13 @@ def test_variants_describe_their_files_and_per_image_macs(tiny_bundle):
         "tflite int8",
         "onnx fp32",
         "openvino fp32",
+        "openvino-bf16 fp32",  # listed everywhere; measured where the CPU has bf16
     }
-    assert {v.backend for v in variants if v.format == "onnx"} == {"onnx", "openvino"}
+    assert {v.backend for v in variants if v.format == "onnx"} == {
+        "onnx",
+        "openvino",
+        "openvino-bf16",
+    }
     for v in variants:
         entry = v.describe((64, 96))
         data = Path(v.path).read_bytes()
@@ -165,7 +173,14 @@ def test_a_run_writes_every_report_file_with_sane_numbers(report_folder, tiny_bu
     report = load_report(report_folder)  # the JSON reads back into the schema
     assert {"report.md", "report.html"} <= {p.name for p in report_folder.iterdir()}
     names = {v.name for v in report.variants}
-    assert names == {"keras fp32", "tflite fp32", "tflite int8", "onnx fp32", *OPENVINO}
+    assert names == {
+        "keras fp32",
+        "tflite fp32",
+        "tflite int8",
+        "onnx fp32",
+        *OPENVINO,
+        *OPENVINO_BF16,
+    }
     for v in report.variants:
         if v.format != "keras":
             assert v.size_bytes == (tiny_bundle / v.file).stat().st_size

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import runtime.backends
 import runtime.choice
 from runtime import Segmenter
 from runtime.backends import ENGINES, load
@@ -28,6 +29,11 @@ pytestmark = pytest.mark.slow
 needs_openvino = pytest.mark.skipif(
     not importlib.util.find_spec("openvino"),
     reason="openvino is not installed (pip install '.[runtime-openvino]')",
+)
+
+needs_native_bf16 = pytest.mark.skipif(
+    not ENGINES["openvino-bf16"].installed,
+    reason="openvino-bf16 needs openvino and a CPU with AVX-512 BF16 or AMX",
 )
 
 
@@ -68,7 +74,11 @@ def _one_line(err: str) -> str:
 
 
 def test_an_onnx_file_is_a_pair_on_each_engine_that_reads_it(tiny_quantized_bundle):
-    assert [e for e in ENGINES if "onnx" in ENGINES[e].formats] == ["onnx", "openvino"]
+    assert [e for e in ENGINES if "onnx" in ENGINES[e].formats] == [
+        "onnx",
+        "openvino",
+        "openvino-bf16",
+    ]
     manifest = read_manifest(tiny_quantized_bundle)
     pairs = {(a.file, name) for a, name in runnable(manifest, None, "openvino")}
     assert pairs == {(a.file, "openvino") for a in manifest.artifacts if a.format == "onnx"}
@@ -76,7 +86,7 @@ def test_an_onnx_file_is_a_pair_on_each_engine_that_reads_it(tiny_quantized_bund
     installed = [name for name, e in ENGINES.items() if e.installed]
     for artifact in manifest.artifacts:
         for name in installed:
-            wanted = artifact.format in ENGINES[name].formats
+            wanted = ENGINES[name].runs(artifact.format, artifact.precision)
             assert ((artifact.file, name) in everything) == wanted
 
 
@@ -269,3 +279,53 @@ print("ok")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_openvino_bf16_is_offered_for_the_float_model_where_the_cpu_has_bf16(
+    tiny_quantized_bundle, monkeypatch, capsys
+):
+    bf16 = ENGINES["openvino-bf16"]
+    assert bf16.runs("onnx", "fp32") and not bf16.runs("onnx", "int8")
+    assert not bf16.runs("tflite", "fp32")
+    manifest = read_manifest(tiny_quantized_bundle)
+    monkeypatch.setattr(runtime.backends, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    assert not bf16.installed
+    if importlib.util.find_spec("openvino"):
+        assert bf16.missing() == "openvino-bf16 needs a CPU with amx_bf16 or avx512_bf16"
+    assert all(name != "openvino-bf16" for _, name in runnable(manifest, None, "auto"))
+    argv = [str(tiny_quantized_bundle), "--backend", "openvino-bf16", "--precision", "int8"]
+    assert verify_main(verify_args(argv)) == 2
+    assert "openvino-bf16 runs the bundle's fp32 model, not int8" in _one_line(
+        capsys.readouterr().err
+    )
+
+
+@needs_openvino
+def test_openvino_bf16_on_a_cpu_without_it_is_one_line(tiny_bundle, monkeypatch, capsys):
+    """Asked for by name where the CPU plugin lists no BF16 (OpenVINO would run f32)."""
+    import runtime.openvino_engine
+
+    class NoBf16Core:
+        def get_property(self, device: str, name: str) -> list[str]:
+            assert (device, name) == ("CPU", "OPTIMIZATION_CAPABILITIES")
+            return ["FP32", "INT8"]
+
+    monkeypatch.setattr(runtime.openvino_engine, "_core", NoBf16Core)
+    argv = [str(tiny_bundle), "--backend", "openvino-bf16", "--precision", "fp32"]
+    assert verify_main(verify_args(argv)) == 2
+    assert "this CPU has no native bf16" in _one_line(capsys.readouterr().err)
+
+
+@needs_native_bf16
+def test_openvino_bf16_computes_in_bf16_and_verifies_within_the_budget(tiny_quantized_bundle):
+    """A control that bf16 ran: its probabilities differ from f32's by more than f32 engines
+    differ from each other (1e-4 above); the golden tiles bound the difference."""
+    path = tiny_quantized_bundle / "model_fp32.onnx"
+    f32, bf16 = load("openvino", path, 2), load("openvino-bf16", path, 2)
+    x = np.random.default_rng(0).standard_normal((1, 64, 64, 1), dtype=np.float32)
+    assert np.abs(bf16.run(x) - f32.run(x)).max() > 1e-3
+    compiled = next(iter(bf16._compiled.values())).get_compiled_model()
+    assert "bfloat16" in str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    checks = verify_bundle(tiny_quantized_bundle, backend="openvino-bf16")
+    assert [(c.file, c.backend) for c in checks] == [("model_fp32.onnx", "openvino-bf16")]
+    assert checks[0].passed

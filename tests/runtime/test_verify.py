@@ -78,10 +78,13 @@ def test_verify_passes_here_prints_the_table_and_writes_nothing(tiny_quantized_b
 
 
 def test_the_same_kernels_reproduce_the_build_figures(tiny_quantized_bundle):
-    """On the machine that built it, verification measures the build's figures again."""
+    """On the machine that built it, verification measures the build's figures again (bf16
+    arithmetic, where the CPU has it, is another computation: the budget bounds it)."""
     built = read_manifest(tiny_quantized_bundle).golden.models
     for check in verify_bundle(tiny_quantized_bundle):
         assert check.passed
+        if check.backend == "openvino-bf16":
+            continue
         assert check.dice_vs_float == pytest.approx(built[check.file].dice_vs_float, abs=1e-3)
 
 
