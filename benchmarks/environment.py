@@ -18,13 +18,17 @@ from benchmarks.schema import Environment, GitState
 from runtime.cpu import cpu_flags, cpu_info
 from runtime.versions import package_versions
 
-# CPU flag (archspec's names, as /proc/cpuinfo's) -> report name: the SIMD features int8 and fp32 kernels pick from.
+# CPU flag (archspec's names, as /proc/cpuinfo's) -> report name: the SIMD features int8, bf16
+# and fp32 kernels pick from.
 CPU_FLAGS = {
     "avx2": "avx2",
     "fma": "fma",
     "avx512f": "avx512f",
     "avx512_vnni": "avx512_vnni",
     "avx_vnni": "avx_vnni",
+    "avx512_bf16": "avx512_bf16",  # openvino-bf16 is offered with one of these two
+    "amx_bf16": "amx_bf16",
+    "amx_int8": "amx_int8",
     "asimd": "neon",
     "asimddp": "dotprod",
     "i8mm": "i8mm",
