@@ -34,7 +34,7 @@ from runtime.metrics import masks_from_probabilities, segmentation_scores
 from runtime.preprocess import Preprocessing, measure_preprocessing, normalize
 from runtime.tiling import predict_tiled
 from runtime.versions import package_versions
-from train.config import DataConfig, ModelConfig, Padding, TrainConfig
+from train.config import DataConfig, ModelConfig, Padding, TrainConfig, Upsampling
 from train.data import Sample, load_samples, split_samples
 from train.distribute import (
     devices_in_words,
@@ -259,6 +259,16 @@ def preprocessing_sample(samples: list[Sample]) -> list[Sample]:
     return samples[::step]
 
 
+def _check_jit(model_config: ModelConfig, train_config: TrainConfig) -> None:
+    """XLA has no kernel for the gradient of nearest up-sampling (ResizeNearestNeighborGrad):
+    the first step would fail deep in TensorFlow."""
+    if train_config.jit and model_config.upsampling is Upsampling.NEAREST:
+        raise UserError(
+            "--jit cannot compile the gradient of nearest up-sampling (XLA has no "
+            "ResizeNearestNeighborGrad kernel): add --upsampling transpose, or leave out --jit"
+        )
+
+
 def run_training(
     model_config: ModelConfig,
     data_config: DataConfig,
@@ -276,6 +286,7 @@ def run_training(
     # First: multi-worker collectives can only be configured before TensorFlow runs an op.
     strategy = make_strategy(train_config.strategy)
     out = Path(out)
+    _check_jit(model_config, train_config)
     loss = make_loss(train_config.loss, model_config.classes)
     in_size = train_config.input_size
     out_size = checked_output_size(model_config, in_size)

@@ -57,6 +57,7 @@ def test_written_run_config_is_a_valid_config_file(tmp_path):
         (["--padding", "valid", "--input-size", "570", "--preset", "paper"], "use 556 or 572"),
         (["--loss", "ce_dice"], "ce_dice needs a softmax head"),
         (["--config", "/no/such.yaml"], "cannot read --config /no/such.yaml"),
+        (["--jit"], "--jit cannot compile the gradient of nearest up-sampling"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message, tmp_path, capsys):

@@ -165,3 +165,14 @@ def test_a_killed_plateau_run_halves_and_stops_as_one_never_stopped(tmp_path):
     assert "resuming" in resumed.stderr and "early stop after epoch 6" in resumed.stderr
     # An epoch the kill cut short before its backup was saved runs again: the last row counts.
     assert sorted(dict(_decisions(out)).items()) == expected
+
+
+def test_jit_trains_the_transposed_up_convolution(tmp_path):
+    """XLA compiles the step where it can (the nearest up-sampling's gradient it cannot: that is
+    a one-line error, tests/train/test_cli.py)."""
+    from train.cli import main, parse_args
+
+    out = tmp_path / "jit"
+    argv = [*CLI, "--epochs", "1", "--steps-per-epoch", "3", "--jit", "--upsampling", "transpose"]
+    assert main(parse_args([*argv, "--out", str(out)])) == 0
+    assert (out / "model.keras").is_file()
