@@ -117,8 +117,9 @@ def print_checks(checks: list[Check], manifest: Manifest) -> None:
     here, there = cpu_info(), manifest.golden.built_on if manifest.golden else {}
     print(f"this device: {here['model']} ({here['int8']})")
     print(f"build machine: {there.get('model', '?')} ({there.get('int8', '?')})")
+    width = max(map(len, ENGINES))
     print(
-        f"\n{'model':28s} {'backend':8s} {'agreement':>10s} {'Dice/float':>10s} "
+        f"\n{'model':28s} {'backend':{width}s} {'agreement':>10s} {'Dice/float':>10s} "
         f"{'built':>17s} {'ms/tile':>8s}  result"
     )
     for c in checks:
@@ -127,7 +128,7 @@ def print_checks(checks: list[Check], manifest: Manifest) -> None:
         )
         result = "ok" if c.passed else "FAIL"
         print(
-            f"{c.file:28s} {c.backend:8s} {c.agreement_with_float:10.4f} "
+            f"{c.file:28s} {c.backend:{width}s} {c.agreement_with_float:10.4f} "
             f"{c.dice_vs_float:10.4f} {built:>17s} {c.ms_per_tile:8.1f}  {result}"
         )
 
