@@ -11,8 +11,8 @@ image size (or one tile size) many times. The last two shapes stay compiled: a t
 alternates between full batches and the smaller last one.
 
 The `openvino-bf16` engine is the same with bf16 arithmetic (`INFERENCE_PRECISION_HINT`), on a
-CPU that has it natively (AVX-512 BF16, AMX): the fp32 model 3.8x faster on an AMX Xeon, masks
-99.999% the same. It is another computation than the one the bundle verified, so it is a
+CPU that has it natively (AVX-512 BF16, AMX): the fp32 model 4.1x faster on an AMX Xeon, masks
+99.9% the same. It is another computation than the one the bundle verified, so it is a
 (file, engine) pair of its own, verified on the golden tiles like an int8 model.
 """
 
