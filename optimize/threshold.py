@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from runtime.metrics import dice_of_counts, masks_from_probabilities, overlap_counts
 from runtime.typed_json import JsonRecord
 
 log = logging.getLogger(__name__)
@@ -47,26 +48,11 @@ class ThresholdChoice(JsonRecord):
 
 
 def _counts(probabilities: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """(true positives, predicted, true) foreground pixels at each candidate threshold."""
-    p = probabilities[..., 0].ravel()
-    foreground = truth.ravel() == 1
-    rows = []
-    for threshold in CANDIDATES:
-        predicted = p >= threshold
-        rows.append(
-            (
-                np.count_nonzero(predicted & foreground),
-                np.count_nonzero(predicted),
-                np.count_nonzero(foreground),
-            )
-        )
-    return np.asarray(rows, np.int64)
-
-
-def _dice(counts: np.ndarray) -> np.ndarray:
-    tp, predicted, true = counts.T
-    total = predicted + true
-    return np.where(total == 0, 1.0, 2.0 * tp / np.maximum(total, 1))
+    """`overlap_counts` of the masks the runtime would make at each candidate threshold."""
+    return np.asarray(
+        [overlap_counts(masks_from_probabilities(probabilities, t), truth) for t in CANDIDATES],
+        np.int64,
+    )
 
 
 def choose_threshold(images: Iterable[tuple[np.ndarray, np.ndarray]]) -> ThresholdChoice:
@@ -82,8 +68,8 @@ def choose_threshold(images: Iterable[tuple[np.ndarray, np.ndarray]]) -> Thresho
         seen += 1
     if not seen:
         raise ValueError("no validation images to calibrate the threshold on")
-    scores = _dice(counts)
-    near_best = [i for i, s in enumerate(scores) if s >= scores.max() - TIE]
+    scores = [dice_of_counts(*row) for row in counts.tolist()]
+    near_best = [i for i, s in enumerate(scores) if s >= max(scores) - TIE]
     chosen = min(near_best, key=lambda i: abs(CANDIDATES[i] - DEFAULT))
     return ThresholdChoice(
         threshold=CANDIDATES[chosen],

@@ -31,7 +31,7 @@ def _foreground_classes(classes: int) -> range:
     return range(1, 2) if classes == 1 else range(1, classes)
 
 
-def _overlap(pred: np.ndarray, true: np.ndarray, classes: int) -> tuple[int, int, int]:
+def overlap_counts(pred: np.ndarray, true: np.ndarray, classes: int = 1) -> tuple[int, int, int]:
     """True positives, predicted and true pixel counts, summed over the foreground classes."""
     tp = pred_count = true_count = 0
     for c in _foreground_classes(classes):
@@ -44,13 +44,17 @@ def _overlap(pred: np.ndarray, true: np.ndarray, classes: int) -> tuple[int, int
 
 def dice(pred: np.ndarray, true: np.ndarray, classes: int = 1) -> float:
     """Dice of the foreground; 1.0 when both masks are empty (they agree perfectly)."""
-    tp, p, t = _overlap(np.asarray(pred), np.asarray(true), classes)
-    return 1.0 if p + t == 0 else 2.0 * tp / (p + t)
+    return dice_of_counts(*overlap_counts(np.asarray(pred), np.asarray(true), classes))
+
+
+def dice_of_counts(tp: int, predicted: int, true: int) -> float:
+    """Dice from `overlap_counts` (summed over images: a pooled Dice)."""
+    return 1.0 if predicted + true == 0 else 2.0 * tp / (predicted + true)
 
 
 def iou(pred: np.ndarray, true: np.ndarray, classes: int = 1) -> float:
     """Intersection over union of the foreground; 1.0 when both masks are empty."""
-    tp, p, t = _overlap(np.asarray(pred), np.asarray(true), classes)
+    tp, p, t = overlap_counts(np.asarray(pred), np.asarray(true), classes)
     union = p + t - tp
     return 1.0 if union == 0 else tp / union
 
