@@ -49,7 +49,7 @@ def end_to_end_variants(variants: list[Variant]) -> list[Variant]:
     return [v for v in variants if v.bundle == MAIN and v.key in KEYS]
 
 
-def _image(size: int, channels: int) -> np.ndarray:
+def random_image(size: int, channels: int) -> np.ndarray:
     """Random pixels: an interpreter's time does not depend on what the image shows."""
     shape = (size, size) if channels == 1 else (size, size, 3)
     return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
@@ -73,7 +73,7 @@ def _per_size(variant: Variant, size: int, threads: int, config: BenchmarkConfig
 
     plan = variant.plan(size)
     segmenter = _segmenter(variant, threads)
-    image = _image(size, variant.channels)
+    image = random_image(size, variant.channels)
     interpreter, _ = runner_for(variant)(variant, threads, plan.count, plan.batch, plan.tile)
     times = round_robin(
         {"runtime": lambda: segmenter.predict(image), "interpreter": interpreter},
@@ -117,7 +117,7 @@ def _folder(variant: Variant, size: int, count: int, threads: int) -> FolderRun:
             paths.append(folder / f"{i:03d}.png")
             image = slice_ if variant.channels == 1 else np.repeat(slice_[..., None], 3, -1)
             Image.fromarray(image).save(paths[-1])
-        segmenter.predict(_image(size, variant.channels))  # the interpreter sized and warm
+        segmenter.predict(random_image(size, variant.channels))  # the interpreter sized and warm
         pipeline_ms = _pipeline_ms(segmenter, paths, out)
         passes = []
         for _ in range(FOLDER_PASSES):

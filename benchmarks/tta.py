@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from benchmarks.config import BenchmarkConfig
+from benchmarks.endtoend import random_image
 from benchmarks.environment import run_worker
 from benchmarks.schema import TtaLatency
 from benchmarks.variants import Variant
@@ -30,7 +31,6 @@ from runtime.typed_json import from_json, to_json
 
 log = logging.getLogger(__name__)
 
-KINDS = TTA_KINDS  # "none" (the baseline) first
 ROUNDS = 3  # timed turns of each kind at least: a median, and a d4 run is 8 passes
 
 
@@ -39,21 +39,15 @@ def tta_variants(variants: list[Variant]) -> list[Variant]:
     return [v for v in variants if v.format != "keras"]
 
 
-def _image(size: int, channels: int) -> np.ndarray:
-    """Random pixels: an interpreter's time does not depend on what the image shows."""
-    shape = (size, size) if channels == 1 else (size, size, 3)
-    return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-
-
 def _per_size(
     variant: Variant, size: int, threads: int, config: BenchmarkConfig
 ) -> list[TtaLatency]:
     from benchmarks.latency import round_robin
     from runtime.segmenter import Segmenter
 
-    image = _image(size, variant.channels)
+    image = random_image(size, variant.channels)
     runners = {}
-    for kind in KINDS:
+    for kind in TTA_KINDS:
         segmenter = Segmenter.from_bundle(
             variant.bundle_path,
             variant.precision,
@@ -67,7 +61,7 @@ def _per_size(
         runners,
         warmup=1,  # sizes the interpreter for the views' batch
         min_runs=ROUNDS,
-        seconds=config.seconds / len(KINDS),  # round_robin's budget is per runner
+        seconds=config.seconds / len(TTA_KINDS),  # round_robin's budget is per runner
         max_runs=config.max_runs,
     )
     return [
