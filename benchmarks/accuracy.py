@@ -22,6 +22,7 @@ from benchmarks.plots import Example
 from benchmarks.schema import Accuracy, Int8Choice, Scores, Threshold, Tta, VariantScores
 from benchmarks.variants import Variant, manifest_json
 from optimize.parity import Reference, compare
+from optimize.threshold import DEFAULT as DEFAULT_THRESHOLD
 from runtime.bundle import read_manifest
 from runtime.metrics import masks_from_probabilities
 from runtime.preprocess import scale_to_unit, to_channels
@@ -182,7 +183,7 @@ def measure_accuracy(
 
 def _mask_threshold(threshold: Threshold) -> float:
     """The threshold masks are made at (a softmax model's argmax ignores it)."""
-    return 0.5 if threshold.threshold is None else threshold.threshold
+    return DEFAULT_THRESHOLD if threshold.threshold is None else threshold.threshold
 
 
 def _example(

@@ -20,9 +20,11 @@ from runtime.errors import UserError
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
-TTA_KINDS = ("none", "flips", "d4")
 # Axes of an (N, H, W, C) batch each view flips: every one is its own inverse.
 FLIPS: tuple[tuple[int, ...], ...] = ((), (1,), (2,), (1, 2))
+# Kind -> the orientations whose 4 flips it averages (True: the transposed image).
+ORIENTATIONS: dict[str, tuple[bool, ...]] = {"none": (), "flips": (False,), "d4": (False, True)}
+TTA_KINDS = tuple(ORIENTATIONS)
 
 
 def check_tta(kind: str) -> None:
@@ -31,7 +33,7 @@ def check_tta(kind: str) -> None:
 
 
 def view_count(kind: str) -> int:
-    return {"none": 1, "flips": 4, "d4": 8}[kind]
+    return len(FLIPS) * len(ORIENTATIONS[kind]) or 1
 
 
 def _transposed(batch: np.ndarray) -> np.ndarray:
@@ -52,7 +54,7 @@ def augmented(predict: Predict, kind: str, together: bool) -> Predict:
     check_tta(kind)
     if kind == "none":
         return predict
-    orientations = (False, True) if kind == "d4" else (False,)
+    orientations = ORIENTATIONS[kind]
 
     def run_views(batch: np.ndarray) -> list[np.ndarray]:
         views = [np.ascontiguousarray(_flipped(batch, axes)) for axes in FLIPS]
@@ -69,6 +71,6 @@ def augmented(predict: Predict, kind: str, together: bool) -> Predict:
                 back = _transposed(back) if transposed else back
                 total = back.astype(np.float32) if total is None else total + back
         assert total is not None
-        return total / (len(FLIPS) * len(orientations))
+        return total / view_count(kind)
 
     return averaged
