@@ -403,7 +403,10 @@ def test_tta_is_the_mean_of_the_segmenter_over_the_eight_views(tiny_bundle, prec
         result = seg.predict(image)
         assert result.probabilities.shape == (64, 48, 1) and result.tiles == 1
         np.testing.assert_allclose(result.probabilities, expected, atol=1e-5)
-        assert np.array_equal(result.mask, (expected[..., 0] >= seg.manifest.threshold))
+        # Masks may differ only where a batch's other summation order crosses the threshold.
+        threshold = seg.manifest.threshold
+        differ = result.mask != (expected[..., 0] >= threshold)
+        assert np.all(np.abs(expected[..., 0][differ] - threshold) <= 1e-5)
     assert not np.allclose(expected, plain.predict(image).probabilities, atol=1e-3)
 
 
