@@ -199,6 +199,9 @@ def test_not_a_zip_and_another_precision_are_one_line(package, tmp_path):
         Segmenter.from_bundle(package, precision="fp32")
     with pytest.raises(UserError, match="does not run"):
         Segmenter.from_bundle(package, backend="litert")
+    # bf16 is for float weights, on any CPU: the int8 package is refused before loading.
+    with pytest.raises(UserError, match="holds int8 ONNX weights, which openvino-bf16 does not"):
+        Segmenter.from_bundle(package, backend="openvino-bf16")
     with pytest.raises(UserError, match=r"is a bioimage\.io package, not a bundle: .*--verify"):
         verify_bundle(package)  # runtime.verify checks bundles; predict --verify packages
 
