@@ -123,7 +123,7 @@ def openvino_runner(
     before timing (the runtime compiles a shape at its first use and keeps it)."""
     import openvino as ov
 
-    from runtime.openvino_engine import compile_config
+    from runtime.openvino_engine import INFERENCE_PRECISION, compile_config
 
     core = ov.Core()
     chunks = _chunks(tiles, batch) if variant.resizable else [1] * tiles
@@ -132,7 +132,7 @@ def openvino_runner(
         model = core.read_model(variant.path)
         if variant.resizable:
             model.reshape({model.input(0): [n, *tile, variant.channels]})
-        config = compile_config(threads, "bf16" if variant.backend == "openvino-bf16" else "f32")
+        config = compile_config(threads, INFERENCE_PRECISION[variant.backend])
         requests[n] = core.compile_model(model, "CPU", config).create_infer_request()
         inputs[n] = _inputs(variant, n, tile, np.float32)
         requests[n].infer({0: inputs[n]})  # OpenVINO builds its kernels at the first run

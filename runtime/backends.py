@@ -11,6 +11,7 @@ point the model file itself declares.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import logging
 from collections.abc import Callable
@@ -199,16 +200,10 @@ class OnnxBackend:
         return out.astype(np.float32, copy=False)
 
 
-def _openvino(path: Path, num_threads: int | None = None) -> Backend:
+def _openvino(path: Path, num_threads: int | None = None, engine: str = "openvino") -> Backend:
     from runtime.openvino_engine import OpenVINOBackend  # imports openvino only when asked
 
-    return OpenVINOBackend(path, num_threads)
-
-
-def _openvino_bf16(path: Path, num_threads: int | None = None) -> Backend:
-    from runtime.openvino_engine import OpenVINOBackend
-
-    return OpenVINOBackend(path, num_threads, "bf16")
+    return OpenVINOBackend(path, num_threads, engine)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +259,7 @@ ENGINES: dict[str, Engine] = {
             ("onnx",),
             ("openvino",),
             ("openvino",),
-            _openvino_bf16,
+            functools.partial(_openvino, engine="openvino-bf16"),
             frozenset({"avx512_bf16", "amx_bf16"}),
             frozenset({"fp32"}),
         ),

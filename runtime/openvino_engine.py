@@ -104,9 +104,16 @@ def _check_native(core: Any, precision: str) -> None:
         )
 
 
+# Engine name (as in runtime.backends.ENGINES) -> OpenVINO's inference precision.
+INFERENCE_PRECISION = {"openvino": "f32", "openvino-bf16": "bf16"}
+
+
 class OpenVINOBackend:
-    def __init__(self, path: Path, num_threads: int | None = None, precision: str = "f32") -> None:
-        self.name = "openvino" if precision == "f32" else f"openvino-{precision}"
+    def __init__(
+        self, path: Path, num_threads: int | None = None, engine: str = "openvino"
+    ) -> None:
+        self.name = engine
+        precision = INFERENCE_PRECISION[engine]
         self._core = _core()
         _check_native(self._core, precision)
         try:

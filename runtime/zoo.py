@@ -447,21 +447,16 @@ def _npy(data: bytes) -> np.ndarray:
 
 
 def engine_for(package: Package, backend: str, num_threads: int | None) -> ZooModel:
-    """The package's model on `backend` (auto: the first installed engine that runs ONNX)."""
+    """The package's model on `backend` (auto: the first installed engine that runs its ONNX
+    weights at their precision)."""
     check_backend(backend)
     precision = package.artifact.precision
-    onnx_engines = engines_for("onnx", list(ENGINES))
     if backend == "auto":
         backend = next(iter(engines_for("onnx", installed_backends(), precision)), "onnx")
-    elif backend not in onnx_engines:
-        raise UserError(
-            f"a bioimage.io package's weights are ONNX, which {backend} does not run: "
-            f"use --backend {' or '.join(['auto', *onnx_engines])}"
-        )
-    elif not ENGINES[backend].runs("onnx", precision):
+    elif backend not in (usable := engines_for("onnx", list(ENGINES), precision)):
         raise UserError(
             f"{package.path.name} holds {precision} ONNX weights, which {backend} does not run: "
-            f"use --backend {' or '.join(['auto', *engines_for('onnx', onnx_engines, precision)])}"
+            f"use --backend {' or '.join(['auto', *usable])}"
         )
     engine = load_engine(backend, package.model_file, num_threads)
     log.info("runtime: %s of %s on %s", package.artifact.file, package.path.name, backend)

@@ -197,7 +197,7 @@ def test_not_a_zip_and_another_precision_are_one_line(package, tmp_path):
         Segmenter.from_bundle(tmp_path / "broken.zip")
     with pytest.raises(UserError, match="holds one model"):
         Segmenter.from_bundle(package, precision="fp32")
-    with pytest.raises(UserError, match="does not run"):
+    with pytest.raises(UserError, match="which litert does not run: use --backend auto or onnx"):
         Segmenter.from_bundle(package, backend="litert")
     # bf16 is for float weights, on any CPU: the int8 package is refused before loading.
     with pytest.raises(UserError, match="holds int8 ONNX weights, which openvino-bf16 does not"):
