@@ -31,7 +31,14 @@ def flip_and_rotate(
         flip = _coin(s)
         image, mask = _maybe_reverse(image, flip, axis), _maybe_reverse(mask, flip, axis)
     turns = tf.random.stateless_uniform([], seeds[2], 0, 4, dtype=tf.int32)
-    return tf.image.rot90(image, turns), tf.image.rot90(mask, turns)
+    return tf.image.rot90(image, turns), _rot90_as_float(mask, turns)
+
+
+def _rot90_as_float(mask: tf.Tensor, turns: tf.Tensor) -> tf.Tensor:
+    """rot90 of class indices through float32, where they are exact: a transpose of any other
+    type makes TensorFlow's oneDNN log an error line ("supports DT_UINT8 only on platforms
+    with AVX-512") on every CPU, even with -q."""
+    return tf.cast(tf.image.rot90(tf.cast(mask, tf.float32), turns), mask.dtype)
 
 
 def brightness_contrast(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:

@@ -163,6 +163,11 @@ class WeightAverage(keras.callbacks.Callback):
     def averaged(self) -> list[np.ndarray]:
         return [a.numpy() for a in self._average]
 
+    def on_train_begin(self, logs=None) -> None:
+        # Traces the blend before the first batch, a no-op at decay 1: tracing inside the first
+        # batches made Keras warn that on_train_batch_end is slow, even with -q.
+        _blend(self._average, self.model.weights, tf.constant(1.0, tf.float32))
+
     def on_train_batch_end(self, batch: int, logs=None) -> None:
         step = float(self.model.optimizer.iterations.numpy())
         decay = min(self.decay, (1 + step) / (10 + step))

@@ -76,6 +76,7 @@ def test_geometric_augmentation_moves_image_and_mask_together(out):
     for seed in range(6):
         img, msk = flip_and_rotate(image, mask, tf.constant([seed, 1]))
         inner = img.numpy()[context : context + out, context : context + out, 0]
+        assert msk.dtype == tf.uint8
         np.testing.assert_array_equal(inner, msk.numpy()[..., 0])
         img, msk = elastic(image, mask, tf.constant([seed, 2]))
         assert set(np.unique(msk.numpy())) <= {0, 1}
