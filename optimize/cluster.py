@@ -84,7 +84,7 @@ def cluster(
     epochs: int = 1,
     learning_rate: float = 1e-4,
     steps_per_epoch: int | None = None,
-    verbose: int = 2,
+    verbose: int | None = None,
 ) -> keras.Model:
     """Clusters each kernel's nonzero weights into `clusters` values, keeping its zeros.
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import zipfile
 from functools import cached_property
 from pathlib import Path
@@ -141,7 +142,7 @@ def fine_tune(
     learning_rate: float,
     steps_per_epoch: int | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
-    verbose: int = 2,
+    verbose: int | None = None,
 ) -> keras.callbacks.History:
     """Trains `model` (pruning- or QAT-wrapped) on the run's data for a few epochs."""
     train_cfg = run.train_config
@@ -156,5 +157,12 @@ def fine_tune(
             val_samples, run.preprocessing, run.tile_size, run.output_tile_size, batch
         ),
         callbacks=callbacks or [],
-        verbose=verbose,
+        verbose=_keras_verbosity(verbose),
     )
+
+
+def _keras_verbosity(verbose: int | None) -> int:
+    """Keras' per-epoch lines (2), unless -q raised the package's logging above INFO."""
+    if verbose is not None:
+        return verbose
+    return 2 if logging.getLogger(__name__).isEnabledFor(logging.INFO) else 0

@@ -96,7 +96,7 @@ def magnitude_prune(
     epochs: int = 2,
     learning_rate: float = 1e-4,
     steps_per_epoch: int | None = None,
-    verbose: int = 2,
+    verbose: int | None = None,
 ) -> keras.Model:
     """Prunes the convolution kernels to `sparsity` while fine-tuning on the run's data.
 

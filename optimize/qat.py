@@ -289,7 +289,7 @@ def quantize_aware(
     learning_rate: float = 1e-4,
     preserve_sparsity: bool | None = None,
     steps_per_epoch: int | None = None,
-    verbose: int = 2,
+    verbose: int | None = None,
     init_ranges: bool = True,
     preserve_clusters: bool | None = None,
     keep_float: Collection[str] = (),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +185,11 @@ def test_prune_preserving_qat_masks_transposed_convolutions() -> None:
     after = kernels(qat)["dec1_upconv"]
     assert np.all(after.flat[::2] == 0.0)
     assert not np.array_equal(after.flat[1::2], kernel.flat[1::2])  # the rest did train
+
+
+@pytest.mark.parametrize("level, shown", [(logging.INFO, True), (logging.WARNING, False)])
+def test_keras_epoch_lines_follow_the_verbosity(run, float_model, level, shown, caplog, capsys):
+    """-q (the package's loggers at WARNING) hides Keras' per-epoch lines of the fine-tuning."""
+    caplog.set_level(level, logger="optimize")
+    quantize_aware(float_model, run, epochs=1, steps_per_epoch=1)
+    assert ("val_dice" in capsys.readouterr().out) is shown
