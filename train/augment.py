@@ -37,7 +37,7 @@ def flip_and_rotate(
 def _rot90_as_float(mask: tf.Tensor, turns: tf.Tensor) -> tf.Tensor:
     """rot90 of class indices through float32, where they are exact: a transpose of any other
     type makes TensorFlow's oneDNN log an error line ("supports DT_UINT8 only on platforms
-    with AVX-512") on every CPU, even with -q."""
+    with AVX-512"), on CPUs with AVX-512 too, even with -q."""
     return tf.cast(tf.image.rot90(tf.cast(mask, tf.float32), turns), mask.dtype)
 
 
