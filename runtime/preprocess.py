@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 import numpy as np
 
@@ -70,8 +71,20 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.repeat(image, channels, axis=-1)  # grey to colour
 
 
-def normalize(image: np.ndarray, prep: Preprocessing) -> np.ndarray:
+class WholeImage(Protocol):
+    """Pre-processing that takes statistics of the image (a bioimage.io package's per-image
+    mean and std, percentiles): `normalize` hands it the whole image before any tiling, so a
+    tiled result equals the untiled one."""
+
+    channels: int
+
+    def __call__(self, image: np.ndarray) -> np.ndarray: ...
+
+
+def normalize(image: np.ndarray, prep: Preprocessing | WholeImage) -> np.ndarray:
     """Turns one raw image (H, W[, C]) into float32 model input (H, W, prep.channels)."""
+    if not isinstance(prep, Preprocessing):
+        return prep(np.asarray(image))
     unit = scale_to_unit(to_channels(np.asarray(image), prep.channels))
     return ((unit - np.float32(prep.mean)) / np.float32(prep.std)).astype(np.float32)
 

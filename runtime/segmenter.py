@@ -223,9 +223,9 @@ class Segmenter:
         if image.ndim not in (2, 3):
             return None  # normalize raises the clear error
         have, want = _channel_count(image), self.manifest.channels
-        if have == want:
-            return None
         kinds = {1: "grey", 3: "RGB"}
+        if have == want or want not in kinds:  # a package's 2- or 4-channel model: its own
+            return None
         return f"converted a {kinds[have]} image to {kinds[want]} for this {want}-channel model"
 
 

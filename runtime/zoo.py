@@ -1,13 +1,16 @@
 """bioimage.io model packages with ONNX weights, run by the runtime's engines and tiling.
 
-A package (a zip, or its unpacked folder) holds `rdf.yaml` (format 0.5), the weights and test
-tensors. The runtime reads what it can honour and says, in one line, what it cannot: an rdf that
-is no model, weights that are not ONNX, a file whose SHA-256 does not match, a pre- or
-post-processing step it does not run. The package becomes a `Manifest` with one `Artifact`, so
-the `Segmenter` plans, tiles and post-processes it as it does a bundle's model, and
-`verify=True` checks the package's own test tensors with the package's own reproducibility
-tolerance, as a bundle's golden tiles are checked. Needs PyYAML (a device dependency), never
-bioimageio or TensorFlow.
+A package (a zip, its unpacked folder, or its rdf file) holds `rdf.yaml`, `bioimageio.yaml` or
+`NAME.bioimageio.yaml` (format 0.5; 0.4 converted by bioimageio.spec, `runtime.zoo_rdf`), the
+weights and test tensors. The runtime reads what it can honour and says, in one line, what it
+cannot: an rdf that is no model, weights that are not ONNX, a file whose SHA-256 does not match,
+a 3-D model, a step it does not run. The package becomes a `Manifest` with one `Artifact`, so
+the `Segmenter` plans, tiles and post-processes it as it does a bundle's model: the package's
+pre-processing runs on the whole image first (`runtime.zoo_steps`), its axes (channel first or
+last, with or without a batch) are transposed around the engine, a fixed input is tiled with
+its output halo dropped at the seams, and `verify=True` checks the package's own test tensors
+with its own reproducibility tolerance, as a bundle's golden tiles are checked. Needs PyYAML
+(a device dependency), never TensorFlow; bioimageio.spec only for format 0.4.
 """
 
 from __future__ import annotations
@@ -17,28 +20,38 @@ import dataclasses
 import hashlib
 import io
 import logging
+import math
 import tempfile
-import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from runtime.backends import ENGINES, Backend, check_backend, engines_for, installed_backends
+from runtime.backends import (
+    ENGINES,
+    Backend,
+    check_backend,
+    engines_for,
+    installed_backends,
+    onnx_session,
+)
 from runtime.backends import load as load_engine
-from runtime.bundle import MANIFEST, Artifact, Manifest, TensorInfo
+from runtime.bundle import Artifact, Manifest, TensorInfo
 from runtime.cache import cache_folder
 from runtime.errors import UserError
 from runtime.golden import VerificationFailed
 from runtime.io import write_bytes_atomic
 from runtime.memory import ModelMemory
 from runtime.metrics import float_parity, masks_from_probabilities
-from runtime.preprocess import Preprocessing, normalize
+from runtime.preprocess import Preprocessing, WholeImage, normalize
 from runtime.tiling import align_up, default_overlap
+from runtime.zoo_rdf import Axis, Files, axes_of, read_rdf, relative
+from runtime.zoo_rdf import is_package as is_package  # what the Segmenter asks first
+from runtime.zoo_rdf import onnx_weights as onnx_entry
+from runtime.zoo_steps import Dims, ImageSteps, OutputSteps
 
 log = logging.getLogger(__name__)
 
-RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 _RANGE = {"uint8": 255.0, "uint16": 65535.0}  # what `runtime.preprocess` divides raw pixels by
 # The zoo's defaults where a package gives no tolerance (bioimageio.spec 0.5).
 _DEFAULT_TOLERANCE = {
@@ -48,102 +61,7 @@ _DEFAULT_TOLERANCE = {
 }
 _UNMEASURED_TILE = 512
 _ZOO_EPS = 1e-6  # the zoo's fixed_zero_mean_unit_variance divides by std + eps
-_PRE_OPS = ("ensure_dtype", "scale_linear", "fixed_zero_mean_unit_variance")
-_POST_OPS = ("ensure_dtype", "binarize", "sigmoid", "softmax")
-
-
-def is_package(path: str | Path) -> bool:
-    """A .zip (or any zip file), or a folder with rdf.yaml that is not a bundle."""
-    p = Path(path)
-    if p.suffix.lower() == ".zip" or (p.is_file() and zipfile.is_zipfile(p)):
-        return True
-    return p.is_dir() and not (p / MANIFEST).exists() and any((p / n).is_file() for n in RDF_NAMES)
-
-
-class _Files:
-    """The package's files by their relative name, from a zip or a folder."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._zip: zipfile.ZipFile | None = None
-        if path.is_dir():
-            return
-        if not path.is_file():
-            raise UserError(f"package {path} does not exist: give a bioimage.io .zip or folder")
-        try:
-            self._zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as error:
-            raise UserError(
-                f"{path} is not a readable zip ({error}): re-download the package"
-            ) from None
-
-    def exists(self, name: str) -> bool:
-        if self._zip is not None:
-            return name in self._zip.namelist()
-        return (self.path / name).is_file()
-
-    def read(self, name: str) -> bytes:
-        if not self.exists(name):
-            raise UserError(
-                f"{self.path} lacks {name}, which rdf.yaml names: re-download the package"
-            )
-        try:
-            return self._zip.read(name) if self._zip else (self.path / name).read_bytes()
-        except (OSError, zipfile.BadZipFile, EOFError) as error:
-            raise UserError(
-                f"cannot read {name} of {self.path} ({error}): re-download it"
-            ) from None
-
-    def local(self, name: str) -> Path | None:
-        """The file itself when the package is a folder (nothing to unpack)."""
-        return None if self._zip is not None else self.path / name
-
-    def checked(self, entry: dict[str, Any], what: str) -> tuple[str, bytes]:
-        """A file entry's name and bytes after checking its SHA-256 (when rdf.yaml gives one)."""
-        name = _relative(entry.get("source"), self.path)
-        data = self.read(name)
-        expected = entry.get("sha256")
-        if expected and hashlib.sha256(data).hexdigest() != expected:
-            raise UserError(
-                f"{what} {name} of {self.path} does not match its SHA-256 in rdf.yaml (changed or "
-                "truncated): re-download the package"
-            )
-        return name, data
-
-
-def _relative(source: Any, package: Path) -> str:
-    if not isinstance(source, str) or "://" in source or source.startswith("/"):
-        raise UserError(
-            f"{package} names {source!r} as a file: the runtime reads only files inside the "
-            "package (no downloads)"
-        )
-    return str(PurePosixPath(source))
-
-
-def _rdf(files: _Files) -> dict[str, Any]:
-    import yaml
-
-    name = next((n for n in RDF_NAMES if files.exists(n)), None)
-    if name is None:
-        raise UserError(f"{files.path} has no rdf.yaml: it is not a bioimage.io package")
-    try:
-        rdf = yaml.safe_load(files.read(name))
-    except yaml.YAMLError as error:
-        raise UserError(
-            f"{files.path}'s {name} is not valid YAML ({error}): re-download it"
-        ) from None
-    if not isinstance(rdf, dict) or rdf.get("type") != "model":
-        kind = rdf.get("type") if isinstance(rdf, dict) else type(rdf).__name__
-        raise UserError(
-            f"{files.path}'s {name} describes a {kind!r}, not a model: give a model package"
-        )
-    version = str(rdf.get("format_version", ""))
-    if not version.startswith("0.5."):
-        raise UserError(
-            f"{files.path} is in rdf format {version or '?'}: the runtime reads format 0.5 "
-            "(`bioimageio update-format` converts older packages)"
-        )
-    return rdf
+_FOLDABLE = ("ensure_dtype", "scale_linear", "fixed_zero_mean_unit_variance")
 
 
 def _one(rdf: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
@@ -157,140 +75,98 @@ def _one(rdf: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """A tensor's axes: their order in the model (`order`, of b, y, x, c) and sizes."""
+    """A tensor's axes in the model's order (keys b, c, y, x), with the rdf's ids and sizes."""
 
-    order: tuple[str, ...]
-    sizes: dict[str, Any]
-    halo: int
+    axes: tuple[Axis, ...]
 
     @classmethod
     def of(cls, tensor: dict[str, Any], path: Path) -> Layout:
-        order, sizes, halo = [], {}, 0
-        for axis in tensor.get("axes", []):
-            kind = axis.get("type")
-            key = {"batch": "b", "channel": "c"}.get(kind) or (
-                axis.get("id") if kind == "space" else None
-            )
-            if key not in ("b", "c", "y", "x"):
-                raise UserError(
-                    f"{path}: axis {axis.get('id', kind)!r} of {tensor.get('id')!r} is not one of "
-                    "batch, y, x, channel: the runtime segments 2-D images"
-                )
-            order.append(key)
-            sizes[key] = len(axis["channel_names"]) if kind == "channel" else axis.get("size")
-            halo = max(halo, int(axis.get("halo", 0) or 0))
-        if order[:1] != ["b"] or not {"y", "x"} <= set(order):
-            raise UserError(
-                f"{path}: {tensor.get('id')!r} needs a batch axis first and y and x axes"
-            )
-        return cls(tuple(order), sizes, halo)
+        return cls(tuple(axes_of(tensor, path)))
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        return tuple(a.key for a in self.axes)
+
+    def axis(self, key: str) -> Axis | None:
+        return next((a for a in self.axes if a.key == key), None)
+
+    @property
+    def channels(self) -> int:
+        channel = self.axis("c")
+        return int(channel.size) if channel else 1
+
+    @property
+    def halo(self) -> int:
+        return max(a.halo for a in self.axes if a.key in "yx")
+
+    @property
+    def batchable(self) -> bool:
+        batch = self.axis("b")
+        return batch is not None and batch.size in (None, 0)
+
+    def dims(self, path: Path, where: str, batched: bool) -> Dims:
+        """Where the steps find each axis id in (H, W, C), or (N, H, W, C) when `batched`."""
+        first = 1 if batched else 0
+        places = {a.id: first + "yxc".index(a.key) for a in self.axes if a.key != "b"}
+        batch = self.axis("b")
+        return Dims(places, batch.id if batch else None, path, where)
 
     def to_model(self, nhwc: np.ndarray) -> np.ndarray:
-        """(N, H, W, C) -> this layout (the channel dropped when the model has none)."""
-        x = nhwc if "c" in self.order else nhwc[..., 0]
-        have = "byxc" if "c" in self.order else "byx"
+        """(N, H, W, C) -> this layout (no batch axis: N is 1; no channel axis: C is 1)."""
+        have = "byxc"
+        x = nhwc
+        for key in ("c", "b"):
+            if key not in self.order:
+                x = x.take(0, axis=have.index(key))
+                have = have.replace(key, "")
         return np.ascontiguousarray(x.transpose([have.index(k) for k in self.order]))
 
     def to_nhwc(self, array: np.ndarray) -> np.ndarray:
-        x = array.transpose(
-            [self.order.index(k) for k in "byx" + ("c" if "c" in self.order else "")]
-        )
-        return x if "c" in self.order else x[..., None]
+        x, have = array, "".join(self.order)
+        for key in ("b", "c"):
+            if key not in have:
+                x, have = x[None], key + have
+        return x.transpose([have.index(k) for k in "byxc"])
 
 
-def _affine(ops: list[dict[str, Any]], path: Path) -> tuple[float, float]:
-    """(a, b): the pre-processing as a * raw + b, or a one-line refusal of a step it is not."""
-    a, b = 1.0, 0.0
-    for op in ops:
-        name, kwargs = op.get("id"), op.get("kwargs") or {}
-        if name not in _PRE_OPS or "axis" in kwargs or "axes" in kwargs:
-            raise UserError(
-                f"{path}: pre-processing step {name!r}"
-                + (" along an axis" if name in _PRE_OPS else "")
-                + f" is not one the runtime runs ({', '.join(_PRE_OPS)}, scalar): it cannot run this package"
-            )
-        if name == "ensure_dtype" and not str(kwargs.get("dtype", "float32")).startswith("float"):
-            raise UserError(
-                f"{path}: pre-processing casts to {kwargs['dtype']}, which the runtime does not run"
-            )
-        if name == "scale_linear":
-            gain, offset = float(kwargs.get("gain", 1.0)), float(kwargs.get("offset", 0.0))
-            a, b = a * gain, b * gain + offset
-        elif name == "fixed_zero_mean_unit_variance":
-            std = float(kwargs["std"]) + _ZOO_EPS
-            a, b = a / std, (b - float(kwargs["mean"])) / std
-    if a <= 0:
-        raise UserError(
-            f"{path}: its pre-processing flips the sign of the pixels, which the runtime does not run"
-        )
-    return a, b
+class _Unbatched:
+    """A model with no batch axis on onnxruntime: one tile a call (engines run batches)."""
 
+    name = "onnx"
+    batchable = False
+    resizable = False
 
-def preprocessing(
-    tensor: dict[str, Any], channels: int, own: dict[str, Any] | None, path: Path
-) -> Preprocessing:
-    """The runtime's `Preprocessing` that computes the package's pre-processing.
+    def __init__(self, path: Path, num_threads: int | None) -> None:
+        self._session = onnx_session(path, num_threads)
+        self._input = self._session.get_inputs()[0].name
 
-    The runtime divides raw pixels by their dtype's range before (x - mean) / std; the zoo's
-    steps work on raw values of the input's declared type, so mean and std are rescaled by that
-    range. A package this toolkit wrote also carries the bundle's own figures: used when they
-    agree, so its masks are bit for bit the bundle's.
-    """
-    if channels not in (1, 3):
-        raise UserError(f"{path}: the model takes {channels} channels; the runtime runs 1 or 3")
-    a, b = _affine(tensor.get("preprocessing") or [], path)
-    scale = _RANGE.get(str((tensor.get("data") or {}).get("type", "float32")), 1.0)
-    std = 1.0 / (a * scale)
-    derived = Preprocessing(channels=channels, mean=-b * std, std=std)
-    if own:
-        theirs = Preprocessing.from_dict(own)
-        if np.allclose(
-            [theirs.mean, theirs.std], [derived.mean, derived.std], rtol=1e-5, atol=1e-7
-        ):
-            return theirs
-    return derived
-
-
-class _Post:
-    """The package's post-processing that the runtime runs: sigmoid or softmax on the output."""
-
-    def __init__(self, ops: list[dict[str, Any]], path: Path) -> None:
-        self.activation: str | None = None
-        self.threshold: float | None = None
-        for op in ops:
-            name, kwargs = op.get("id"), op.get("kwargs") or {}
-            if name not in _POST_OPS or (name == "binarize" and "axis" in kwargs):
-                raise UserError(
-                    f"{path}: post-processing step {name!r} is not one the runtime runs "
-                    f"({', '.join(_POST_OPS)}): it cannot run this package"
-                )
-            if name in ("sigmoid", "softmax"):
-                self.activation = name
-            elif name == "binarize":
-                self.threshold = float(kwargs["threshold"])
-
-    def __call__(self, nhwc: np.ndarray) -> np.ndarray:
-        if self.activation == "sigmoid":  # in the form that cannot overflow
-            e = np.exp(-np.abs(nhwc))
-            return np.where(nhwc >= 0, 1 / (1 + e), e / (1 + e)).astype(np.float32)
-        if self.activation == "softmax":
-            e = np.exp(nhwc - nhwc.max(axis=-1, keepdims=True))
-            return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-        return nhwc
+    def run(self, tile: np.ndarray) -> np.ndarray:
+        return self._session.run(None, {self._input: tile.astype(np.float32, copy=False)})[0]
 
 
 class ZooModel:
     """A runtime engine behind the package's axes: (N, H, W, C) in and out, as the runtime runs."""
 
-    def __init__(self, engine: Backend, inputs: Layout, outputs: Layout, post: _Post) -> None:
+    def __init__(
+        self,
+        engine: Backend | _Unbatched,
+        inputs: Layout,
+        outputs: Layout,
+        post: OutputSteps,
+        resizable: bool,
+    ) -> None:
         self.engine, self.inputs, self.outputs, self.post = engine, inputs, outputs, post
         self.name = engine.name
-        self.batchable = inputs.sizes.get("b") in (None, 0)
-        self.resizable = isinstance(inputs.sizes.get("y"), dict)
+        self.batchable = inputs.batchable
+        self.resizable = resizable
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        out = self.engine.run(self.inputs.to_model(batch))
-        return self.post(self.outputs.to_nhwc(out).astype(np.float32, copy=False))
+        if "b" in self.inputs.order:
+            outs = [self.engine.run(self.inputs.to_model(batch))]
+        else:
+            outs = [self.engine.run(self.inputs.to_model(tile[None])) for tile in batch]
+        out = np.concatenate([self.outputs.to_nhwc(np.asarray(o)) for o in outs])
+        return self.post(out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -303,9 +179,9 @@ class Package:
     model_file: Path
     inputs: Layout
     outputs: Layout
-    post: _Post
+    post: OutputSteps
     overlap: int
-    files: _Files
+    files: Files
     rdf: dict[str, Any]
 
     def tolerance(self) -> dict[str, float]:
@@ -321,15 +197,135 @@ class Package:
         return dict(_DEFAULT_TOLERANCE)
 
 
-def _size(value: Any, fallback: int) -> int:
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dict) and "min" in value:
-        return int(value["min"])
-    return fallback
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """The model's sides: its input rule (a fixed side, or `min` + n `step`) and how much
+    smaller its output is (0 for 'same' models; a 'valid' model's output is centred)."""
+
+    side: int | None  # a fixed input side, None when it takes min + n step
+    min: int
+    step: int
+    offset: int
+
+    @property
+    def resizable(self) -> bool:
+        return self.side is None and self.offset == 0
+
+    def valid_at_least(self, target: int) -> int:
+        if self.side is not None:
+            return self.side
+        return self.min + math.ceil(max(0, target - self.min) / self.step) * self.step
 
 
-def _unpacked(files: _Files, name: str, data: bytes, extra: list[tuple[str, bytes]]) -> Path:
+def _input_rule(layout: Layout, tensor_id: str, path: Path) -> tuple[int | None, int, int]:
+    """(fixed side or None, min, step) of the square input; y and x must agree."""
+    rules = []
+    for key in "yx":
+        size = layout.axis(key).size
+        if isinstance(size, dict) and "tensor_id" in size:  # x sized by y, or y by x
+            other = next((a for a in layout.axes if a.id == size.get("axis_id")), None)
+            if size.get("tensor_id") != tensor_id or other is None or other.key not in "yx":
+                raise UserError(f"{path}: input axis {key} refers to {size}: fix its rdf")
+            if int(size.get("offset") or 0):
+                raise UserError(f"{path}: its input is not square: the runtime tiles square inputs")
+            size = other.size
+        if isinstance(size, int):
+            rules.append((size, size, 1))
+        elif isinstance(size, dict) and "step" in size:
+            rules.append((None, int(size.get("min") or 1), int(size["step"])))
+        else:
+            raise UserError(f"{path}: input axis {key} has size {size!r}: fix its rdf")
+    if rules[0] != rules[1]:
+        raise UserError(
+            f"{path}: input y and x take {rules[0]} and {rules[1]} (side, min, step): the runtime "
+            "tiles square inputs"
+        )
+    return rules[0]
+
+
+def geometry(inputs: Layout, outputs: Layout, tensor_id: str, path: Path) -> Geometry:
+    side, low, step = _input_rule(inputs, tensor_id, path)
+    offsets = set()
+    for key in "yx":
+        axis, source = outputs.axis(key), inputs.axis(key)
+        size = axis.size
+        if isinstance(size, dict) and "tensor_id" in size:
+            ref = next((a for a in inputs.axes if a.id == size.get("axis_id")), None)
+            if size.get("tensor_id") != tensor_id or ref is None or ref.key not in "yx":
+                raise UserError(
+                    f"{path}: output axis {axis.id} refers to {size}, not an input y or x axis: "
+                    "the runtime runs one input"
+                )
+            if ref.scale != axis.scale:
+                raise UserError(
+                    f"{path}: output axis {axis.id} is at {ref.scale / axis.scale:g}x the input's "
+                    "scale: the runtime segments at the input's resolution"
+                )
+            offsets.add(int(size.get("offset") or 0))
+        elif isinstance(size, int) and side is not None and source.scale == axis.scale:
+            offsets.add(size - side)
+        else:
+            raise UserError(
+                f"{path}: output axis {axis.id} has size {size!r}, which does not follow the "
+                "input: the runtime segments at the input's size"
+            )
+    offset = offsets.pop()
+    if offsets or offset > 0 or offset % 2:
+        raise UserError(
+            f"{path}: its output is {offset:+d} px against the input: the runtime runs outputs "
+            "as large as the input or smaller by the same even count on both axes"
+        )
+    return Geometry(side, low, step, offset)
+
+
+def _affine(ops: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """(a, b): the pre-processing as a * raw + b, or None when it is not one."""
+    a, b = 1.0, 0.0
+    for op in ops:
+        name, kwargs = op.get("id"), op.get("kwargs") or {}
+        if name not in _FOLDABLE or "axis" in kwargs:
+            return None
+        if name == "ensure_dtype" and not str(kwargs.get("dtype", "float32")).startswith("float"):
+            return None
+        if name == "scale_linear":
+            gain, offset = float(kwargs.get("gain", 1.0)), float(kwargs.get("offset", 0.0))
+            a, b = a * gain, b * gain + offset
+        elif name == "fixed_zero_mean_unit_variance":
+            std = float(kwargs["std"]) + _ZOO_EPS
+            a, b = a / std, (b - float(kwargs["mean"])) / std
+    return (a, b) if a > 0 else None
+
+
+def preprocessing(
+    tensor: dict[str, Any], inputs: Layout, own: dict[str, Any] | None, path: Path
+) -> Preprocessing | WholeImage:
+    """How the runtime pre-processes the package's images.
+
+    A package this toolkit wrote (its `config.unet_edge`) keeps the bundle's `Preprocessing`:
+    the zoo's affine steps on raw values are the runtime's (x / range - mean) / std with mean and
+    std rescaled by the declared type's range, and the bundle's own figures are used when they
+    agree, so its masks are bit for bit the bundle's. Any other package runs its steps as the
+    zoo does, on raw values of the whole image (`ImageSteps`).
+    """
+    ops = tensor.get("preprocessing") or []
+    folded = _affine(ops) if own and inputs.channels in (1, 3) else None
+    if folded is None:
+        dims = inputs.dims(path, "pre-processing", batched=False)
+        return ImageSteps.of(tensor, dims, inputs.channels)
+    a, b = folded
+    scale = _RANGE.get(str((tensor.get("data") or {}).get("type", "float32")), 1.0)
+    std = 1.0 / (a * scale)
+    derived = Preprocessing(channels=inputs.channels, mean=-b * std, std=std)
+    if own.get("preprocessing"):
+        theirs = Preprocessing.from_dict(own["preprocessing"])
+        if np.allclose(
+            [theirs.mean, theirs.std], [derived.mean, derived.std], rtol=1e-5, atol=1e-7
+        ):
+            return theirs
+    return derived
+
+
+def _unpacked(files: Files, name: str, data: bytes, extra: list[tuple[str, bytes]]) -> Path:
     """The ONNX file on disk: the folder's own, else unpacked once into the user's cache folder
     (keyed by its SHA-256, so a device unpacks a package once); a temporary folder when the
     cache cannot be written."""
@@ -349,19 +345,25 @@ def _unpacked(files: _Files, name: str, data: bytes, extra: list[tuple[str, byte
     return folder / PurePosixPath(name).name
 
 
+def _sides(shape: Geometry, own: dict[str, Any], test_side: int) -> tuple[int, int, int, bool]:
+    """(input side, output side, pooling grid, resizable) of the manifest. A model that takes
+    any size runs the whole image where this toolkit measured its memory; without a memory
+    line it runs fixed tiles: the test tensor's side, or 512 px where that is smaller (a small
+    tile repeats its overlap often)."""
+    multiple = int(own.get("multiple") or shape.step)
+    if shape.resizable and own.get("memory"):
+        side = align_up(max(test_side, shape.min), shape.step)
+        return side, side, multiple, True
+    side = shape.valid_at_least(max(test_side, _UNMEASURED_TILE))
+    return side, side + shape.offset, multiple, shape.resizable
+
+
 def open_package(path: str | Path) -> Package:
     """Reads and checks a package; everything it cannot honour is a one-line UserError."""
     path = Path(path)
-    files = _Files(path)
-    rdf = _rdf(files)
-    weights = rdf.get("weights") or {}
-    if not isinstance(weights, dict) or "onnx" not in weights:
-        have = ", ".join(weights) if isinstance(weights, dict) and weights else "none"
-        raise UserError(
-            f"{path}'s weights are {have}, not ONNX: the runtime runs ONNX weights "
-            "(bioimageio.core's weight converters make them)"
-        )
-    onnx = weights["onnx"]
+    files = Files(path)
+    rdf = read_rdf(files)
+    onnx = onnx_entry(rdf, path)
     name, data = files.checked(onnx, "weights")
     extra = (
         [files.checked(onnx["external_data"], "weights data")] if onnx.get("external_data") else []
@@ -369,29 +371,13 @@ def open_package(path: str | Path) -> Package:
     tensor_in, tensor_out = _one(rdf, "inputs", path), _one(rdf, "outputs", path)
     inputs, outputs = Layout.of(tensor_in, path), Layout.of(tensor_out, path)
     own = (rdf.get("config") or {}).get("unet_edge") or {}
-    channels = int(inputs.sizes.get("c") or 1)
-    classes = int(outputs.sizes.get("c") or 1)
-    post = _Post(tensor_out.get("postprocessing") or [], path)
-    prep = preprocessing(tensor_in, channels, own.get("preprocessing"), path)
-    test_side = _test_side(files, tensor_in, inputs)
-    size_in = _size(inputs.sizes["y"], test_side)
-    size_out = (
-        size_in if isinstance(outputs.sizes["y"], dict) else _size(outputs.sizes["y"], size_in)
+    shape = geometry(inputs, outputs, str(tensor_in.get("id", "input")), path)
+    post = OutputSteps.of(tensor_out, outputs.dims(path, "post-processing", batched=True))
+    prep = preprocessing(tensor_in, inputs, own, path)
+    size_in, size_out, multiple, resizable = _sides(
+        shape, own, _test_side(files, tensor_in, inputs)
     )
-    step = inputs.sizes["y"].get("step", 1) if isinstance(inputs.sizes["y"], dict) else 1
-    multiple = int(own.get("multiple") or max(1, int(step)))
-    resizable = isinstance(inputs.sizes["y"], dict)
-    memory = ModelMemory(**own["memory"]) if own.get("memory") else None
-    if resizable:
-        # Without a measured memory line the runtime runs fixed tiles of this side: the test
-        # tensor's, or 512 px where that is smaller (a small tile repeats its overlap often).
-        floor = _UNMEASURED_TILE if memory is None else 0
-        size_in = size_out = align_up(max(test_side, size_in, floor), int(step))
-    shape = (
-        -1 if inputs.sizes.get("b") in (None, 0) else 1,
-        *([-1, -1] if resizable else [size_in, size_in]),
-        channels,
-    )
+    channels, classes = inputs.channels, outputs.channels
     artifact = Artifact(
         file=name,
         format="onnx",
@@ -400,44 +386,54 @@ def open_package(path: str | Path) -> Package:
         size=len(data),
         input=TensorInfo("float32"),
         output=TensorInfo("float32"),
-        shape=shape,
-        memory=memory,
+        shape=(
+            -1 if inputs.batchable else 1,
+            *([-1, -1] if resizable else [size_in, size_in]),
+            channels,
+        ),
+        memory=ModelMemory(**own["memory"]) if own.get("memory") else None,
     )
     threshold = post.threshold if post.threshold is not None else float(own.get("threshold", 0.5))
     default_names = (
         ["background", "foreground"] if classes == 1 else [f"class{i}" for i in range(classes)]
     )
-    class_names = tuple(own.get("class_names") or default_names)
     manifest = Manifest(
         input_size=size_in,
         output_size=size_out,
         size_multiple=multiple,
         channels=channels,
         classes=classes,
-        preprocessing=prep,
+        preprocessing=prep,  # type: ignore[arg-type]  # a WholeImage for foreign packages
         activation="sigmoid" if classes == 1 else "softmax",
         threshold=threshold,
-        class_names=class_names,
+        class_names=tuple(own.get("class_names") or default_names),
         artifacts=(artifact,),
-        digest=hashlib.sha256(
-            files.read(next(n for n in RDF_NAMES if files.exists(n)))
-        ).hexdigest(),
+        digest=hashlib.sha256(files.read(files.rdf)).hexdigest(),
     )
-    halo = outputs.halo
-    overlap = 2 * halo if halo else default_overlap(multiple, size_out, resizable)
-    if not resizable or overlap >= size_out:
-        overlap = min(overlap, size_out // 4)
     model_file = _unpacked(files, name, data, extra)
+    overlap = _overlap(outputs.halo, multiple, size_out, resizable, path)
     return Package(path, manifest, artifact, model_file, inputs, outputs, post, overlap, files, rdf)
 
 
-def _test_side(files: _Files, tensor: dict[str, Any], layout: Layout) -> int:
+def _overlap(halo: int, multiple: int, size_out: int, resizable: bool, path: Path) -> int:
+    """Tiles share twice the output halo, so each keeps only pixels at least a halo from a
+    seam; at the image's border the model's own border output is kept, as in one pass (the
+    package's test tensors are one pass)."""
+    if halo:
+        if 2 * halo >= size_out:
+            raise UserError(f"{path}: its halo of {halo} px leaves nothing of a {size_out} px tile")
+        return 2 * halo
+    overlap = default_overlap(multiple, size_out, resizable)
+    return min(overlap, size_out // 4) if not resizable or overlap >= size_out else overlap
+
+
+def _test_side(files: Files, tensor: dict[str, Any], layout: Layout) -> int:
     """The y size of the package's test input (its header only), 0 when it has none."""
     entry = tensor.get("test_tensor")
     if not entry:
         return 0
     with contextlib.suppress(UserError, ValueError):
-        array = _npy(files.read(_relative(entry.get("source"), files.path)))
+        array = _npy(files.read(relative(entry.get("source"), files.path)))
         return int(array.shape[layout.order.index("y")])
     return 0
 
@@ -458,16 +454,25 @@ def engine_for(package: Package, backend: str, num_threads: int | None) -> ZooMo
             f"{package.path.name} holds {precision} ONNX weights, which {backend} does not run: "
             f"use --backend {' or '.join(['auto', *usable])}"
         )
-    engine = load_engine(backend, package.model_file, num_threads)
+    if "b" not in package.inputs.order:
+        if backend != "onnx" and backend in ENGINES:
+            raise UserError(
+                f"{package.path.name}'s model has no batch axis, which only the onnx engine "
+                "runs here: use --backend onnx"
+            )
+        engine: Backend | _Unbatched = _Unbatched(package.model_file, num_threads)
+    else:
+        engine = load_engine(backend, package.model_file, num_threads)
     log.info("runtime: %s of %s on %s", package.artifact.file, package.path.name, backend)
-    return ZooModel(engine, package.inputs, package.outputs, package.post)
+    resizable = package.artifact.resizable
+    return ZooModel(engine, package.inputs, package.outputs, package.post, resizable)
 
 
 def check_package(package: Package, model: ZooModel) -> str:
-    """Runs the model on the package's test input, as the runtime pre-processes, and compares
-    with its test output by the package's tolerance (the zoo's own rule). Raises
-    VerificationFailed when more elements than the tolerance allows are off; returns the line
-    that says how it went."""
+    """Runs the model once on the package's test input, pre-processed as the runtime does,
+    and compares with its test output by the package's tolerance (the zoo's own rule, and its
+    test: one pass, no padding). Raises VerificationFailed when more elements than the
+    tolerance allows are off; returns the line that says how it went."""
     rdf_in, rdf_out = (
         _one(package.rdf, "inputs", package.path),
         _one(package.rdf, "outputs", package.path),
@@ -478,11 +483,11 @@ def check_package(package: Package, model: ZooModel) -> str:
     _, raw_out = package.files.checked(rdf_out["test_tensor"], "test output")
     images = package.inputs.to_nhwc(_npy(raw_in))
     declared = str((rdf_in.get("data") or {}).get("type", ""))
-    if declared in _RANGE:
+    prep = package.manifest.preprocessing
+    if declared in _RANGE and isinstance(prep, Preprocessing):
         images = images.astype(declared)  # a float test tensor of integer pixel values
     expected = package.outputs.to_nhwc(_npy(raw_out)).astype(np.float32)
-    inputs = np.stack([normalize(image, package.manifest.preprocessing) for image in images])
-    probabilities = model.run(inputs)
+    probabilities = model.run(np.stack([normalize(image, prep) for image in images]))
     m = package.manifest
     actual = probabilities
     if package.post.threshold is not None:
@@ -511,12 +516,13 @@ def check_package(package: Package, model: ZooModel) -> str:
 
 
 def _note_float_input(package: Package) -> None:
-    """The zoo normalizes raw values; the runtime first scales 8- and 16-bit images to [0, 1]
-    (`runtime.preprocess`). For an input declared as integers the two agree (the mean and std
+    """A package this toolkit wrote runs the bundle's pre-processing, which first scales 8- and
+    16-bit images to [0, 1]. For an input declared as integers the two agree (the mean and std
     are rescaled); for one declared float they agree on float images only: say so."""
     tensor = _one(package.rdf, "inputs", package.path)
     declared = str((tensor.get("data") or {}).get("type", "float32"))
-    if declared not in _RANGE and (tensor.get("preprocessing") or []):
+    prep = package.manifest.preprocessing
+    if isinstance(prep, Preprocessing) and declared not in _RANGE and tensor.get("preprocessing"):
         log.warning(
             "runtime: %s declares %s input: give it float images of the values it expects; "
             "8- and 16-bit images are scaled to [0, 1] first, as the runtime does for bundles",

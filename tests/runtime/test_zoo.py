@@ -166,16 +166,16 @@ BAD = {
     "torchscript": (_weights_as("torchscript"), {}, "not ONNX"),
     "hash": (None, {"model_int8_onnx": b"not the model"}, "SHA-256"),
     "preprocessing": (
-        _set(["inputs", 0, "preprocessing", 1], {"id": "zero_mean_unit_variance"}),
+        _set(["inputs", 0, "preprocessing", 1], {"id": "stardist_normalize"}),
         {},
-        "pre-processing step 'zero_mean_unit_variance'",
+        "pre-processing step 'stardist_normalize'",
     ),
     "postprocessing": (
         _set(["outputs", 0, "postprocessing"], [{"id": "stardist_postprocessing"}]),
         {},
         "post-processing step",
     ),
-    "old-format": (_set(["format_version"], "0.4.10"), {}, "format 0.5"),
+    "old-format": (_set(["format_version"], "0.3.2"), {}, "formats 0.5 and 0.4"),
 }
 
 
