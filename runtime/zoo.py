@@ -7,8 +7,9 @@ cannot: an rdf that is no model, weights that are not ONNX, a file whose SHA-256
 a 3-D model, a step it does not run. The package becomes a `Manifest` with one `Artifact`, so
 the `Segmenter` plans, tiles and post-processes it as it does a bundle's model: the package's
 pre-processing runs on the whole image first (`runtime.zoo_steps`), its axes (channel first or
-last, with or without a batch) are transposed around the engine, a fixed input is tiled with
-its output halo dropped at the seams, and `verify=True` checks the package's own test tensors
+last, with or without a batch) are transposed around the engine, a fixed input is tiled as
+bioimageio.core's blocks are (each tile drops its output halo, the image border is padded by
+it), and `verify=True` checks the package's own test tensors
 with its own reproducibility tolerance, as a bundle's golden tiles are checked. Needs PyYAML
 (a device dependency), never TensorFlow; bioimageio.spec only for format 0.4.
 """
@@ -154,13 +155,22 @@ class ZooModel:
         outputs: Layout,
         post: OutputSteps,
         resizable: bool,
+        crop: int = 0,
     ) -> None:
         self.engine, self.inputs, self.outputs, self.post = engine, inputs, outputs, post
         self.name = engine.name
         self.batchable = inputs.batchable
         self.resizable = resizable
+        self.crop = crop  # the output halo a tile drops: the tiling sees a 'valid' model
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        """The model's output without its halo, which the tiling fills from padded context."""
+        out = self.forward(batch)
+        c = self.crop
+        return out[:, c : out.shape[1] - c, c : out.shape[2] - c] if c else out
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """The model's whole output, halo included (its test tensors are that)."""
         if "b" in self.inputs.order:
             outs = [self.engine.run(self.inputs.to_model(batch))]
         else:
@@ -181,6 +191,7 @@ class Package:
     outputs: Layout
     post: OutputSteps
     overlap: int
+    crop: int  # output halo dropped from every tile (fixed tiles only)
     files: Files
     rdf: dict[str, Any]
 
@@ -345,17 +356,35 @@ def _unpacked(files: Files, name: str, data: bytes, extra: list[tuple[str, bytes
     return folder / PurePosixPath(name).name
 
 
-def _sides(shape: Geometry, own: dict[str, Any], test_side: int) -> tuple[int, int, int, bool]:
-    """(input side, output side, pooling grid, resizable) of the manifest. A model that takes
-    any size runs the whole image where this toolkit measured its memory; without a memory
-    line it runs fixed tiles: the test tensor's side, or 512 px where that is smaller (a small
-    tile repeats its overlap often)."""
+@dataclasses.dataclass(frozen=True)
+class Sides:
+    """The manifest's tile: input and output sides, pooling grid, whether it takes any size,
+    and the output halo each tile drops (0 where the whole image runs)."""
+
+    input: int
+    output: int
+    multiple: int
+    resizable: bool
+    crop: int
+
+
+def _sides(shape: Geometry, own: dict[str, Any], test_side: int, halo: int, path: Path) -> Sides:
+    """A model that takes any size runs the whole image where this toolkit measured its memory;
+    without a memory line it runs fixed tiles: the test tensor's side, or 512 px where that is
+    smaller (a small tile repeats its overlap often). A model of fixed input drops its output
+    halo from every tile, so the tiling pads the image border by it (symmetric), as
+    bioimageio.core's blocks do; one that takes any size may get a device's memory line and run
+    whole images, so it keeps its halo and shares it at seams (`_overlap`)."""
     multiple = int(own.get("multiple") or shape.step)
     if shape.resizable and own.get("memory"):
         side = align_up(max(test_side, shape.min), shape.step)
-        return side, side, multiple, True
+        return Sides(side, side, multiple, True, 0)
     side = shape.valid_at_least(max(test_side, _UNMEASURED_TILE))
-    return side, side + shape.offset, multiple, shape.resizable
+    crop = 0 if shape.resizable else halo
+    output = side + shape.offset - 2 * crop
+    if output <= 0:
+        raise UserError(f"{path}: its halo of {halo} px leaves nothing of a {side} px tile")
+    return Sides(side, output, multiple, shape.resizable, crop)
 
 
 def open_package(path: str | Path) -> Package:
@@ -374,9 +403,8 @@ def open_package(path: str | Path) -> Package:
     shape = geometry(inputs, outputs, str(tensor_in.get("id", "input")), path)
     post = OutputSteps.of(tensor_out, outputs.dims(path, "post-processing", batched=True))
     prep = preprocessing(tensor_in, inputs, own, path)
-    size_in, size_out, multiple, resizable = _sides(
-        shape, own, _test_side(files, tensor_in, inputs)
-    )
+    sides = _sides(shape, own, _test_side(files, tensor_in, inputs), outputs.halo, path)
+    _note_padding(tensor_in, sides, path)
     channels, classes = inputs.channels, outputs.channels
     artifact = Artifact(
         file=name,
@@ -388,7 +416,7 @@ def open_package(path: str | Path) -> Package:
         output=TensorInfo("float32"),
         shape=(
             -1 if inputs.batchable else 1,
-            *([-1, -1] if resizable else [size_in, size_in]),
+            *([-1, -1] if sides.resizable else [sides.input] * 2),
             channels,
         ),
         memory=ModelMemory(**own["memory"]) if own.get("memory") else None,
@@ -398,9 +426,9 @@ def open_package(path: str | Path) -> Package:
         ["background", "foreground"] if classes == 1 else [f"class{i}" for i in range(classes)]
     )
     manifest = Manifest(
-        input_size=size_in,
-        output_size=size_out,
-        size_multiple=multiple,
+        input_size=sides.input,
+        output_size=sides.output,
+        size_multiple=sides.multiple,
         channels=channels,
         classes=classes,
         preprocessing=prep,  # type: ignore[arg-type]  # a WholeImage for foreign packages
@@ -411,20 +439,41 @@ def open_package(path: str | Path) -> Package:
         digest=hashlib.sha256(files.read(files.rdf)).hexdigest(),
     )
     model_file = _unpacked(files, name, data, extra)
-    overlap = _overlap(outputs.halo, multiple, size_out, resizable, path)
-    return Package(path, manifest, artifact, model_file, inputs, outputs, post, overlap, files, rdf)
+    overlap = _overlap(outputs.halo, sides, path)
+    return Package(
+        path, manifest, artifact, model_file, inputs, outputs, post, overlap, sides.crop, files, rdf
+    )
 
 
-def _overlap(halo: int, multiple: int, size_out: int, resizable: bool, path: Path) -> int:
-    """Tiles share twice the output halo, so each keeps only pixels at least a halo from a
-    seam; at the image's border the model's own border output is kept, as in one pass (the
-    package's test tensors are one pass)."""
+def _overlap(halo: int, sides: Sides, path: Path) -> int:
+    """A fixed tile has dropped its halo already, so its tiles need share nothing (core's
+    blocks share only the halo). A model that takes any size keeps its halo: its tiles share
+    twice the halo, so each keeps only pixels at least a halo from a seam."""
+    if sides.crop:
+        return 0
     if halo:
-        if 2 * halo >= size_out:
-            raise UserError(f"{path}: its halo of {halo} px leaves nothing of a {size_out} px tile")
+        if 2 * halo >= sides.output:
+            raise UserError(
+                f"{path}: its halo of {halo} px leaves nothing of a {sides.output} px tile"
+            )
         return 2 * halo
-    overlap = default_overlap(multiple, size_out, resizable)
-    return min(overlap, size_out // 4) if not resizable or overlap >= size_out else overlap
+    overlap = default_overlap(sides.multiple, sides.output, sides.resizable)
+    fixed = not sides.resizable or overlap >= sides.output
+    return min(overlap, sides.output // 4) if fixed else overlap
+
+
+def _note_padding(tensor: dict[str, Any], sides: Sides, path: Path) -> None:
+    """bioimageio.core pads the image border by the halo as the input's `pad` says (symmetric
+    when it says nothing); the runtime's tiling pads symmetric, so say where that differs."""
+    mode = (tensor.get("pad") or {}).get("mode", "symmetric")
+    if sides.crop and mode != "symmetric":
+        log.warning(
+            "runtime: %s asks for %s padding at the image border; the runtime pads symmetric, "
+            "so the outer %d px may differ from bioimageio.core's",
+            path.name,
+            mode,
+            sides.crop,
+        )
 
 
 def _test_side(files: Files, tensor: dict[str, Any], layout: Layout) -> int:
@@ -465,7 +514,7 @@ def engine_for(package: Package, backend: str, num_threads: int | None) -> ZooMo
         engine = load_engine(backend, package.model_file, num_threads)
     log.info("runtime: %s of %s on %s", package.artifact.file, package.path.name, backend)
     resizable = package.artifact.resizable
-    return ZooModel(engine, package.inputs, package.outputs, package.post, resizable)
+    return ZooModel(engine, package.inputs, package.outputs, package.post, resizable, package.crop)
 
 
 def check_package(package: Package, model: ZooModel) -> str:
@@ -487,7 +536,7 @@ def check_package(package: Package, model: ZooModel) -> str:
     if declared in _RANGE and isinstance(prep, Preprocessing):
         images = images.astype(declared)  # a float test tensor of integer pixel values
     expected = package.outputs.to_nhwc(_npy(raw_out)).astype(np.float32)
-    probabilities = model.run(np.stack([normalize(image, prep) for image in images]))
+    probabilities = model.forward(np.stack([normalize(image, prep) for image in images]))
     m = package.manifest
     actual = probabilities
     if package.post.threshold is not None:

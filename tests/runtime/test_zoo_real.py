@@ -2,8 +2,9 @@
 tests/data with its licence), judged by its own test tensors and by bioimageio.core's prediction.
 
 The model takes exactly 512 x 512 (batch, channel, y, x; no `id` on x), normalizes each image
-by its own mean and std, and declares an output halo of 32 px: a larger image runs in 512 px
-tiles that drop the halo at every seam, normalized once over the whole image.
+by its own mean and std, and declares an output halo of 32 px: an image runs in 512 px tiles
+that keep their inner 448 px, the image border padded by the halo (symmetric) as
+bioimageio.core's blocks pad it, normalized once over the whole image.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from runtime.zoo import is_package, open_package
 PACKAGE = Path(__file__).resolve().parents[1] / "data" / "unet2d_nuclei_broad"
 RDFS = ("bioimageio.yaml", "v0_4_9.bioimageio.yaml", "v0_4_0.bioimageio.yaml")
 TOLERANCE = 1e-3  # the package gives none: bioimageio.spec's default, absolute and relative
+INNER = (slice(32, -32), slice(32, -32))  # beyond the package's output halo
 
 
 def _has_spec() -> bool:
@@ -89,17 +91,25 @@ def test_predict_cli_verifies_it_and_writes_its_mask(rdf, tmp_path, test_input, 
     args = [str(package), str(tmp_path / "nuclei.tif"), "--out", str(tmp_path / "out")]
     assert main(parse_args([*args, "--verify"])) == 0
     mask = np.asarray(Image.open(tmp_path / "out" / "nuclei_mask.png")) > 0
-    assert np.mean(mask == (test_output > 0.5)) == 1.0
+    # The test output is one pass with the model's own border; the runtime pads the border.
+    assert np.mean(mask[INNER] == (test_output > 0.5)[INNER]) == 1.0
+    assert np.mean(mask == (test_output > 0.5)) >= 0.999  # measured: 99.967%
 
 
 def test_probabilities_match_its_test_output(segmenter, test_input, test_output):
-    """The test input is one tile: one pass, as the package's own test ran, within its
-    tolerance (measured: 1.7e-6 at most, onnxruntime 1.31 on this CPU)."""
+    """One pass of the model, as the package's own test ran it (and `--verify` runs it), is
+    within its tolerance (measured: 1.7e-6 at most, onnxruntime 1.31 on this CPU). A
+    prediction pads the border by the halo, as core's blocks do: 4 tiles of 448 px kept, which
+    agree with the one pass beyond the halo within the zoo's default of 100 elements per million
+    beyond tolerance (measured: 25; 2.5e-3 at most: the tiles see other context there)."""
+    m = segmenter.manifest
+    assert (m.input_size, m.output_size, segmenter.overlap) == (512, 448, 0)
+    one_pass = segmenter.backend.forward(segmenter.prepare(test_input).input[None])[0, ..., 0]
+    assert beyond_tolerance(one_pass, test_output) == 0
+    assert np.abs(one_pass - test_output).max() < 1e-4
     result = segmenter.predict(test_input)
-    assert result.tiles == 1
-    assert segmenter.manifest.input_size == 512 and segmenter.overlap == 64  # twice the halo
-    assert beyond_tolerance(result.probabilities[..., 0], test_output) == 0
-    assert np.abs(result.probabilities[..., 0] - test_output).max() < 1e-4
+    assert result.tiles == 4
+    assert beyond_tolerance(result.probabilities[INNER][..., 0], test_output[INNER]) < 100
 
 
 def test_whole_image_statistics_before_tiles(segmenter, large):
@@ -131,9 +141,10 @@ def core():
 def test_agrees_with_bioimageio_core(core, segmenter, test_input, large):
     """bioimageio.core 0.11 on the same ONNX: its one pass (how its test runs the package)
     within the package's tolerance; its 512 px blocks with the halo, on the test input and on
-    the 4x image, >= 99.9% of the mask. The blocks differ from the runtime's only in the 32 px
-    border: core pads the image there (symmetric), the runtime keeps the model's own border
-    output as the one pass does (measured: 99.967% and 99.976%; the interior agrees fully)."""
+    the 4x image (1024 px), >= 99.9% of the whole mask, border included: both pad the image
+    border by the halo (symmetric). Measured: 100% of both masks; probabilities within 1.9e-3
+    (tiles at other places than core's blocks see other context beyond the halo), 10 per
+    million beyond the package's tolerance on the 1024 px image."""
     from bioimageio.core import Sample, Tensor
 
     pipeline, predict = core
@@ -148,16 +159,16 @@ def test_agrees_with_bioimageio_core(core, segmenter, test_input, large):
         sample, skip_input_padding=True, skip_output_cropping=True
     )
     theirs = one_pass.members["probability"].data.values[0, 0]
-    ours = segmenter.predict(test_input)
-    assert beyond_tolerance(ours.probabilities[..., 0], theirs) == 0
+    ours = segmenter.backend.forward(segmenter.prepare(test_input).input[None])[0, ..., 0]
+    assert beyond_tolerance(ours, theirs) == 0
     block = {"raw": {"batch": 1, "channel": 1, "y": 512, "x": 512}}
     for image in (test_input, large):
         blocked = predict(model=pipeline, inputs=image[None, None], input_block_shape=block)
         theirs = blocked.members["probability"].data.values[0, 0]
         ours = segmenter.predict(image)
-        assert np.mean(ours.mask == (theirs > 0.5)) >= 0.999
-        inner = (slice(32, -32), slice(32, -32))
-        assert np.mean(ours.mask[inner] == (theirs > 0.5)[inner]) >= 0.9999
+        assert np.mean(ours.mask == (theirs > 0.5)) >= 0.9999
+        assert np.abs(ours.probabilities[..., 0] - theirs).max() < 1e-2
+        assert beyond_tolerance(ours.probabilities[..., 0], theirs) < 100  # the zoo's default
 
 
 def _edited(tmp_path: Path, edit, rdf: str = "bioimageio.yaml") -> Path:
@@ -259,3 +270,14 @@ def test_a_named_rdf_alone_in_a_folder_is_a_package(tmp_path):
     shutil.copy(PACKAGE / "bioimageio.yaml", folder / "nuclei.bioimageio.yaml")
     assert is_package(folder)
     assert open_package(folder).files.rdf == "nuclei.bioimageio.yaml"
+
+
+def test_a_border_padding_other_than_symmetric_is_said(tmp_path, caplog):
+    """Core pads the border as the input's `pad` says; the runtime pads symmetric and says so."""
+
+    def reflect(rdf: dict) -> None:
+        rdf["inputs"][0]["pad"] = {"mode": "reflect"}
+
+    with caplog.at_level("WARNING", logger="runtime.zoo"):
+        open_package(_edited(tmp_path, reflect))
+    assert "asks for reflect padding at the image border" in caplog.text
