@@ -46,7 +46,7 @@ from runtime.memory import ModelMemory
 from runtime.metrics import float_parity, masks_from_probabilities
 from runtime.preprocess import Preprocessing, WholeImage, normalize
 from runtime.tiling import align_up, default_overlap
-from runtime.zoo_rdf import Axis, Files, axes_of, read_rdf, relative
+from runtime.zoo_rdf import SINGLETON, Axis, Files, axes_of, read_rdf, relative
 from runtime.zoo_rdf import is_package as is_package  # what the Segmenter asks first
 from runtime.zoo_rdf import onnx_weights as onnx_entry
 from runtime.zoo_steps import Dims, ImageSteps, OutputSteps
@@ -76,7 +76,8 @@ def _one(rdf: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """A tensor's axes in the model's order (keys b, c, y, x), with the rdf's ids and sizes."""
+    """A tensor's axes in the model's order (keys b, c, y, x, and SINGLETON for an axis of
+    size 1 that the runtime's arrays do not keep), with the rdf's ids and sizes."""
 
     axes: tuple[Axis, ...]
 
@@ -108,9 +109,15 @@ class Layout:
     def dims(self, path: Path, where: str, batched: bool) -> Dims:
         """Where the steps find each axis id in (H, W, C), or (N, H, W, C) when `batched`."""
         first = 1 if batched else 0
-        places = {a.id: first + "yxc".index(a.key) for a in self.axes if a.key != "b"}
+        kept = [a for a in self.axes if a.key not in ("b", SINGLETON)]
+        places = {a.id: first + "yxc".index(a.key) for a in kept}
         batch = self.axis("b")
-        return Dims(places, batch.id if batch else None, path, where)
+        singletons = frozenset(a.id for a in self.axes if a.key == SINGLETON)
+        return Dims(places, batch.id if batch else None, path, where, singletons)
+
+    @property
+    def _kept(self) -> str:
+        return "".join(k for k in self.order if k != SINGLETON)
 
     def to_model(self, nhwc: np.ndarray) -> np.ndarray:
         """(N, H, W, C) -> this layout (no batch axis: N is 1; no channel axis: C is 1)."""
@@ -120,10 +127,15 @@ class Layout:
             if key not in self.order:
                 x = x.take(0, axis=have.index(key))
                 have = have.replace(key, "")
-        return np.ascontiguousarray(x.transpose([have.index(k) for k in self.order]))
+        x = x.transpose([have.index(k) for k in self._kept])
+        for i, key in enumerate(self.order):
+            if key == SINGLETON:
+                x = np.expand_dims(x, i)
+        return np.ascontiguousarray(x)
 
     def to_nhwc(self, array: np.ndarray) -> np.ndarray:
-        x, have = array, "".join(self.order)
+        ones = tuple(i for i, key in enumerate(self.order) if key == SINGLETON)
+        x, have = np.squeeze(array, axis=ones) if ones else array, self._kept
         for key in ("b", "c"):
             if key not in have:
                 x, have = x[None], key + have
@@ -269,8 +281,9 @@ def geometry(inputs: Layout, outputs: Layout, tensor_id: str, path: Path) -> Geo
                 )
             if ref.scale != axis.scale:
                 raise UserError(
-                    f"{path}: output axis {axis.id} is at {ref.scale / axis.scale:g}x the input's "
-                    "scale: the runtime segments at the input's resolution"
+                    f"{path}: output axis {axis.id} has {ref.scale / axis.scale:g}x the input's "
+                    f"resolution (pixel scale {axis.scale:g} against {ref.scale:g}): the runtime "
+                    "segments at the input's resolution"
                 )
             offsets.add(int(size.get("offset") or 0))
         elif isinstance(size, int) and side is not None and source.scale == axis.scale:
@@ -392,11 +405,7 @@ def open_package(path: str | Path) -> Package:
     path = Path(path)
     files = Files(path)
     rdf = read_rdf(files)
-    onnx = onnx_entry(rdf, path)
-    name, data = files.checked(onnx, "weights")
-    extra = (
-        [files.checked(onnx["external_data"], "weights data")] if onnx.get("external_data") else []
-    )
+    _check_outputs_are_probabilities(rdf, path)
     tensor_in, tensor_out = _one(rdf, "inputs", path), _one(rdf, "outputs", path)
     inputs, outputs = Layout.of(tensor_in, path), Layout.of(tensor_out, path)
     own = (rdf.get("config") or {}).get("unet_edge") or {}
@@ -405,6 +414,12 @@ def open_package(path: str | Path) -> Package:
     prep = preprocessing(tensor_in, inputs, own, path)
     sides = _sides(shape, own, _test_side(files, tensor_in, inputs), outputs.halo, path)
     _note_padding(tensor_in, sides, path)
+    # The weights last: a package refused for its tensors says so before asking for ONNX.
+    onnx = onnx_entry(rdf, path)
+    name, data = files.checked(onnx, "weights")
+    extra = (
+        [files.checked(onnx["external_data"], "weights data")] if onnx.get("external_data") else []
+    )
     channels, classes = inputs.channels, outputs.channels
     artifact = Artifact(
         file=name,
@@ -443,6 +458,18 @@ def open_package(path: str | Path) -> Package:
     return Package(
         path, manifest, artifact, model_file, inputs, outputs, post, overlap, sides.crop, files, rdf
     )
+
+
+def _check_outputs_are_probabilities(rdf: dict[str, Any], path: Path) -> None:
+    """A StarDist model (format 0.4 says so in `config.stardist`; 0.5 names its post-processing
+    step, which `OutputSteps` refuses) outputs object probabilities and ray distances, which
+    only StarDist's polygon suppression turns into objects: no per-pixel classes to threshold."""
+    if ((rdf.get("config") or {}).get("stardist")) is not None:
+        raise UserError(
+            f"{path} is a StarDist model (config.stardist): its outputs are object "
+            "probabilities and ray distances for StarDist's polygon suppression, not per-pixel "
+            "classes the runtime thresholds"
+        )
 
 
 def _overlap(halo: int, sides: Sides, path: Path) -> int:

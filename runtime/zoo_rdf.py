@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,6 +21,7 @@ from runtime.errors import UserError
 # bioimageio.spec's names, in its order of preference; `NAME.bioimageio.yaml` and the like count.
 RDF_NAMES = ("rdf.yaml", "bioimageio.yaml", "model.yaml")
 _AXIS_KEY = {"batch": "b", "channel": "c"}
+SINGLETON = "1"  # the key of a further axis of size 1 (the spec's expand_output_shape adds z)
 # The id format 0.5 gives an axis that names none (bioimageio.spec.model.v0_5).
 _DEFAULT_ID = {"batch": "batch", "channel": "channel", "space": "x", "time": "time"}
 
@@ -35,7 +37,9 @@ def rdf_name(names: list[str]) -> str | None:
 
 
 def is_rdf_file(path: Path) -> bool:
-    return path.is_file() and rdf_name([path.name]) == path.name
+    """An rdf file named as such: any YAML file (bioimageio.spec loads one given by path, as
+    the spec repository's `rdf_wrong_shape_v0_4.yaml`); a folder's rdf is found by name."""
+    return path.is_file() and path.suffix.lower() in (".yaml", ".yml")
 
 
 def is_package(path: str | Path) -> bool:
@@ -132,7 +136,6 @@ def read_rdf(files: Files) -> dict[str, Any]:
         raise UserError(
             f"{files.path}'s {files.rdf} describes a {kind!r}, not a model: give a model package"
         )
-    onnx_weights(rdf, files.path)
     version = str(rdf.get("format_version", ""))
     if version.startswith("0.5."):
         return rdf
@@ -144,21 +147,60 @@ def read_rdf(files: Files) -> dict[str, Any]:
     )
 
 
+# What makes ONNX weights of the other formats, for the refusal line.
+_CONVERTERS = (
+    (("pytorch_state_dict", "torchscript"), "bioimageio.core's add_weights converts"),
+    (("keras_hdf5", "tensorflow_saved_model_bundle"), "tf2onnx converts"),
+)
+
+
 def onnx_weights(rdf: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The rdf's ONNX weights entry; other formats are refused by name."""
+    """The rdf's ONNX weights entry; other formats are refused by name, with what converts them."""
     weights = {k: v for k, v in (rdf.get("weights") or {}).items() if v}
     if "onnx" not in weights:
         have = ", ".join(weights) or "none"
+        how = next(
+            (
+                f"; {tool} {' and '.join(kinds)} to ONNX"
+                for kinds, tool in _CONVERTERS
+                if set(kinds) & set(weights)
+            ),
+            "",
+        )
         raise UserError(
-            f"{path}'s weights are {have}, not ONNX: the runtime reads ONNX weights only "
-            "(bioimageio.core's weight converters make them)"
+            f"{path}'s weights are {have}, not ONNX: the runtime reads ONNX weights only{how}"
         )
     return weights["onnx"]
 
 
+# Fields of a format 0.4 rdf the runtime reads; the rest (authors, citations, covers, ...) is
+# metadata that format 0.5 validates more strictly (a DOI given as a `url`), so the conversion
+# gets valid stand-ins and a package is judged by what the runtime runs.
+_RUN_FIELDS = (
+    "type",
+    "format_version",
+    "inputs",
+    "outputs",
+    "test_inputs",
+    "test_outputs",
+    "config",
+)
+_STAND_INS = {
+    "name": "package",
+    "description": "a model package",
+    "authors": [{"name": "unknown"}],
+    "cite": [{"text": "unknown", "url": "https://bioimage.io"}],
+    "documentation": "README.md",
+    "license": "MIT",
+    "timestamp": "2020-01-01T00:00:00",
+}
+_STAND_IN_ONNX = {"source": "weights.onnx"}  # converts what has no ONNX weights, to say so later
+
+
 def _from_v0_4(rdf: dict[str, Any], path: Path) -> dict[str, Any]:
-    """Format 0.4 converted to 0.5 by bioimageio.spec, offline: only the ONNX weights are kept
-    (the others may name downloads or code), and their SHA-256 is carried over."""
+    """Format 0.4 converted to 0.5 by bioimageio.spec, offline, from the fields the runtime
+    reads: only the ONNX weights go through (others may name downloads or code), their SHA-256
+    carried over; other formats are kept by name for the refusal line."""
     try:
         from bioimageio.spec import ValidationContext, build_description, dump_description
     except ImportError:
@@ -166,21 +208,53 @@ def _from_v0_4(rdf: dict[str, Any], path: Path) -> dict[str, Any]:
             f"{path} is in rdf format {rdf['format_version']}: format 0.4 needs bioimageio.spec, "
             "pip install '.[zoo]' (or convert it with `bioimageio update-format`)"
         ) from None
-    onnx = {k: v for k, v in onnx_weights(rdf, path).items() if k != "parent"}
-    with ValidationContext(perform_io_checks=False):
-        descr = build_description({**rdf, "weights": {"onnx": onnx}}, format_version="latest")
+    weights = {k: v for k, v in (rdf.get("weights") or {}).items() if v}
+    onnx = {k: v for k, v in (weights.get("onnx") or _STAND_IN_ONNX).items() if k != "parent"}
+    fields = {k: rdf[k] for k in _RUN_FIELDS if k in rdf}
+    source = {**_STAND_INS, **fields, "outputs": _halo_outputs(rdf), "weights": {"onnx": onnx}}
+    with ValidationContext(perform_io_checks=False), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its notes on the conversion: the refusal is one line
+        descr = build_description(source, format_version="latest")
     errors = getattr(descr.validation_summary, "errors", [])
     if type(descr).__name__ == "InvalidDescr" or errors:
         first = errors[0] if errors else None
-        where = ".".join(map(str, first.loc)) if first else "?"
+        where = ".".join(map(str, first.loc)) if first else ""
         why = " ".join(str(first.msg if first else "invalid").split())[:200]  # one line
         raise UserError(
-            f"{path} (format {rdf['format_version']}) does not convert to format 0.5: {where}: "
-            f"{why}; fix its rdf"
+            f"{path} (format {rdf['format_version']}) does not convert to format 0.5: "
+            f"{where + ': ' if where else ''}{why}; fix its rdf"
         )
     converted = dump_description(descr)
-    converted["weights"] = {"onnx": {**converted["weights"]["onnx"], "sha256": onnx.get("sha256")}}
+    converted_onnx = converted["weights"]["onnx"]
+    converted["weights"] = {k: v for k, v in weights.items() if k != "onnx"}
+    if "onnx" in weights:
+        converted["weights"]["onnx"] = {**converted_onnx, "sha256": onnx.get("sha256")}
     return converted
+
+
+def _halo_outputs(rdf: dict[str, Any]) -> list[Any]:
+    """Format 0.4 allows an output of fixed shape with a halo (the spec's
+    `unet2d_fixed_shape`); 0.5 wants a halo on a size that follows an input. Such an output
+    with its input's very shape is that input's size, offset 0."""
+    inputs = {t.get("name"): t for t in rdf.get("inputs") or [] if isinstance(t, dict)}
+    outputs = []
+    for tensor in rdf.get("outputs") or []:
+        same = next(
+            (
+                name
+                for name, t in inputs.items()
+                if isinstance(tensor, dict)
+                and t.get("shape") == tensor.get("shape")
+                and t.get("axes") == tensor.get("axes")
+            ),
+            None,
+        )
+        if same is not None and tensor.get("halo") and isinstance(tensor.get("shape"), list):
+            rank = len(tensor["shape"])
+            shape = {"reference_tensor": same, "scale": [1.0] * rank, "offset": [0] * rank}
+            tensor = {**tensor, "shape": shape}
+        outputs.append(tensor)
+    return outputs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,13 +269,17 @@ class Axis:
 
 
 def axes_of(tensor: dict[str, Any], path: Path) -> list[Axis]:
-    """The tensor's axes: a batch, a channel and two space axes (y, x) at most; a third space
-    axis, time or index is a 3-D or sequence model, refused in one line."""
+    """The tensor's axes: a batch, a channel and two space axes (y, x) at most, and any number
+    of further axes of size 1 (squeezed); a third space axis, time or index of another size is
+    a 3-D or sequence model, refused in one line."""
     axes: list[Axis] = []
     for axis in tensor.get("axes") or []:
         kind = axis.get("type")
         ident = str(axis.get("id") or _DEFAULT_ID.get(kind, kind))
         key = _AXIS_KEY.get(kind) or (ident if kind == "space" else None)
+        if key not in ("b", "c", "y", "x") and axis.get("size") == 1:
+            axes.append(Axis(SINGLETON, ident, 1, 0, 1.0))
+            continue
         if key not in ("b", "c", "y", "x"):
             raise UserError(
                 f"{path}: axis {ident!r} ({kind}) of {tensor.get('id')!r} makes it a 3-D or "

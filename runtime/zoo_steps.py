@@ -45,12 +45,14 @@ class Dims:
     batch: str | None
     path: Path
     where: str  # "pre-processing" or "post-processing", for the error lines
+    singletons: frozenset[str] = frozenset()  # axes of size 1 the array does not keep
 
     def reduced(self, axes: list[str] | None) -> tuple[int, ...]:
         """The array's dims a statistic spans: `axes` without the batch, all when None."""
         if axes is None:
             return tuple(sorted(self.of.values()))
-        unknown = [a for a in axes if a not in self.of and a != self.batch]
+        skipped = {self.batch, *self.singletons}
+        unknown = [a for a in axes if a not in self.of and a not in skipped]
         if unknown:
             raise UserError(
                 f"{self.path}: {self.where} names axis {unknown[0]!r}, which the tensor lacks: "
@@ -61,7 +63,7 @@ class Dims:
     def along(self, values: Any, axis: str | None, ndim: int) -> np.ndarray:
         """Per-entry values shaped to broadcast along `axis` (a scalar when there is none)."""
         array = np.asarray(values, dtype=np.float32)
-        if axis is None:
+        if axis is None or axis in self.singletons:
             return array
         if axis not in self.of:
             raise UserError(

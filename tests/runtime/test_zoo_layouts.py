@@ -206,3 +206,40 @@ def test_an_image_of_other_channels_is_one_line(channel_last):
         seg.predict(_fluorescence((64, 64, 3)))
     with pytest.raises(UserError, match="only the onnx engine"):
         Segmenter.from_bundle(channel_last, backend="openvino")
+
+
+def _with_z(onnx_bytes: bytes) -> bytes:
+    """The 1x1 convolution with a space axis z of size 1 in its input (squeezed before the
+    convolution) and its output (added after it): (N, C, 1, H, W) in and out."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.array([2], np.int64), "z"))
+    graph.node[0].input[0], graph.node[0].output[0] = "raw4", "logits4"
+    graph.node.insert(0, helper.make_node("Squeeze", ["raw", "z"], ["raw4"]))
+    graph.node.append(helper.make_node("Unsqueeze", ["logits4", "z"], ["logits"]))
+    for values, channels in ((graph.input, 2), (graph.output, 1)):
+        name = values[0].name
+        del values[:]
+        shape = ["n", channels, 1, "h", "w"]
+        values.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, shape))
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def test_an_axis_of_size_one_is_squeezed(channel_first, tmp_path):
+    """The spec's `expand_output_shape` example adds a space axis z of size 1 to a 2-D model's
+    output: still a 2-D model (not refused as 3-D), the axis squeezed out and put back, the
+    same probabilities; a statistic over z spans its one pixel."""
+    rdf = yaml.safe_load((channel_first / "rdf.yaml").read_text())
+    inputs, outputs = rdf["inputs"][0], rdf["outputs"][0]
+    for tensor in (inputs, outputs):
+        tensor["axes"].insert(2, {"type": "space", "id": "z", "size": 1})
+    inputs["preprocessing"][0]["kwargs"]["axes"] = ["z", "x", "y"]
+    model = _with_z((channel_first / "model.onnx").read_bytes())
+    expanded = _package(tmp_path / "expanded", model, inputs, outputs)
+    image = _fluorescence((200, 180, 2))
+    ours = Segmenter.from_bundle(expanded).predict(image)
+    np.testing.assert_allclose(ours.probabilities, _expected_channel_first(image), atol=2e-6)
