@@ -6,9 +6,13 @@ One mask PNG per image; a multi-page TIFF stack gives a mask stack with the same
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
+import os
 import sys
+import threading
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -27,6 +31,8 @@ from runtime.segmenter import Prediction, Prepared, Segmenter, overlay
 from runtime.tta import TTA_KINDS, check_tta, view_count
 
 log = logging.getLogger("runtime.predict")  # not __name__: "__main__" under python -m
+# Niceness of the pipeline's reading and writing threads (0 normal, 19 lowest).
+PIPELINE_NICENESS = 19
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,14 +223,19 @@ def segment_files(
     and another writes the last masks while the interpreter runs this one (LiteRT and
     onnxruntime release the GIL while they compute)."""
     progress = _progress(images)
-    with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+    noted: Counter[str] = Counter()  # notes on the input, said once, then counted
+    with (
+        ThreadPoolExecutor(1, initializer=_yield_to_the_interpreter) as reader,
+        ThreadPoolExecutor(1, initializer=_yield_to_the_interpreter) as writer,
+    ):
         reads = iter(reader.submit(read_file, segmenter, path) for path in images)
         upcoming, written = next(reads), None
         for _ in progress:
             read = upcoming.result()
             upcoming = next(reads, None)  # starts decoding the next file now
             for note in dict.fromkeys(p.note for p in read.prepared if p.note):
-                log.warning("%s: %s", read.path.name, note)
+                segmenter.say_once(note, read.path.name)
+                noted[note] += 1
             results = [segmenter.predict_prepared(p, threshold) for p in read.prepared]
             if written is not None:
                 written.result()  # one write in flight at most: masks do not pile up
@@ -237,6 +248,21 @@ def segment_files(
             _report(progress, f"{read.path.name}{stack}: {ms:.0f} ms, {tiles} tile(s)")
         if written is not None:
             written.result()
+    for note, files in noted.items():
+        if files > 1:
+            log.warning("%d of %d files: %s", files, len(images), note)
+
+
+def _yield_to_the_interpreter() -> None:
+    """Lowers this pipeline thread's priority (Linux: per thread), so that decoding and writing
+    fill the cores' idle moments instead of preempting the interpreter's threads.
+
+    An interpreter splits each layer across its threads and waits for the slowest: a decode
+    that takes one thread's core for a few ms stalls them all.
+    """
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PIPELINE_NICENESS)
 
 
 def _say_decision(segmenter: Segmenter, threshold: float | None) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +74,7 @@ class Segmenter:
         self.overlap = overlap
         self.max_memory_mb = max_memory_mb
         self.memory = memory_line(manifest, artifact)
+        self._notes_said: set[str] = set()
         if self.memory != artifact.memory:
             log.info(
                 "runtime: %s plans with this device's memory line (%.0f bytes a pixel; %s on "
@@ -169,9 +169,18 @@ class Segmenter:
         start = time.perf_counter()
         prepared = self.prepare(array)
         if prepared.note:
-            warnings.warn(prepared.note, stacklevel=2)
+            self.say_once(prepared.note)
         prediction = self.predict_prepared(prepared, threshold)
         return dataclasses.replace(prediction, seconds=time.perf_counter() - start)
+
+    def say_once(self, note: str, where: str = "") -> bool:
+        """Logs a note about the input (a colour image for a grey model) the first time this
+        Segmenter meets it, not once per image; whether it was said now."""
+        if note in self._notes_said:
+            return False
+        self._notes_said.add(note)
+        log.warning("%s%s (said once)", f"{where}: " if where else "", note)
+        return True
 
     def predict_batch(self, images: list, threshold: float | None = None) -> list[Prediction]:
         return [self.predict(image, threshold) for image in images]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -125,7 +126,14 @@ def test_openvino_computes_what_onnxruntime_does_at_run_time_sizes(tiny_bundle):
     compiled = next(iter(ov._compiled.values())).get_compiled_model()
     assert int(compiled.get_property("INFERENCE_NUM_THREADS")) == 2
     assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
     assert len(ov._compiled) == 2  # the last two shapes stay compiled
+    # No thread of this process is tied to one core (a pinned worker waits out another's load).
+    tasks = Path("/proc/self/task")
+    if tasks.is_dir() and len(os.sched_getaffinity(0)) > 1:
+        allowed = [(t / "status").read_text() for t in tasks.iterdir()]
+        lists = [line for s in allowed for line in s.splitlines() if "Cpus_allowed_list" in line]
+        assert all("-" in line or "," in line for line in lists), lists
 
 
 @needs_openvino

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -123,11 +124,11 @@ def test_any_size_dtype_and_channel_count_gives_a_mask_of_the_input_shape(
     image = rng.random(shape).astype(np.float32)
     if dtype is not np.float32:
         image = (image * np.iinfo(dtype).max).astype(dtype)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = seg.predict(image)
-    said_converted = any("RGB image to grey" in str(w.message) for w in caught)
-    assert said_converted == (channels in (3, 4))
+    result = seg.predict(image)
+    prepared = seg.prepare(image)
+    assert (prepared.note is not None) == (channels in (3, 4))
+    if prepared.note:
+        assert "RGB image to grey" in prepared.note
     assert result.mask.shape == (height, width) and set(np.unique(result.mask)) <= {0, 1}
     assert np.all((result.probabilities >= 0) & (result.probabilities <= 1))
 
@@ -251,6 +252,47 @@ def test_predict_cli_writes_masks_and_overlays(tiny_bundle, tmp_path):
     for i in range(6):
         expected = seg.predict(images / f"{i}.png").mask * 255
         assert np.array_equal(np.array(Image.open(out / f"{i}_mask.png")), expected), i
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="per-thread priority: Linux")
+def test_the_folder_pipeline_reads_and_writes_at_low_priority():
+    """Decoding and writing take the cores' idle moments, not the interpreter's threads'."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runtime.predict import PIPELINE_NICENESS, _yield_to_the_interpreter
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    before = niceness()
+    with ThreadPoolExecutor(1, initializer=_yield_to_the_interpreter) as pool:
+        assert pool.submit(niceness).result() == PIPELINE_NICENESS
+    assert niceness() == before  # the interpreter's (the caller's) own is untouched
+
+
+def test_a_colour_note_is_logged_once_per_run_then_counted(tiny_bundle, tmp_path, caplog):
+    from PIL import Image
+
+    from runtime.predict import segment_files
+
+    images = tmp_path / "rgb"
+    images.mkdir()
+    paths = []
+    for i in range(3):
+        paths.append(images / f"{i}.png")
+        Image.fromarray(np.repeat(_image(32, 32, seed=i)[..., None], 3, -1)).save(paths[-1])
+    seg = Segmenter.from_bundle(tiny_bundle, precision="int8", backend="litert", num_threads=1)
+    out = tmp_path / "masks"
+    out.mkdir()
+    with caplog.at_level(logging.WARNING, logger="runtime"):
+        segment_files(seg, paths, out)
+        seg.predict(np.asarray(Image.open(paths[0])))  # the same Segmenter: said already
+    lines = [r.getMessage() for r in caplog.records if "to grey" in r.getMessage()]
+    assert lines == [
+        "0.png: converted a RGB image to grey for this 1-channel model (said once)",
+        "3 of 3 files: converted a RGB image to grey for this 1-channel model",
+    ]
 
 
 @pytest.mark.parametrize(
