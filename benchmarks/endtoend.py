@@ -18,7 +18,6 @@ import dataclasses
 import io
 import json
 import logging
-import os
 import sys
 import tempfile
 import time
@@ -27,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.config import BenchmarkConfig
-from benchmarks.environment import run_worker
+from benchmarks.environment import run_worker, usable_cores
+from benchmarks.load import LoadProbe
 from benchmarks.schema import (
     MAIN,
     EndToEnd,
@@ -35,8 +35,9 @@ from benchmarks.schema import (
     FolderRun,
     ProcessMemory,
 )
-from benchmarks.targets import RSS_LIMIT_MB, RSS_SIZE, TIGHT_BUDGET_MB
+from benchmarks.targets import RSS_LIMIT_MB, RSS_SIZE
 from benchmarks.variants import Variant
+from runtime.memory import MEMORY_FIRST_MB
 from runtime.typed_json import from_json, to_json
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ def _per_size(variant: Variant, size: int, threads: int, config: BenchmarkConfig
     segmenter = _segmenter(variant, threads)
     image = random_image(size, variant.channels)
     interpreter, _ = runner_for(variant)(variant, threads, plan.count, plan.batch, plan.tile)
+    probe = LoadProbe()
     times = round_robin(
         {"runtime": lambda: segmenter.predict(image), "interpreter": interpreter},
         warmup=1,
@@ -90,12 +92,14 @@ def _per_size(variant: Variant, size: int, threads: int, config: BenchmarkConfig
         runtime_ms=float(np.median(times["runtime"])) * 1e3,
         interpreter_ms=float(np.median(times["interpreter"])) * 1e3,
         **dataclasses.asdict(plan),
+        other_cores=probe.other_cores(),
     )
 
 
-# Passes over the folder, the median kept: one pass of 8 images once ran at 0.86 of what the
-# cores allow where three more gave 0.95-0.98 (onnxruntime fp32, 2 cores).
-FOLDER_PASSES = 3
+# Passes over the folder, each beside a run of the interpreter alone over as many images, the
+# medians kept: a folder pass and an interpreter timing taken seconds apart drifted apart with
+# the CPU's clock (shares of 0.76 to 1.15 for one model on a quiet Xeon, 3 passes each).
+FOLDER_PASSES = 5
 
 
 def _folder(variant: Variant, size: int, count: int, threads: int) -> FolderRun:
@@ -104,10 +108,13 @@ def _folder(variant: Variant, size: int, count: int, threads: int) -> FolderRun:
     the slowest PNG to encode: 5 ms at 512 px, several times a real one's)."""
     from PIL import Image
 
+    from benchmarks.latency import round_robin, runner_for
     from runtime.predict import segment_files
     from train.data.synthetic import generate_em
 
     segmenter = _segmenter(variant, threads)
+    plan = variant.plan(size)
+    interpreter, _ = runner_for(variant)(variant, threads, plan.count, plan.batch, plan.tile)
     with tempfile.TemporaryDirectory() as scratch:
         folder, out = Path(scratch, "in"), Path(scratch, "out")
         folder.mkdir()
@@ -119,17 +126,37 @@ def _folder(variant: Variant, size: int, count: int, threads: int) -> FolderRun:
             Image.fromarray(image).save(paths[-1])
         segmenter.predict(random_image(size, variant.channels))  # the interpreter sized and warm
         pipeline_ms = _pipeline_ms(segmenter, paths, out)
-        passes = []
-        for _ in range(FOLDER_PASSES):
+
+        def folder_pass() -> None:
             with (
                 contextlib.redirect_stdout(io.StringIO()),
                 contextlib.redirect_stderr(io.StringIO()),
             ):
-                start = time.perf_counter()
                 segment_files(segmenter, paths, out)
-                passes.append(time.perf_counter() - start)
-    seconds = float(np.median(passes))
-    return FolderRun(variant.name, size, count, count / seconds, pipeline_ms, _cores())
+
+        def interpreter_alone() -> None:
+            for _ in paths:
+                interpreter()
+
+        probe = LoadProbe()
+        times = round_robin(
+            {"folder": folder_pass, "interpreter": interpreter_alone},
+            warmup=0,
+            min_runs=FOLDER_PASSES,
+            seconds=0,
+            max_runs=FOLDER_PASSES,
+        )
+        other_cores = probe.other_cores()
+    return FolderRun(
+        variant.name,
+        size,
+        count,
+        count / float(np.median(times["folder"])),
+        pipeline_ms,
+        usable_cores(),
+        other_cores,
+        float(np.median(times["interpreter"])) * 1e3 / count,
+    )
 
 
 def _pipeline_ms(segmenter, paths: list[Path], out: Path) -> float:
@@ -147,11 +174,6 @@ def _pipeline_ms(segmenter, paths: list[Path], out: Path) -> float:
         write_masks(read, results, segmenter.manifest.classes, out, tint=False)
         times.append(read_s + time.perf_counter() - start)
     return float(np.median(times)) * 1e3
-
-
-def _cores() -> int:
-    """The CPUs this process may run on (a container or taskset may allow fewer than exist)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _worker(spec_path: Path, out_path: Path) -> None:
@@ -190,7 +212,7 @@ def measure_end_to_end(variants: list[Variant], config: BenchmarkConfig, threads
         if e.size == RSS_SIZE and "int8" in e.variant and (e.peak_rss_mb or 0) > RSS_LIMIT_MB
     }
     memory += [
-        _fresh_process(dataclasses.replace(v, max_memory_mb=TIGHT_BUDGET_MB), RSS_SIZE)
+        _fresh_process(dataclasses.replace(v, max_memory_mb=MEMORY_FIRST_MB), RSS_SIZE)
         for v in chosen
         if v.name in over
     ]

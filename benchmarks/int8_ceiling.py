@@ -1,11 +1,14 @@
-"""The int8 ceiling: the best rate of a large integer GEMM (u8 x i8 -> i32) through OpenVINO.
+"""The engine ceilings: the best rate of a large GEMM through OpenVINO, integer (u8 x i8 -> i32)
+and float32.
 
 The float32 ceiling (numpy's BLAS) says little about int8 models: VNNI does 4 int8 MACs where
 FMA does one float32 MAC, and AMX tiles far more. So "% of ceiling" of an int8 model is measured
 against an int8 GEMM on the same CPU, through the engine that runs the fastest int8 kernels
 here. The GEMM is a quantize (FakeQuantize, u8) into a MatMul with int8 weights: OpenVINO's
 low-precision pass runs it as an integer FullyConnected, and `int8_gemm_ceiling` checks that it
-did (the node's runtime precision), else a float GEMM would pass for the int8 ceiling.
+did (the node's runtime precision), else a float GEMM would pass for the int8 ceiling. The
+float32 ceiling is the better of numpy's BLAS and the same engine's f32 GEMM, so both ceilings
+come from a kernel an engine runs.
 """
 
 from __future__ import annotations
@@ -45,19 +48,17 @@ def _gemm_kernel(compiled) -> tuple[str, str]:
     return "none", "none"
 
 
-def int8_gemm_ceiling(threads: int, side: int = 2048, repeats: int = 5) -> Int8Ceiling | None:
-    """Best of `repeats` side x side x side int8 GEMMs at `threads`; None without OpenVINO or
-    when it did not run the GEMM in integers."""
-    if not importlib.util.find_spec("openvino"):
-        return None
+def _f32_model(side: int):
     import openvino as ov
+    import openvino.opset13 as ops
 
-    from runtime.openvino_engine import compile_config
+    x = ops.parameter([side, side], np.float32, name="x")
+    w = np.random.default_rng(0).standard_normal((side, side), dtype=np.float32)
+    return ov.Model([ops.matmul(x, ops.constant(w), False, True)], [x])
 
-    compiled = ov.Core().compile_model(_model(side), "CPU", compile_config(threads))
-    precision, kernel = _gemm_kernel(compiled)
-    if precision not in ("u8", "i8"):
-        return None
+
+def _best_rate(compiled, side: int, repeats: int) -> float:
+    """GMAC/s of the best of `repeats` runs of a compiled side^3 GEMM."""
     request = compiled.create_infer_request()
     x = np.random.default_rng(1).random((side, side), np.float32) * 2.55
     request.infer({0: x})  # warm-up: weight packing
@@ -66,4 +67,35 @@ def int8_gemm_ceiling(threads: int, side: int = 2048, repeats: int = 5) -> Int8C
         start = time.perf_counter()
         request.infer({0: x})
         best = min(best, time.perf_counter() - start)
-    return Int8Ceiling(side**3 / best / 1e9, kernel)
+    return side**3 / best / 1e9
+
+
+def _compiled(model, threads: int):
+    import openvino as ov
+
+    from runtime.openvino_engine import compile_config
+
+    return ov.Core().compile_model(model, "CPU", compile_config(threads))
+
+
+def int8_gemm_ceiling(threads: int, side: int = 2048, repeats: int = 5) -> Int8Ceiling | None:
+    """Best of `repeats` side x side x side int8 GEMMs at `threads`; None without OpenVINO or
+    when it did not run the GEMM in integers."""
+    if not importlib.util.find_spec("openvino"):
+        return None
+    compiled = _compiled(_model(side), threads)
+    precision, kernel = _gemm_kernel(compiled)
+    if precision not in ("u8", "i8"):
+        return None
+    return Int8Ceiling(_best_rate(compiled, side, repeats), kernel)
+
+
+def f32_gemm_ceiling(threads: int, side: int = 2048, repeats: int = 5) -> float | None:
+    """The float32 GEMM measured the way the int8 one is: through OpenVINO's kernel, in f32
+    arithmetic (checked, not bf16 on a CPU with AMX); None without OpenVINO."""
+    if not importlib.util.find_spec("openvino"):
+        return None
+    compiled = _compiled(_f32_model(side), threads)
+    if _gemm_kernel(compiled)[0] != "f32":
+        return None
+    return _best_rate(compiled, side, repeats)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from benchmarks.config import BenchmarkConfig
 from benchmarks.environment import gemm_ceiling, run_worker
-from benchmarks.int8_ceiling import int8_gemm_ceiling
+from benchmarks.int8_ceiling import f32_gemm_ceiling, int8_gemm_ceiling
 from benchmarks.schema import Ceiling, Latency
 from benchmarks.variants import Variant
 from runtime.typed_json import from_json, to_json
@@ -230,12 +230,18 @@ def measure_threads(
     variants: list[Variant], config: BenchmarkConfig, threads: int
 ) -> tuple[list[Latency], Ceiling]:
     """Every variant at every setting for one thread count; returns entries and the ceilings."""
-    int8 = int8_gemm_ceiling(threads)
+    int8, blas, engine = (
+        int8_gemm_ceiling(threads),
+        gemm_ceiling(threads),
+        f32_gemm_ceiling(threads),
+    )
     ceilings = Ceiling(
         threads,
-        gemm_ceiling(threads),
+        max(blas, engine or 0.0),
         int8.gmacs_per_s if int8 else None,
         int8.kernel if int8 else None,
+        blas,
+        engine,
     )
     entries = []
     settings = _settings(config, threads)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from benchmarks.load import BUSY_CORES
 from benchmarks.plots import Example, draw_plots
 from benchmarks.schema import (
     MAIN,
@@ -32,7 +33,7 @@ from benchmarks.schema import (
     VariantScores,
     plural,
 )
-from benchmarks.targets import folder_ceiling
+from benchmarks.targets import folder_ceiling, folder_interpreter_ms
 from runtime.choice import Choice
 from runtime.io import write_bytes_atomic, write_json_atomic
 
@@ -183,8 +184,16 @@ def _header_section(report: Report) -> _Section:
         ("Data", _data_fact(report)),
         ("Baseline for speedups", _text(report.baseline)),
         ("Created", f"{_text(report.created)} in {_num(report.wall_seconds, 0)} s"),
+        ("Other processes", _load_fact(report.other_cores, env.cores)),
     ]
     return _Section("Machine and run", facts=facts)
+
+
+def _load_fact(other_cores: float | None, cores: int | None) -> str:
+    """How much of the machine other processes took while this report measured it."""
+    if other_cores is None:
+        return "not measured (no /proc/stat)"
+    return f"kept {other_cores:.2f} of {_text(cores)} cores busy on average during the run"
 
 
 def _capability(env: Environment) -> str:
@@ -223,16 +232,18 @@ def _targets_section(report: Report) -> _Section | None:
             t.claim,
             _num(t.target, _digits(t.target)),
             _num(t.measured, _digits(t.target)),
-            "met" if t.met else "missed",
+            "met" if t.met else t.not_judged or "missed",
         )
         for t in targets
     ]
     met = sum(1 for t in targets if t.met)
+    busy = sum(1 for t in targets if not t.met and t.not_judged)
+    unjudged = f" {busy} not judged: the machine was too busy to measure them." if busy else ""
     note = report.targets_note
     return _Section(
         "Targets",
         tables=[_Table(("claim", "target", "measured", "result"), rows, "lrrl")],
-        notes=[f"{met} of {len(targets)} targets met.", *([note] if note else [])],
+        notes=[f"{met} of {len(targets)} targets met.{unjudged}", *([note] if note else [])],
     )
 
 
@@ -270,17 +281,27 @@ def _latency_section(report: Report) -> _Section | None:
             (
                 str(c.threads),
                 _num(c.gmacs_per_s, 1),
+                _num(c.blas_gmacs_per_s, 1),
+                _num(c.engine_f32_gmacs_per_s, 1),
                 _num(c.int8_gmacs_per_s, 1),
                 _text(c.int8_kernel),
             )
             for c in report.ceiling
         ]
-        headers = ("threads", "fp32 GMAC/s", "int8 GMAC/s", "int8 kernel")
-        tables.append(_Table(headers, rows, "rrrl", caption="Compute ceiling"))
+        headers = (
+            "threads",
+            "fp32 GMAC/s",
+            "numpy BLAS",
+            "OpenVINO f32",
+            "int8 GMAC/s",
+            "int8 kernel",
+        )
+        tables.append(_Table(headers, rows, "rrrrrl", caption="Compute ceiling"))
     notes = [
         f"Speedup: the p50 of {baseline} over the variant's p50 at the same size, threads and "
         "batch (above 1 is faster). % of ceiling: the model's GMAC/s over the float32 GEMM "
-        "peak measured at that thread count; int8 kernels can pass it (more MACs per "
+        "peak measured at that thread count (the better of numpy's BLAS and OpenVINO's f32 "
+        "kernel); MACs are counted on the ONNX graph at each input's size; int8 kernels can pass it (more MACs per "
         "instruction). Timed is the interpreter's work on what the runtime runs for an image "
         "of that size: the whole image in one run where it fits the memory budget, else its "
         "tiles (a model with a fixed tile: its tiles); a batch runs as one call where the "
@@ -692,16 +713,18 @@ def _end_to_end_section(report: Report) -> _Section | None:
         folder_rows = []
         for e in e2e.folder:
             one = single.get((e.variant, e.size))
-            ceiling = folder_ceiling(one.interpreter_ms, one.threads, e) if one else None
+            interpreter_ms = folder_interpreter_ms(e, one)
+            ceiling = folder_ceiling(interpreter_ms, one.threads, e) if one else None
             folder_rows.append(
                 (
                     e.variant,
                     f"{e.images} x {e.size} px",
                     _num(e.images_per_s, 2),
-                    _num(_ratio(1e3, one.interpreter_ms if one else None), 2),
+                    _num(_ratio(1e3, interpreter_ms), 2),
                     _num(e.pipeline_ms, 1),
                     str(e.cores or ""),
                     _num(ceiling, 2),
+                    _num(e.other_cores, 2),
                 )
             )
         headers = (
@@ -712,9 +735,10 @@ def _end_to_end_section(report: Report) -> _Section | None:
             "pipeline ms/image",
             "cores",
             "cores allow images/s",
+            "other processes' cores",
         )
         caption = "A folder of PNGs through runtime.predict's pipeline"
-        tables.append(_Table(headers, folder_rows, "lrrrrrr", caption=caption))
+        tables.append(_Table(headers, folder_rows, "lrrrrrrr", caption=caption))
     budget = report.config.get("max_memory_mb")
     return _Section(
         "Whole images end to end",
@@ -731,8 +755,10 @@ def _end_to_end_section(report: Report) -> _Section | None:
             "a 512 px image in one pass is measured again with a budget that tiles it. The "
             "folder: decoding, pre-processing and writing the PNG masks overlap the "
             "interpreter's runs; 'pipeline ms' is that work on one image, one stage after "
-            "another, and 'cores allow' the interpreter's rate, or where its threads and that "
-            "work need more than the cores, cores / (threads x interpreter + pipeline).",
+            "another, and 'cores allow' the interpreter's rate (timed between the folder's "
+            "passes), or where its threads and that work need more than the cores, cores / "
+            "(threads x interpreter + pipeline). Other processes' cores: the CPU other "
+            f"processes took meanwhile; above {BUSY_CORES:g} the folder's target is not judged.",
         ],
     )
 

@@ -80,6 +80,9 @@ class Ceiling:
     gmacs_per_s: float
     int8_gmacs_per_s: float | None = None  # None: no engine ran an integer GEMM here
     int8_kernel: str | None = None  # the engine's primitive: AMX, VNNI, ...
+    # The two float32 GEMMs `gmacs_per_s` is the better of: numpy's BLAS, OpenVINO's f32 kernel.
+    blas_gmacs_per_s: float | None = None
+    engine_f32_gmacs_per_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,6 +150,7 @@ class EndToEndSize:
     count: int
     batch: int
     runs: int | None = None
+    other_cores: float | None = None  # other processes' CPU while it ran (`benchmarks.load`)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +166,8 @@ class FolderRun:
     # cores than the interpreter's threads plus that work, the cores cap the folder's rate.
     pipeline_ms: float | None = None
     cores: int | None = None
+    other_cores: float | None = None  # other processes' CPU during the passes
+    interpreter_ms: float | None = None  # the interpreter alone an image, between the passes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,6 +253,13 @@ class Target:
     target: float
     measured: float | None
     met: bool
+    # Why the measurement cannot judge the claim (a machine too busy to measure it): reported,
+    # never a miss.
+    not_judged: str | None = None
+
+    @property
+    def missed(self) -> bool:
+        return not self.met and self.not_judged is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -296,6 +309,7 @@ class Report(JsonRecord):
     schema: int = SCHEMA
     created: str | None = None
     wall_seconds: float | None = None
+    other_cores: float | None = None  # other processes' mean CPU during the run (benchmarks.load)
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # the run's inputs
     environment: Environment = dataclasses.field(default_factory=Environment)
     ceiling: tuple[Ceiling, ...] = ()

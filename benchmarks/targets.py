@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from benchmarks.load import busy_reason
 from benchmarks.schema import (
     MAIN,
     Accuracy,
@@ -142,9 +143,6 @@ PIXEL_FACTOR = 1.15
 RSS_LIMIT_MB = 150.0
 RSS_SIZE = 512
 FOLDER_SHARE = 0.9
-# The budget an int8 model that misses RSS_LIMIT_MB in one pass is measured again with: LiteRT
-# int8 (XNNPACK: ~620 bytes a pixel) needs ~225 MB for 512 px in one pass, onnxruntime ~140.
-TIGHT_BUDGET_MB = 80.0
 
 
 def _scaling_claims(sizes: tuple[EndToEndSize, ...]) -> list[Target]:
@@ -162,27 +160,34 @@ def _scaling_claims(sizes: tuple[EndToEndSize, ...]) -> list[Target]:
             f"{name}: a {size} px image through the runtime costs <= {PIXEL_FACTOR:g} x "
             f"{pixels:g} x a {smallest} px one ({entry.threads} thread(s), p50)"
         )
-        results.append(Target(claim, PIXEL_FACTOR, ratio, ratio <= PIXEL_FACTOR))
+        loads = [e.other_cores for e in (entry, base) if e.other_cores is not None]
+        busy = busy_reason(max(loads) if loads else None, f"the {size} and {smallest} px runs")
+        results.append(Target(claim, PIXEL_FACTOR, ratio, ratio <= PIXEL_FACTOR, busy))
     return results
 
 
 def _memory_claims(memory: tuple[ProcessMemory, ...]) -> list[Target]:
     """Per int8 model at RSS_SIZE px: the default budget's process, or where that one needs
-    more than RSS_LIMIT_MB, the tighter budget's (the report's table shows both)."""
-    chosen: dict[str, ProcessMemory] = {}
+    more than RSS_LIMIT_MB, the memory-first budget's, with the default's peak named in the
+    claim (LiteRT int8: XNNPACK's indirection buffers; docs/ARCHITECTURE.md)."""
+    by_variant: dict[str, list[ProcessMemory]] = {}
     for e in memory:
-        if e.size != RSS_SIZE or "int8" not in e.variant or e.peak_rss_mb is None:
-            continue
-        if e.variant not in chosen or (chosen[e.variant].peak_rss_mb or 0) > RSS_LIMIT_MB:
-            chosen[e.variant] = e
+        if e.size == RSS_SIZE and "int8" in e.variant and e.peak_rss_mb is not None:
+            by_variant.setdefault(e.variant, []).append(e)
     results = []
-    for name, e in chosen.items():
+    for name, runs in by_variant.items():
+        default, e = runs[0], runs[-1]  # measured at the default budget first
         peak = e.peak_rss_mb or 0.0
         tile = "x".join(map(str, e.tile or ()))
+        budget = f"max_memory_mb {e.max_memory_mb:g}: {e.count} run(s) of {tile} px"
+        if e is not default:
+            budget = (
+                f"the memory-first {budget}; {default.peak_rss_mb:.0f} MB at the default "
+                f"max_memory_mb {default.max_memory_mb:g} in {default.count} run(s)"
+            )
         claim = (
             f"{name}: a fresh process segmenting one {RSS_SIZE} px image peaks at "
-            f"<= {RSS_LIMIT_MB:g} MB RSS (max_memory_mb {e.max_memory_mb:g}: "
-            f"{e.count} run(s) of {tile} px)"
+            f"<= {RSS_LIMIT_MB:g} MB RSS ({budget})"
         )
         results.append(Target(claim, RSS_LIMIT_MB, peak, peak <= RSS_LIMIT_MB))
     return results
@@ -203,6 +208,12 @@ def folder_ceiling(interpreter_ms: float, threads: int, entry: FolderRun) -> flo
     return min(rate, entry.cores * 1e3 / (threads * interpreter_ms + entry.pipeline_ms))
 
 
+def folder_interpreter_ms(entry: FolderRun, single: EndToEndSize | None) -> float | None:
+    """The interpreter's ms an image that a folder's rate is judged against: timed between the
+    folder's passes where the report has it, else the size's own entry."""
+    return entry.interpreter_ms or (single.interpreter_ms if single else None)
+
+
 def _folder_claims(folder: tuple[FolderRun, ...], sizes: tuple[EndToEndSize, ...]) -> list[Target]:
     interpreter = {(e.variant, e.size): e for e in sizes}
     results = []
@@ -210,7 +221,7 @@ def _folder_claims(folder: tuple[FolderRun, ...], sizes: tuple[EndToEndSize, ...
         single = interpreter.get((entry.variant, entry.size))
         if single is None:
             continue
-        ceiling = folder_ceiling(single.interpreter_ms, single.threads, entry)
+        ceiling = folder_ceiling(folder_interpreter_ms(entry, single), single.threads, entry)
         share = entry.images_per_s / ceiling
         claim = (
             f"{entry.variant}: runtime.predict on a folder of {entry.images} {entry.size} px "
@@ -218,7 +229,8 @@ def _folder_claims(folder: tuple[FolderRun, ...], sizes: tuple[EndToEndSize, ...
             f"({ceiling:.1f}: the interpreter's {single.threads} thread(s) and the pipeline's "
             f"{entry.pipeline_ms or 0:.1f} ms an image on {entry.cores or '?'} core(s))"
         )
-        results.append(Target(claim, FOLDER_SHARE, share, share >= FOLDER_SHARE))
+        busy = busy_reason(entry.other_cores, "the folder's passes")
+        results.append(Target(claim, FOLDER_SHARE, share, share >= FOLDER_SHARE, busy))
     return results
 
 

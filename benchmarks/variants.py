@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.macs import tflite_macs
+from benchmarks.macs import onnx_macs
 from benchmarks.schema import MAIN, VariantInfo
 from runtime.backends import ENGINES, backend_for
 from runtime.bundle import MANIFEST, Manifest, read_manifest, sha256_of
@@ -139,9 +139,9 @@ def _on_other_engines(variant: Variant) -> list[Variant]:
 
 
 def _macs(bundle: Path, manifest: Manifest) -> int:
-    """MACs of one input tile, counted on a TFLite model of the bundle (all share the graph)."""
-    tflite = [a for a in manifest.artifacts if a.format == "tflite"]
-    return tflite_macs(bundle / tflite[0].file, manifest.input_size) if tflite else 0
+    """MACs of one input tile, counted on the bundle's ONNX graph (all its models share it)."""
+    onnx = [a for a in manifest.artifacts if a.format == "onnx"]
+    return onnx_macs(bundle / onnx[0].file, manifest.input_size) if onnx else 0
 
 
 def bundle_variants(

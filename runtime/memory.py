@@ -27,6 +27,10 @@ MB = 1 << 20
 # every model of the demo bundle (LiteRT fp32 needs ~300 MB for it, int8 ~170 MB, onnxruntime
 # int8 ~90 MB; measured on the Ice Lake Xeon).
 DEFAULT_MAX_MEMORY_MB = 384.0
+# The memory-first budget: every engine's fresh process segments a 512 px image of the demo
+# U-Net within 150 MB (LiteRT int8 in 4 tiles: 133 MB, 1.4x its one-pass time; one pass takes
+# 213 MB, most of it XNNPACK's indirection buffers). The README and the benchmarks name it.
+MEMORY_FIRST_MB = 96.0
 
 
 @dataclasses.dataclass(frozen=True)
