@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo bench test lint format clean cross-cpu
+.PHONY: venv demo bench test test-slow lint format clean cross-cpu
 
 venv: $(STAMP)
 
@@ -31,11 +31,15 @@ CROSS_CPU_BUNDLE ?= runs/bundle
 cross-cpu: $(STAMP)
 	$(PY) -m benchmarks.crosscpu $(CROSS_CPU_BUNDLE)
 
-## Lint and the whole test suite.
+## Lint and the suite but its slow end-to-end runs (a few minutes on 2 cores).
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+
+## The slow part: real training, conversion and whole-chain runs (CI runs it after `make test`).
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
