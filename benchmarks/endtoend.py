@@ -68,17 +68,25 @@ def _segmenter(variant: Variant, threads: int):
     )
 
 
-def _per_size(variant: Variant, size: int, threads: int, config: BenchmarkConfig) -> EndToEndSize:
-    """p50 of the runtime and of the interpreter alone, one image of `size`, taking turns."""
+def _per_size(
+    variant: Variant, size: int, threads: int, config: BenchmarkConfig, smallest: int
+) -> EndToEndSize:
+    """p50 of the runtime and of the interpreter alone, one image of `size`, taking turns with
+    the runtime on a `smallest` px image: the per-pixel claim compares two sizes timed side by
+    side (LiteRT int8 at 512 px, timed a minute after its 256 px runs on a quiet Xeon, once
+    came out 1.32x four 256 px images, 0.83-0.88x in the runs around it)."""
     from benchmarks.latency import round_robin, runner_for
 
     plan = variant.plan(size)
     segmenter = _segmenter(variant, threads)
-    image = random_image(size, variant.channels)
+    image, small = random_image(size, variant.channels), random_image(smallest, variant.channels)
     interpreter, _ = runner_for(variant)(variant, threads, plan.count, plan.batch, plan.tile)
+    runners = {"runtime": lambda: segmenter.predict(image), "interpreter": interpreter}
+    if size != smallest:
+        runners["smallest"] = lambda: segmenter.predict(small)
     probe = LoadProbe()
     times = round_robin(
-        {"runtime": lambda: segmenter.predict(image), "interpreter": interpreter},
+        runners,
         warmup=1,
         min_runs=3,  # a 2048 px fp32 image takes seconds a run
         seconds=config.seconds,
@@ -93,6 +101,9 @@ def _per_size(variant: Variant, size: int, threads: int, config: BenchmarkConfig
         interpreter_ms=float(np.median(times["interpreter"])) * 1e3,
         **dataclasses.asdict(plan),
         other_cores=probe.other_cores(),
+        smallest_runtime_ms=float(np.median(times["smallest"])) * 1e3
+        if "smallest" in times
+        else None,
     )
 
 
@@ -181,8 +192,11 @@ def _worker(spec_path: Path, out_path: Path) -> None:
     config = BenchmarkConfig.from_dict(spec["config"])
     variants = [Variant(**v) for v in spec["variants"]]
     threads = spec["threads"]
+    smallest = min(config.end_to_end_sizes)
     sizes = [
-        _per_size(v, size, threads, config) for size in config.end_to_end_sizes for v in variants
+        _per_size(v, size, threads, config, smallest)
+        for size in config.end_to_end_sizes
+        for v in variants
     ]
     folder = (
         [_folder(v, config.folder_size, config.folder_images, threads) for v in variants]

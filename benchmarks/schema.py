@@ -151,6 +151,7 @@ class EndToEndSize:
     batch: int
     runs: int | None = None
     other_cores: float | None = None  # other processes' CPU while it ran (`benchmarks.load`)
+    smallest_runtime_ms: float | None = None  # the runtime on the smallest size, taking turns
 
 
 @dataclasses.dataclass(frozen=True)

@@ -155,7 +155,8 @@ def _scaling_claims(sizes: tuple[EndToEndSize, ...]) -> list[Target]:
         if size == smallest or entry.count != 1:
             continue  # a tiled size: the report shows the budget that tiled it
         pixels = (size / smallest) ** 2
-        ratio = entry.runtime_ms / (pixels * base.runtime_ms)
+        # The smallest size timed beside this one where the report has it, else its own entry.
+        ratio = entry.runtime_ms / (pixels * (entry.smallest_runtime_ms or base.runtime_ms))
         claim = (
             f"{name}: a {size} px image through the runtime costs <= {PIXEL_FACTOR:g} x "
             f"{pixels:g} x a {smallest} px one ({entry.threads} thread(s), p50)"
