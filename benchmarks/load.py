@@ -39,15 +39,19 @@ def _own_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _wall_seconds() -> float:
+    return time.perf_counter()
+
+
 class LoadProbe:
     """Started at a phase's beginning; `other_cores()` at its end gives the mean number of
     cores other processes kept busy in between (None where the kernel does not say)."""
 
     def __init__(self) -> None:
-        self._busy, self._own, self._wall = _busy_seconds(), _own_seconds(), time.perf_counter()
+        self._busy, self._own, self._wall = _busy_seconds(), _own_seconds(), _wall_seconds()
 
     def other_cores(self) -> float | None:
-        busy, wall = _busy_seconds(), time.perf_counter() - self._wall
+        busy, wall = _busy_seconds(), _wall_seconds() - self._wall
         if busy is None or self._busy is None or wall <= 0:
             return None
         others = (busy - self._busy) - (_own_seconds() - self._own)
