@@ -8,15 +8,14 @@ core's blocks see the same pixels and must agree exactly, whatever the tiles' pl
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from benchmarks.zoo_peer import main, parse_args, summary
+from tests.zoo_package import write_package
 
 SIDE, HALO = 128, 16
 
@@ -45,52 +44,19 @@ def _onnx() -> bytes:
 
 @pytest.fixture
 def package(tmp_path) -> Path:
-    folder = tmp_path / "conv"
-    folder.mkdir()
-    weights = _onnx()
-    (folder / "model.onnx").write_bytes(weights)
-    (folder / "README.md").write_text("A 1x1 convolution for the benchmark's test.\n")
     space = [{"type": "space", "id": axis, "size": SIDE} for axis in "yx"]
     follows = [
         {"type": "space", "id": axis, "size": {"tensor_id": "raw", "axis_id": axis}, "halo": HALO}
         for axis in "yx"
     ]
     channel = {"type": "channel", "channel_names": ["c0"]}
-    rdf = {
-        "format_version": "0.5.4",
-        "type": "model",
-        "name": "conv1x1",
-        "description": "a 1x1 convolution",
-        "authors": [{"name": "unet-edge tests"}],
-        "cite": [{"text": "none", "doi": "10.1000/1"}],
-        "license": "MIT",
-        "documentation": "README.md",
-        "inputs": [
-            {
-                "id": "raw",
-                "axes": [{"type": "batch"}, channel, *space],
-                "preprocessing": [
-                    {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["y", "x"]}}
-                ],
-            }
-        ],
-        "outputs": [
-            {
-                "id": "prob",
-                "axes": [{"type": "batch"}, channel, *follows],
-                "postprocessing": [{"id": "sigmoid"}],
-            }
-        ],
-        "weights": {
-            "onnx": {
-                "source": "model.onnx",
-                "sha256": hashlib.sha256(weights).hexdigest(),
-                "opset_version": 17,
-            }
-        },
+    normalize = {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["y", "x"]}}
+    inputs = {"axes": [{"type": "batch"}, channel, *space], "preprocessing": [normalize]}
+    outputs = {
+        "axes": [{"type": "batch"}, channel, *follows],
+        "postprocessing": [{"id": "sigmoid"}],
     }
-    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
-    return folder
+    return write_package(tmp_path / "conv", _onnx(), inputs, outputs)
 
 
 def test_both_peers_run_and_agree(package, tmp_path, capsys):

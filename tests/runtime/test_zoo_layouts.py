@@ -7,7 +7,6 @@ result equals the untiled one; bioimageio.core, where installed, agrees.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from runtime import Segmenter, UserError
+from tests.zoo_package import write_package
 
 W2 = np.array([1.5, -2.0], np.float32)  # 2 channels -> 1 logit
 W4 = np.array([[1.0, -0.5, 0.25, 2.0], [-1.0, 0.5, 1.5, -0.25]], np.float32)  # 4 -> 2 logits
@@ -57,34 +57,6 @@ def _onnx(weights: np.ndarray, channel_last_unbatched: bool, side: int | None) -
     return model.SerializeToString()
 
 
-def _package(folder: Path, onnx_bytes: bytes, inputs: dict, outputs: dict) -> Path:
-    """A format 0.5 package as bioimageio.spec reads it (no test tensors: nothing to verify)."""
-    folder.mkdir()
-    (folder / "model.onnx").write_bytes(onnx_bytes)
-    (folder / "README.md").write_text("A 1x1 convolution for the runtime's tests.\n")
-    rdf = {
-        "format_version": "0.5.4",
-        "type": "model",
-        "name": "conv1x1",
-        "description": "a 1x1 convolution",
-        "authors": [{"name": "unet-edge tests"}],
-        "cite": [{"text": "none", "doi": "10.1000/1"}],
-        "license": "MIT",
-        "documentation": "README.md",
-        "inputs": [{"id": "raw", **inputs}],
-        "outputs": [{"id": "prob", **outputs}],
-        "weights": {
-            "onnx": {
-                "source": "model.onnx",
-                "sha256": hashlib.sha256(onnx_bytes).hexdigest(),
-                "opset_version": 17,
-            }
-        },
-    }
-    (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
-    return folder
-
-
 def _space(min_step: dict | int, ref: bool = False) -> list[dict]:
     """y and x axes: x without an id (format 0.5 makes it x), output sizes referring to the
     input's when `ref`."""
@@ -125,7 +97,7 @@ def channel_first(tmp_path) -> Path:
         "axes": [{"type": "batch"}, {"type": "channel", "channel_names": ["fg"]}, *_space(0, True)],
         "postprocessing": [{"id": "sigmoid"}],
     }
-    return _package(tmp_path / "first", _onnx(W2[None], False, None), inputs, outputs)
+    return write_package(tmp_path / "first", _onnx(W2[None], False, None), inputs, outputs)
 
 
 def _expected_channel_first(image: np.ndarray) -> np.ndarray:
@@ -184,7 +156,7 @@ def channel_last(tmp_path) -> Path:
         "axes": [*_space(0, True), {"type": "channel", "channel_names": ["bg", "cell"]}],
         "postprocessing": [{"id": "softmax", "kwargs": {"axis": "channel"}}],
     }
-    return _package(tmp_path / "last", _onnx(W4, True, 64), inputs, outputs)
+    return write_package(tmp_path / "last", _onnx(W4, True, 64), inputs, outputs)
 
 
 def test_channel_last_without_batch_tiles_a_fixed_input(channel_last):
@@ -239,7 +211,7 @@ def test_an_axis_of_size_one_is_squeezed(channel_first, tmp_path):
         tensor["axes"].insert(2, {"type": "space", "id": "z", "size": 1})
     inputs["preprocessing"][0]["kwargs"]["axes"] = ["z", "x", "y"]
     model = _with_z((channel_first / "model.onnx").read_bytes())
-    expanded = _package(tmp_path / "expanded", model, inputs, outputs)
+    expanded = write_package(tmp_path / "expanded", model, inputs, outputs)
     image = _fluorescence((200, 180, 2))
     ours = Segmenter.from_bundle(expanded).predict(image)
     np.testing.assert_allclose(ours.probabilities, _expected_channel_first(image), atol=2e-6)
