@@ -173,14 +173,12 @@ class Segmenter:
         prediction = self.predict_prepared(prepared, threshold)
         return dataclasses.replace(prediction, seconds=time.perf_counter() - start)
 
-    def say_once(self, note: str, where: str = "") -> bool:
+    def say_once(self, note: str, where: str = "") -> None:
         """Logs a note about the input (a colour image for a grey model) the first time this
-        Segmenter meets it, not once per image; whether it was said now."""
-        if note in self._notes_said:
-            return False
-        self._notes_said.add(note)
-        log.warning("%s%s (said once)", f"{where}: " if where else "", note)
-        return True
+        Segmenter meets it, not once per image."""
+        if note not in self._notes_said:
+            self._notes_said.add(note)
+            log.warning("%s%s (said once)", f"{where}: " if where else "", note)
 
     def predict_batch(self, images: list, threshold: float | None = None) -> list[Prediction]:
         return [self.predict(image, threshold) for image in images]
