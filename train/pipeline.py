@@ -22,11 +22,25 @@ AUTOTUNE = tf.data.AUTOTUNE
 CROPS_PER_READ = 8  # random crops from one decoded image at most, before the next is read
 CROP_SHUFFLE = 64  # crops mixed before batching (crops, not images: small)
 CACHED_SHUFFLE = 8  # prepared images mixed when they come back from the on-disk cache
+# Foreground pixels kept per image for centring crops on: a uniform draw of them stands for all,
+# and memory stays small for images far larger than the crop.
+FOREGROUND_POINTS = 512
 
 
-def _prepared(sample: Sample, prep: Preprocessing, in_size: int, out_size: int):
-    """Normalized image mirror-padded by the context a 'valid' model needs; small ones grow."""
-    return _padded(normalize(sample.image, prep), sample.mask, in_size, out_size)
+def _prepared(sample: Sample, prep: Preprocessing, in_size: int, out_size: int, seed: int):
+    """Normalized image mirror-padded by the context a 'valid' model needs (small ones grow),
+    its mask, and up to FOREGROUND_POINTS of the mask's foreground pixels (y, x)."""
+    image, mask = _padded(normalize(sample.image, prep), sample.mask, in_size, out_size)
+    return image, mask, foreground_points(mask, seed)
+
+
+def foreground_points(mask: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform draw of the foreground pixels (K, 2) int32, the same for the same seed."""
+    points = np.argwhere(mask > 0).astype(np.int32)
+    if len(points) > FOREGROUND_POINTS:
+        keep = np.random.default_rng(seed).choice(len(points), FOREGROUND_POINTS, replace=False)
+        points = points[np.sort(keep)]
+    return points
 
 
 def _padded(image: np.ndarray, mask: np.ndarray, in_size: int, out_size: int):
@@ -50,17 +64,33 @@ def steps_to_cover(samples: list[Sample], out_size: int, batch: int) -> int:
     return max(1, -(-pixels // (out_size**2 * batch)))
 
 
-def _random_crop(image, mask, seed, in_size: int, out_size: int):
+def _random_crop(image, mask, points, seed, in_size: int, out_size: int, foreground: float):
+    """A uniform crop, or with probability `foreground` one centred on a foreground point
+    (shifted to stay inside the image); images without foreground always crop uniformly."""
     seeds = tf.random.experimental.stateless_split(seed, 2)
-    y = tf.random.stateless_uniform([], seeds[0], 0, tf.shape(mask)[0] - out_size + 1, tf.int32)
-    x = tf.random.stateless_uniform([], seeds[1], 0, tf.shape(mask)[1] - out_size + 1, tf.int32)
+    last_y, last_x = tf.shape(mask)[0] - out_size, tf.shape(mask)[1] - out_size
+    y = tf.random.stateless_uniform([], seeds[0], 0, last_y + 1, tf.int32)
+    x = tf.random.stateless_uniform([], seeds[1], 0, last_x + 1, tf.int32)
+    if foreground > 0:  # seeds of their own: uniform crops stay those of earlier versions
+        coin, choose = tf.unstack(
+            tf.random.experimental.stateless_split(
+                tf.random.experimental.stateless_fold_in(seed, 1), 2
+            )
+        )
+        count = tf.shape(points)[0]
+        centred = tf.logical_and(tf.random.stateless_uniform([], coin) < foreground, count > 0)
+        pick = tf.random.stateless_uniform([], choose, 0, tf.maximum(count, 1), tf.int32)
+        point = tf.gather(tf.concat([points, tf.zeros((1, 2), tf.int32)], 0), pick)
+        y = tf.where(centred, tf.clip_by_value(point[0] - out_size // 2, 0, last_y), y)
+        x = tf.where(centred, tf.clip_by_value(point[1] - out_size // 2, 0, last_x), x)
     return image[y : y + in_size, x : x + in_size], mask[y : y + out_size, x : x + out_size, None]
 
 
 def _images(
     samples: list[Sample], prep: Preprocessing, in_size: int, out_size: int, seed: int, cache: str
 ) -> tf.data.Dataset:
-    """Endless normalized, padded (image, mask) pairs, read from their files when needed.
+    """Endless normalized, padded (image, mask, foreground points), read from their files
+    when needed.
 
     Without a cache the file order is shuffled every pass and files are decoded in parallel;
     with one, the first pass writes the prepared images to disk and later passes read them
@@ -68,13 +98,17 @@ def _images(
     set's size.
     """
 
-    def load(index: np.int64) -> tuple[np.ndarray, np.ndarray]:
-        return _prepared(samples[int(index)], prep, in_size, out_size)
+    def load(index: np.int64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _prepared(samples[int(index)], prep, in_size, out_size, seed + int(index))
 
-    def read(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        image, mask = tf.numpy_function(load, [index], (tf.float32, tf.uint8), stateful=False)
-        return tf.ensure_shape(image, (None, None, prep.channels)), tf.ensure_shape(
-            mask, (None, None)
+    def read(index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        image, mask, points = tf.numpy_function(
+            load, [index], (tf.float32, tf.uint8, tf.int32), stateful=False
+        )
+        return (
+            tf.ensure_shape(image, (None, None, prep.channels)),
+            tf.ensure_shape(mask, (None, None)),
+            tf.ensure_shape(points, (None, 2)),
         )
 
     order = tf.data.Dataset.range(len(samples))
@@ -104,18 +138,20 @@ def train_dataset(
     in_size = config.input_size
     images = _images(samples, prep, in_size, out_size, config.seed, cache)
 
-    def crops(image: tf.Tensor, mask: tf.Tensor) -> tf.data.Dataset:
+    def crops(image: tf.Tensor, mask: tf.Tensor, points: tf.Tensor) -> tf.data.Dataset:
         count = tf.clip_by_value(tf.size(mask, tf.int64) // out_size**2, 1, CROPS_PER_READ)
-        return tf.data.Dataset.from_tensors((image, mask)).repeat(count)
+        return tf.data.Dataset.from_tensors((image, mask, points)).repeat(count)
 
     seeds = tf.data.Dataset.random(seed=config.seed).batch(2)
 
-    def crop_and_augment(pair, seed):
-        image, mask = pair
+    foreground = config.foreground_crops or 0.0
+
+    def crop_and_augment(read, seed):
+        image, mask, points = read
         crop_seed, flip_seed, tone_seed, warp_seed = tf.unstack(
             tf.random.experimental.stateless_split(seed, 4)
         )
-        image, mask = _random_crop(image, mask, crop_seed, in_size, out_size)
+        image, mask = _random_crop(image, mask, points, crop_seed, in_size, out_size, foreground)
         if config.augment:
             image, mask = flip_and_rotate(image, mask, flip_seed)
             image = brightness_contrast(image, tone_seed)

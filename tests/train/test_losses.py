@@ -59,3 +59,34 @@ def test_keras_dice_and_iou_equal_the_numpy_metrics(classes):
     assert float(iou_metric.result()) == pytest.approx(
         iou(masks, labels[..., 0], classes), abs=1e-6
     )
+
+
+def _batch_overlap(labels: np.ndarray, probs: np.ndarray, misses: float) -> float:
+    """The batch Dice (misses 0.5) or Tversky loss counted by hand over the whole batch."""
+    t, p = labels.astype(np.float64), probs.astype(np.float64)
+    hits, missed, false = (t * p).sum(), (t * (1 - p)).sum(), ((1 - t) * p).sum()
+    return 1 - (hits + 1) / (hits + misses * missed + (1 - misses) * false + 1)
+
+
+@pytest.mark.parametrize("loss, misses", [(Loss.BATCH_DICE, 0.5), (Loss.TVERSKY, 0.7)])
+def test_batch_losses_are_cross_entropy_plus_an_overlap_over_the_whole_batch(loss, misses):
+    rng = np.random.default_rng(3)
+    labels = (rng.random((3, 8, 8, 1)) < 0.05).astype(np.int64)
+    labels[0] = (
+        0  # a crop without foreground: it adds to the batch's counts, not a 0 or 1 of its own
+    )
+    probs = rng.uniform(0.05, 0.95, (3, 8, 8, 1)).astype(np.float32)
+    cross_entropy = -(labels * np.log(probs) + (1 - labels) * np.log(1 - probs)).mean(
+        axis=(1, 2, 3)
+    )
+    expected = cross_entropy + _batch_overlap(labels[..., 0], probs[..., 0], misses)
+    np.testing.assert_allclose(make_loss(loss, 1)(labels, probs).numpy(), expected, rtol=1e-4)
+
+
+def test_tversky_weighs_a_missed_pixel_more_than_a_false_alarm():
+    labels = np.zeros((1, 4, 4, 1), np.int64)
+    labels[0, :2] = 1
+    missed, false = labels.astype(np.float32) * 0.9 + 0.05, labels.astype(np.float32) * 0.9 + 0.05
+    missed[0, 0, 0], false[0, 3, 3] = 0.05, 0.95  # one pixel wrong each way
+    tversky = make_loss(Loss.TVERSKY, 1)
+    assert float(tversky(labels, missed)[0]) > float(tversky(labels, false)[0])

@@ -9,7 +9,7 @@ from runtime.preprocess import Preprocessing, normalize
 from train.augment import elastic, flip_and_rotate
 from train.config import TrainConfig
 from train.data import Sample
-from train.pipeline import train_dataset, validation_tiles
+from train.pipeline import FOREGROUND_POINTS, foreground_points, train_dataset, validation_tiles
 from train.tfk import tf
 
 PREP = Preprocessing(channels=1, mean=0.4, std=0.2)
@@ -83,3 +83,46 @@ def test_geometric_augmentation_moves_image_and_mask_together(out):
         inner = img.numpy()[context : context + out, context : context + out, 0]
         # bilinear image vs nearest mask: they agree wherever the warp lands near a pixel centre
         assert np.mean((inner > 0.5) == (msk.numpy()[..., 0] > 0)) > 0.8
+
+
+def _rare_samples(count: int = 4, size: int = 200) -> list[Sample]:
+    """Images with one 3x3 object each: 0.02% of the pixels, like a pit on a large tile."""
+    rng = np.random.default_rng(2)
+    samples = []
+    for i in range(count):
+        mask = np.zeros((size, size), np.uint8)
+        y, x = rng.integers(0, size - 3, 2)
+        mask[y : y + 3, x : x + 3] = 1
+        samples.append(Sample(str(i), rng.integers(0, 256, (size, size), np.uint8), mask))
+    return samples
+
+
+def _crops_with_foreground(samples: list[Sample], share: float, batches: int = 4) -> float:
+    config = TrainConfig(
+        input_size=32, batch_size=16, augment=False, elastic=False, foreground_crops=share
+    )
+    dataset = train_dataset(samples, PREP, config, 32, 16).take(batches)
+    found = [mask.numpy().reshape(16, -1).any(axis=1) for _, mask in dataset]
+    return float(np.mean(np.concatenate(found)))
+
+
+def test_foreground_crops_hold_foreground_in_the_share_asked_for():
+    samples = _rare_samples()
+    # Uniform 32 px crops of a 200 px image meet a 3x3 object about (34/200)**2 = 3% of the time.
+    assert _crops_with_foreground(samples, 0.0) < 0.15
+    assert _crops_with_foreground(samples, 1.0) == 1.0
+    assert 0.2 < _crops_with_foreground(samples, 0.5, batches=8) < 0.8
+
+
+def test_foreground_crops_fall_back_to_uniform_on_images_without_foreground():
+    samples = [Sample("empty", s.image, np.zeros_like(s.mask)) for s in _rare_samples(2)]
+    assert _crops_with_foreground(samples, 1.0) == 0.0  # no error, uniform crops
+
+
+def test_foreground_points_are_a_bounded_repeatable_draw_of_the_mask():
+    mask = np.zeros((300, 300), np.uint8)
+    mask[100:200, 50:150] = 1  # 10,000 pixels
+    points = foreground_points(mask, seed=3)
+    assert points.shape == (FOREGROUND_POINTS, 2) and mask[points[:, 0], points[:, 1]].all()
+    np.testing.assert_array_equal(points, foreground_points(mask, seed=3))
+    assert foreground_points(np.zeros((5, 5), np.uint8), 0).shape == (0, 2)
