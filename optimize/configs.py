@@ -79,6 +79,8 @@ class QuantizeConfig(ConfigBase):
     sensitivity: bool = False  # the per-layer Dice cost of int8, into the manifest
     # When the gate fails: leave this many of the most sensitive layers in float, gate again.
     keep_float: int = 0
+    # Build even from a float model no better than a trivial segmenter (train.usefulness).
+    allow_useless: bool = False
 
     def check(self) -> None:
         require(self.qat_epochs >= 1, f"qat-epochs must be >= 1, got {self.qat_epochs}")

@@ -17,6 +17,8 @@ from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from optimize.bundle import BUNDLE_FILES as FILES
 from optimize.bundle import check_bundle_out, manifest_fields, write_bundle
 from optimize.cluster import is_clustered
@@ -40,6 +42,7 @@ from optimize.wrapping import check_prunable, sparsity_report
 from runtime.errors import UserError
 from runtime.golden import GOLDEN_FILE
 from runtime.versions import package_versions
+from train import usefulness
 from train.config import DataConfig, TrainConfig, preset
 from train.tfk import keras
 from train.trainer import run_training
@@ -271,6 +274,24 @@ def _gate(
     return report, winner, choice
 
 
+def refuse_useless(reference: Reference, model_path: Path) -> None:
+    """A gate that certifies int8 as good as a useless float model certifies nothing."""
+    base = usefulness.baseline(
+        zip(reference.tiles, reference.labels, strict=True), reference.classes
+    )
+    line = usefulness.verdict(
+        reference.float_scores.dice_vs_truth,
+        int(np.count_nonzero(reference.masks)),
+        base,
+        against_threshold=False,
+    )
+    if line:
+        raise UserError(
+            f"{model_path}: {line}; an int8 model would be as useless: retrain it (see "
+            "`python -m train`'s closing lines), or pass --allow-useless to build anyway"
+        )
+
+
 def quantize(
     model_path: Path, out: Path, config: QuantizeConfig, data: str | None, overwrite: bool
 ) -> ParityReport:
@@ -293,6 +314,8 @@ def quantize(
     reference = Reference.of(
         model, images, labels, run.model_config.classes, threshold_of(calibration)
     )
+    if not config.allow_useless:
+        refuse_useless(reference, model_path)
     sensitivity = _Sensitivity(model, run.tile_size, tiles, reference)
     if config.sensitivity:  # first: it is what was asked for, QAT takes long
         sensitivity.rows()

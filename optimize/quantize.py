@@ -70,6 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"largest Dice an int8 model may lose (default: {q.max_dice_drop})",
     )
     parser.add_argument(
+        "--allow-useless",
+        action="store_true",
+        default=None,
+        help="build even when the float model is no better than a trivial segmenter (Dice "
+        "under 0.1 or under marking every pixel; default: refuse, exit 2)",
+    )
+    parser.add_argument(
         "--calibration-tiles",
         type=int,
         help=f"tiles for calibration (default: {q.calibration_tiles})",

@@ -125,7 +125,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--input-size",
         type=int,
-        help=f"training crop side (default: {SAME_TILE} for 'same', {PAPER_TILE} for 'valid')",
+        help=f"training crop side (default: for 'same' the data decide, {SAME_TILE} at most and "
+        f"no larger than the median image; {PAPER_TILE} for 'valid')",
     )
     train.add_argument("--batch-size", type=int, help=f"per replica (default: {t.batch_size})")
     train.add_argument("--epochs", type=int, help=f"(default: {t.epochs})")
@@ -159,7 +160,14 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--loss",
         choices=_choices(Loss),
-        help=f"auto: bce_dice for 1 class, ce_dice for more (default: {t.loss})",
+        help="auto: the data decide, batch_dice when foreground covers under 5%% of the "
+        f"pixels, else bce_dice (1 class) or ce_dice; tversky weighs misses more (default: {t.loss})",
+    )
+    train.add_argument(
+        "--foreground-crops",
+        type=float,
+        help="share of training crops centred on a foreground pixel (default: the data decide, "
+        "a third when foreground covers under 5%% of the pixels, else 0)",
     )
     train.add_argument(
         "--augment",
@@ -215,8 +223,8 @@ def resolve_configs(args: argparse.Namespace) -> tuple[ModelConfig, DataConfig, 
     model = ModelConfig.from_dict({**model_base, **values["model"]})
     data = DataConfig.from_dict(values["data"])
     train_values = values["train"]
-    if not train_values.get("input_size"):
-        train_values["input_size"] = PAPER_TILE if model.padding is Padding.VALID else SAME_TILE
+    if not train_values.get("input_size"):  # 0: the data's fingerprint decides
+        train_values["input_size"] = PAPER_TILE if model.padding is Padding.VALID else 0
     return model, data, TrainConfig.from_dict(train_values)
 
 
@@ -229,7 +237,7 @@ def _list_presets() -> None:
 def _dry_run(model_config: ModelConfig, train_config: TrainConfig) -> None:
     from train.model import build_unet, checked_output_size
 
-    size = train_config.input_size
+    size = train_config.input_size or SAME_TILE
     out = checked_output_size(model_config, size)
     model = build_unet(model_config, size)
     print(f"{model.name}: {model.count_params():,} parameters, {len(model.layers)} layers")
@@ -276,6 +284,8 @@ def main(args: argparse.Namespace) -> int:
     if result.metrics:  # the chief: it wrote the run folder
         print(f"model: {result.out / 'model.keras'}")
     print(f"weights: sha256 {result.weights_sha256}")
+    if result.useless:
+        print(f"warning: {result.useless}", file=sys.stderr)
     return 0
 
 

@@ -19,9 +19,11 @@ class Upsampling(Choice):
 
 
 class Loss(Choice):
-    AUTO = "auto"  # bce_dice for a sigmoid head, ce_dice for a softmax head
-    BCE_DICE = "bce_dice"
-    CE_DICE = "ce_dice"
+    AUTO = "auto"  # the data's fingerprint decides (train.fingerprint); without one, bce/ce_dice
+    BCE_DICE = "bce_dice"  # cross-entropy + soft Dice per image (sigmoid head)
+    CE_DICE = "ce_dice"  # the same for a softmax head
+    BATCH_DICE = "batch_dice"  # cross-entropy + soft Dice over the whole batch (nnU-Net's)
+    TVERSKY = "tversky"  # cross-entropy + batch Tversky, misses weigh more than false alarms
     FOCAL = "focal"
 
 
@@ -108,7 +110,9 @@ class DataConfig(ConfigBase):
 class TrainConfig(ConfigBase):
     """How to train: crops, batch, schedule, loss, augmentation and devices."""
 
-    input_size: int = 256  # side of the training crops (the model's input for 'valid')
+    # Side of the training crops (the model's input for 'valid'); 0: the data's fingerprint
+    # decides (the CLI's default), at most 256 and no larger than the median image.
+    input_size: int = 256
     batch_size: int = 8  # per replica: the global batch is this times the replicas
     epochs: int = 20
     steps_per_epoch: int = 0  # 0: enough crops to cover the training pixels once
@@ -120,6 +124,9 @@ class TrainConfig(ConfigBase):
     # Validate and keep the moving average of the weights over this many epochs; 0: the weights.
     average_epochs: float = 2.0
     loss: Loss = Loss.AUTO
+    # Share of crops centred on a foreground pixel (nnU-Net: a third); None: the fingerprint
+    # decides (0 for common foreground, a third for rare), 0: uniform crops only.
+    foreground_crops: float | None = None
     augment: bool = True  # flips, 90-degree rotations, brightness and contrast
     elastic: bool = True  # the paper's elastic deformation (3x3 grid, bicubic)
     seed: int = 0
@@ -128,7 +135,14 @@ class TrainConfig(ConfigBase):
     jit: bool = False
 
     def check(self) -> None:
-        require(self.input_size >= 8, f"input-size must be >= 8, got {self.input_size}")
+        require(
+            self.input_size == 0 or self.input_size >= 8,
+            f"input-size must be >= 8 (0: from the data), got {self.input_size}",
+        )
+        require(
+            self.foreground_crops is None or 0.0 <= self.foreground_crops <= 1.0,
+            f"foreground-crops must be in [0, 1], got {self.foreground_crops}",
+        )
         require(self.batch_size >= 1, f"batch-size must be >= 1, got {self.batch_size}")
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(
@@ -144,7 +158,7 @@ class TrainConfig(ConfigBase):
 
 def resolve_loss(loss: Loss, classes: int) -> Loss:
     """The loss for the head: binary losses with sigmoid, categorical ones with softmax."""
-    if loss is Loss.AUTO:
+    if loss is Loss.AUTO:  # no fingerprint: the per-image Dice of the ISBI recipe
         return Loss.BCE_DICE if classes == 1 else Loss.CE_DICE
     if loss is Loss.BCE_DICE and classes > 1:
         raise UserError(

@@ -34,7 +34,8 @@ from runtime.metrics import masks_from_probabilities, segmentation_scores
 from runtime.preprocess import Preprocessing, measure_preprocessing, normalize
 from runtime.tiling import predict_tiled
 from runtime.versions import package_versions
-from train.config import DataConfig, ModelConfig, Padding, TrainConfig, Upsampling
+from train import fingerprint, usefulness
+from train.config import DataConfig, Loss, ModelConfig, Padding, TrainConfig, Upsampling
 from train.data import Sample, load_samples, split_samples
 from train.distribute import (
     devices_in_words,
@@ -72,6 +73,8 @@ class TrainResult:
     epochs: int
     metrics: dict[str, Any]  # empty on workers that are not the chief
     weights_sha256: str  # of the final weights: the same on every worker of a cluster
+    # One line when the better of final and best does no better than a trivial segmenter.
+    useless: str | None = None
 
 
 def _run_configs(model: ModelConfig, data: DataConfig, train: TrainConfig) -> dict[str, Any]:
@@ -237,8 +240,42 @@ def evaluate_full_images(
         per_image[sample.name] = segmentation_scores(mask, truth, config.classes)
         preds.append(mask.ravel())
         truths.append(truth.ravel())
-    overall = segmentation_scores(np.concatenate(preds), np.concatenate(truths), config.classes)
-    return {"overall": overall, "per_image": per_image}
+    pred = np.concatenate(preds)
+    overall = segmentation_scores(pred, np.concatenate(truths), config.classes)
+    return {
+        "overall": overall,
+        "predicted_foreground": int(np.count_nonzero(pred)),
+        "per_image": per_image,
+    }
+
+
+def usefulness_warning(
+    metrics: dict[str, Any],
+    val_samples: list[Sample],
+    prep: Preprocessing,
+    classes: int,
+    config: TrainConfig,
+) -> tuple[dict[str, Any], str | None]:
+    """The trivial segmenters' scores on the validation images, and one line when even the
+    better of the run's models (final, best) does no better than they do."""
+    base = usefulness.baseline(((normalize(s.image, prep), s.mask) for s in val_samples), classes)
+    name = max(metrics, key=lambda m: metrics[m]["overall"]["dice"])
+    scores = metrics[name]
+    line = usefulness.verdict(scores["overall"]["dice"], scores["predicted_foreground"], base)
+    if line is None:
+        return base.to_dict(), None
+    return base.to_dict(), f"{line} ({name} model): {_likely_fix(config, base)}"
+
+
+def _likely_fix(config: TrainConfig, base: usefulness.Baseline) -> str:
+    """The likeliest fix for a useless model, given its data and the recipe it trained with."""
+    rare_recipe = config.loss in (Loss.BATCH_DICE, Loss.TVERSKY) and config.foreground_crops
+    if base.foreground_share < fingerprint.RARE_SHARE and not rare_recipe:
+        return (
+            "for small, rare objects leave --loss and --foreground-crops to the data "
+            "(batch_dice, a third of the crops on foreground)"
+        )
+    return "train more epochs, label more images, or check that the labels mark the objects"
 
 
 def _stopping(config: TrainConfig) -> str:
@@ -287,14 +324,14 @@ def run_training(
     strategy = make_strategy(train_config.strategy)
     out = Path(out)
     _check_jit(model_config, train_config)
-    loss = make_loss(train_config.loss, model_config.classes)
-    in_size = train_config.input_size
-    out_size = checked_output_size(model_config, in_size)
-    configs = _run_configs(model_config, data_config, train_config)
+    make_loss(train_config.loss, model_config.classes)  # a loss that misfits the head: now
+    if train_config.input_size:
+        checked_output_size(model_config, train_config.input_size)
     # Only the chief touches the run folder; other workers' logs go to a scratch folder (Keras
     # keeps their BackupAndRestore state in backup/workertemp_N itself).
     chief = is_chief(strategy)
-    resuming = _check_out_dir(out, configs, overwrite) if chief else (out / "backup").is_dir()
+    if chief:  # a finished run fails now; an interrupted one is compared once the plan is made
+        check_out_folder(out, overwrite, "model.keras", what="a trained model")
     train_samples, val_samples = split_samples(
         load_samples(data_config, model_config.classes, train_config.seed),
         data_config.val_fraction,
@@ -302,6 +339,15 @@ def run_training(
     prep = measure_preprocessing(
         [s.image for s in preprocessing_sample(train_samples)], model_config.channels
     )
+    data_print = fingerprint.measure(train_samples, model_config.channels)
+    plan = fingerprint.plan(data_print, model_config, train_config)
+    log.info(fingerprint.describe(data_print, plan))
+    train_config = fingerprint.planned(train_config, plan)
+    loss = make_loss(train_config.loss, model_config.classes)
+    in_size = train_config.input_size
+    out_size = checked_output_size(model_config, in_size)
+    configs = _run_configs(model_config, data_config, train_config)
+    resuming = _check_out_dir(out, configs, overwrite) if chief else (out / "backup").is_dir()
     if chief:
         _make_out_dir(out, resuming)
     logs = out if chief else Path(tempfile.mkdtemp(prefix="unet-worker-"))
@@ -312,7 +358,12 @@ def run_training(
     if chief:
         write_json_atomic(
             out / "config.json",
-            {**configs, "preprocessing": prep.to_dict(), "versions": package_versions()},
+            {
+                **configs,
+                "preprocessing": prep.to_dict(),
+                "fingerprint": {**data_print.to_dict(), "plan": plan.to_dict()},
+                "versions": package_versions(),
+            },
         )
     log.info(
         f"{'resuming' if resuming else 'training'} in {out}: {len(train_samples)} training and "
@@ -382,6 +433,7 @@ def run_training(
         )
     final = export(model)
     metrics: dict[str, Any] = {}
+    warning = None
     if chief:
         save_model_atomic(final, out / "model.keras")
         models = {"final": final}
@@ -391,9 +443,12 @@ def run_training(
             name: evaluate_full_images(m, val_samples, prep, model_config, in_size)
             for name, m in models.items()
         }
-        write_json_atomic(out / "metrics.json", metrics)
+        trivial, warning = usefulness_warning(
+            metrics, val_samples, prep, model_config.classes, train_config
+        )
+        write_json_atomic(out / "metrics.json", {**metrics, "trivial": trivial})
     shutil.rmtree(out / "backup", ignore_errors=True)
     if not chief:
         shutil.rmtree(logs, ignore_errors=True)
     ran = history.epoch[-1] + 1 if history.epoch else train_config.epochs  # early stop: fewer
-    return TrainResult(out, ran, metrics, weights_digest(final))
+    return TrainResult(out, ran, metrics, weights_digest(final), warning)

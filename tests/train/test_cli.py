@@ -37,7 +37,7 @@ def test_config_file_sets_defaults_and_flags_override_it(tmp_path):
     )
     model, data, train = resolve_configs(parse_args(["--config", str(config), "--epochs", "9"]))
     assert (model.classes, model.base_filters, train.epochs, train.batch_size) == (3, 4, 9, 2)
-    assert data.val_fraction == 0.5 and train.input_size == 256
+    assert data.val_fraction == 0.5 and train.input_size == 0  # the data decide
 
 
 def test_written_run_config_is_a_valid_config_file(tmp_path):
