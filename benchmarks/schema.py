@@ -179,9 +179,37 @@ class EndToEnd:
 
 
 @dataclasses.dataclass(frozen=True)
+class SizeBin:
+    """Labelled objects of one size (`benchmarks.objects.BINS`: equivalent diameter in px)."""
+
+    bin: str  # "<4", "4-8", "8-16", "16-32", ">=32"
+    count: int
+    found: int
+    recall: float
+    mean_dice: float  # each object's Dice against the predicted components that overlap it
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectScores:
+    """Per-object scores over many images (`benchmarks.objects.summarize`): labelled objects
+    found (any predicted pixel on them), and predicted components that touch no label."""
+
+    images: int = 0
+    labelled: int = 0
+    found: int = 0
+    recall: float | None = None  # found / labelled, pooled; None: no labelled objects
+    false: int = 0
+    false_per_image: float | None = None
+    labelled_images: int = 0  # images with at least one labelled object
+    blank_images: int = 0  # of those, the ones whose prediction has no foreground at all
+    bins: tuple[SizeBin, ...] = ()  # the bins that have objects, smallest first
+
+
+@dataclasses.dataclass(frozen=True)
 class VariantScores:
     overall: Scores = dataclasses.field(default_factory=Scores)  # all pixels of all images
     per_image: Mapping[str, Scores] = dataclasses.field(default_factory=dict)
+    objects: ObjectScores | None = None  # against the labels; None: no labels, older report
 
 
 @dataclasses.dataclass(frozen=True)
