@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.objects import score_masks
 from benchmarks.plots import Example
 from benchmarks.schema import Accuracy, Int8Choice, Scores, Threshold, Tta, VariantScores
 from benchmarks.variants import Variant, manifest_json
@@ -130,6 +131,7 @@ def measure_accuracy(
     float_scores = VariantScores(
         overall_ref.float_scores,
         {n: r.float_scores for n, r in per_image_refs.items()},
+        score_masks((masks_from_probabilities(p, threshold) for p in float_probs), labels, classes),
     )
     scores: dict[str, VariantScores] = {}
     augmented: dict[str, dict[str, Scores]] = {}
@@ -140,14 +142,16 @@ def measure_accuracy(
     for variant in tqdm(variants, desc=desc):
         own = _mask_threshold(thresholds[variant.bundle])
         probs = float_probs if variant is reference_variant else _probabilities(variant, images)
+        masks = [masks_from_probabilities(p, own) for p in probs]
         if variant.key in GATED_KEYS:
-            gated_masks[variant.name] = [masks_from_probabilities(p, own) for p in probs]
+            gated_masks[variant.name] = masks
         scores[variant.name] = VariantScores(
             compare(overall_ref, _pooled(probs), own),
             {
                 name: compare(per_image_refs[name], p, own)
                 for name, p in zip(per_image_refs, probs, strict=True)
             },
+            score_masks(masks, labels, classes),
         )
         if tta and variant.format != "keras":
             started = time.perf_counter()
@@ -158,8 +162,8 @@ def measure_accuracy(
             tta_seconds += time.perf_counter() - started
         if variant.name == EXAMPLE_VARIANT:
             examples = [
-                _example(s, fp, masks_from_probabilities(p, own), variant.name, threshold)
-                for s, fp, p in list(zip(samples, float_probs, probs, strict=True))[:EXAMPLES]
+                _example(s, fp, mask, variant.name, threshold)
+                for s, fp, mask in list(zip(samples, float_probs, masks, strict=True))[:EXAMPLES]
             ]
     worst = _worst(scores, gated_masks, [s.name for s in samples])
     if worst and (worst[1] >= EXAMPLES or worst[0] != EXAMPLE_VARIANT):

@@ -10,13 +10,19 @@ import base64
 import dataclasses
 import html
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from benchmarks.load import BUSY_CORES
 from benchmarks.plots import Example, draw_plots
+from benchmarks.report_objects import objects_section
+from benchmarks.report_parts import DASH
+from benchmarks.report_parts import Section as _Section
+from benchmarks.report_parts import Table as _Table
+from benchmarks.report_parts import finite as _finite
+from benchmarks.report_parts import num as _num
+from benchmarks.report_parts import pct as _pct
 from benchmarks.schema import (
     MAIN,
     Accuracy,
@@ -37,27 +43,7 @@ from benchmarks.targets import folder_ceiling, folder_interpreter_ms
 from runtime.choice import Choice
 from runtime.io import write_bytes_atomic, write_json_atomic
 
-DASH = "—"  # a value that was not measured
 CROSS_CPU_FILE = "cross_cpu.json"  # `make cross-cpu`'s result, beside report.json
-
-
-@dataclasses.dataclass(frozen=True)
-class _Table:
-    headers: tuple[str, ...]
-    rows: list[tuple[str, ...]]
-    align: str  # one "l" or "r" per column
-    caption: str = ""
-    collapsed: bool = False  # the HTML folds long tables away under <details>
-
-
-@dataclasses.dataclass(frozen=True)
-class _Section:
-    title: str
-    facts: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    tables: list[_Table] = dataclasses.field(default_factory=list)
-    notes: list[str] = dataclasses.field(default_factory=list)
-    plots: list[str] = dataclasses.field(default_factory=list)  # keys of the plots shown here
-    only_with_plots: bool = False  # a section that is nothing but its plots
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,6 +139,7 @@ def _sections(report: Report) -> list[_Section]:
         _peers_section,
         _size_section,
         _accuracy_section,
+        objects_section,
         _tta_section,
         _per_image_section,
         _examples_section,
@@ -1001,20 +988,12 @@ def _expand(keys: Iterable[str], plots: Mapping[str, Any]) -> list[str]:
 # Small helpers
 
 
-def _finite(value: float | None) -> bool:
-    return value is not None and math.isfinite(value)
-
-
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if _finite(a) and _finite(b) and b > 0 else None
 
 
 def _scale(value: float | None, factor: float) -> float | None:
     return value * factor if _finite(value) else None
-
-
-def _num(value: float | None, digits: int) -> str:
-    return f"{value:.{digits}f}" if _finite(value) else DASH
 
 
 def _signed(value: float | None, digits: int) -> str:
@@ -1024,10 +1003,6 @@ def _signed(value: float | None, digits: int) -> str:
 def _points(fraction: float | None) -> str:
     """A change of a share, in percentage points."""
     return f"{fraction * 100:+.2f} pp" if _finite(fraction) else DASH
-
-
-def _pct(fraction: float | None, digits: int) -> str:
-    return f"{fraction * 100:.{digits}f} %" if _finite(fraction) else DASH
 
 
 def _times(value: float | None) -> str:

@@ -196,6 +196,8 @@ def test_a_run_writes_every_report_file_with_sane_numbers(report_folder, tiny_bu
     assert scores["tflite fp32"].overall.agreement_with_float > 0.999
     assert 0.9 < scores["tflite int8"].overall.agreement_with_float <= 1.0
     assert len(scores["tflite int8"].per_image) == len(report.accuracy.images) == 2
+    assert scores["tflite int8"].objects.images == 2  # and the report shows them
+    assert "## Objects" in (report_folder / "report.md").read_text()
     claims = {t.claim.split(" (")[0]: t for t in report.targets}
     capability = report.environment.int8_capability
     if has_int8_dot_product(capability):
@@ -351,6 +353,9 @@ def test_without_a_keras_model_the_tflite_fp32_model_is_the_reference(tiny_bundl
     assert scores.variants["tflite fp32"].overall.agreement_with_float == 1.0
     assert scores.variants["onnx fp32"].overall.agreement_with_float > 0.999
     assert [e.variant for e in examples] == ["tflite int8"] * 2
+    # Per-object scores against the labels: the reference's own are the float model's.
+    assert scores.float_model.objects == scores.variants["tflite fp32"].objects
+    assert all(v.objects.images == 2 for v in scores.variants.values())
 
 
 @pytest.mark.slow

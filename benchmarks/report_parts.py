@@ -1,0 +1,44 @@
+"""What the report's sections are made of: tables, sections and the number formats they share.
+
+`benchmarks.report` renders a list of `Section`s as Markdown and as HTML; a section built in a
+module of its own (`benchmarks.report_objects`) is made of these, so it needs nothing of the
+writer's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+DASH = "—"  # a value that was not measured
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    headers: tuple[str, ...]
+    rows: list[tuple[str, ...]]
+    align: str  # one "l" or "r" per column
+    caption: str = ""
+    collapsed: bool = False  # the HTML folds long tables away under <details>
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    title: str
+    facts: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    tables: list[Table] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    plots: list[str] = dataclasses.field(default_factory=list)  # keys of the plots shown here
+    only_with_plots: bool = False  # a section that is nothing but its plots
+
+
+def finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def num(value: float | None, digits: int) -> str:
+    return f"{value:.{digits}f}" if finite(value) else DASH
+
+
+def pct(fraction: float | None, digits: int) -> str:
+    return f"{fraction * 100:.{digits}f} %" if finite(fraction) else DASH
