@@ -112,12 +112,14 @@ class Variant:
         )
 
 
-def _name(fmt: str, precision: str, label: str) -> str:
+def variant_name(fmt: str, precision: str, label: str = MAIN) -> str:
+    """ "tflite int8", "onnx int8 ptq", "tflite int8 [thin]" for a further bundle's."""
     base = f"{fmt} {precision.replace('_', ' ')}"
     return base if label == MAIN else f"{base} [{label}]"
 
 
-def _bundle_key(fmt: str, precision: str) -> str:
+def bundle_key(fmt: str, precision: str) -> str:
+    """How the benchmarks key a model file: its precision for .tflite, "int8-onnx" for .onnx."""
     return precision if fmt == "tflite" else f"{precision}-{fmt}"
 
 
@@ -129,8 +131,8 @@ def _on_other_engines(variant: Variant) -> list[Variant]:
     return [
         dataclasses.replace(
             variant,
-            name=_name(name, variant.precision, variant.bundle),
-            key=_bundle_key(name, variant.precision),
+            name=variant_name(name, variant.precision, variant.bundle),
+            key=bundle_key(name, variant.precision),
             engine=name,
         )
         for name, engine in ENGINES.items()
@@ -153,12 +155,12 @@ def bundle_variants(
     prune = manifest_json(bundle)["configs"].get("prune")
     found = []
     for artifact in manifest.artifacts:
-        key = _bundle_key(artifact.format, artifact.precision)
+        key = bundle_key(artifact.format, artifact.precision)
         if label != MAIN and key not in FURTHER_KEYS:
             continue
         found.append(
             Variant(
-                name=_name(artifact.format, artifact.precision, label),
+                name=variant_name(artifact.format, artifact.precision, label),
                 bundle=label,
                 bundle_path=str(bundle),
                 key=key,
