@@ -18,7 +18,6 @@ from runtime.backends import ENGINES
 from runtime.bundle import read_manifest
 from runtime.metrics import dice
 from runtime.segmenter import Segmenter
-from tests.conftest import write_pair
 
 SHAPES = ((105, 105), (97, 150), (64, 64))  # (height, width): odd sizes, one not square
 # Per image: defects as (row, column, radius), apart from each other; the last image has none.
@@ -39,7 +38,9 @@ def labelled_folder(tmp_path: Path) -> Path:
             disc = (yy - y) ** 2 + (xx - x) ** 2 <= r**2
             image[disc] = 40
             label[disc] = 255
-        write_pair(root, f"part-{i}", np.clip(image, 0, 255).astype(np.uint8), label)
+        for sub, array in (("image", np.clip(image, 0, 255).astype(np.uint8)), ("label", label)):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(root / sub / f"part-{i}.png")
     return root
 
 
