@@ -1,4 +1,5 @@
-"""Data sources: the embedded synthetic EM generator and folders of images with masks."""
+"""Data sources: the embedded synthetic generators (EM membranes, surface defects) and folders of
+images with masks."""
 
 from __future__ import annotations
 
@@ -9,12 +10,19 @@ from train.config import DataConfig
 from train.data.folder import Sample, load_folder
 
 SYNTHETIC = "synthetic"
+DEFECTS = "synthetic-defects"  # small, rare defects on texture, images of several sizes
 
-__all__ = ["SYNTHETIC", "Sample", "load_samples", "split_samples"]
+__all__ = ["DEFECTS", "SYNTHETIC", "Sample", "load_samples", "split_samples"]
 
 
 def load_samples(config: DataConfig, classes: int, seed: int = 0) -> list[Sample]:
-    """All samples of the configured source, masks as class indices (1 = membrane for synthetic)."""
+    """All samples of the configured source, masks as class indices (1 = membrane for synthetic,
+    1 = defect for synthetic-defects)."""
+    if config.source == DEFECTS:
+        from train.data.defects import generate_defects
+
+        pairs = generate_defects(config.synthetic_count, config.synthetic_size, seed=seed)
+        return [Sample(f"defects-{i}", image, mask) for i, (image, mask) in enumerate(pairs)]
     if config.source == SYNTHETIC:
         from train.data.synthetic import generate_em
 
