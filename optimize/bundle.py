@@ -169,8 +169,11 @@ def manifest_fields(
         "preprocessing": run_config["preprocessing"],
         "postprocessing": postprocessing,
         # "prune" when the model was pruned: the benchmarks tell filter-pruned bundles by it.
+        # "fingerprint": the training data's, and the recipe chosen from it.
         "configs": {
-            k: run_config[k] for k in ("model", "data", "train", "prune") if k in run_config
+            k: run_config[k]
+            for k in ("model", "data", "train", "prune", "fingerprint")
+            if k in run_config
         },
         "versions": versions,
         "source_model": {"path": str(source_model.resolve()), "sha256": sha256_of(source_model)},

@@ -49,6 +49,7 @@ def test_the_bundle_holds_every_export_with_matching_hashes(bundle, tiny_run):
         assert sha256_of(bundle / artifact.file) == artifact.sha256
     raw = json.loads((bundle / "manifest.json").read_text())
     assert raw["configs"]["quantize"]["qat_epochs"] == 2
+    assert raw["configs"]["fingerprint"]["plan"]["loss"] == "bce_dice"  # the data's, kept
     assert {"tensorflow-model-optimization", "onnxruntime"} <= set(raw["versions"])
     source = raw["source_model"]  # the float reference the benchmarks measure
     assert Path(source["path"]) == (tiny_run / "model.keras").resolve()
