@@ -7,6 +7,9 @@ transform is applied about the common centre.
 
 from __future__ import annotations
 
+import functools
+import math
+
 from train.tfk import tf
 
 PAPER_ELASTIC_SIGMA = 10.0  # pixels of displacement on a coarse 3x3 grid (Ronneberger et al.)
@@ -89,3 +92,81 @@ def elastic(image: tf.Tensor, mask: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tens
     mys, mxs = tf.meshgrid(mask_grid, mask_grid, indexing="ij")
     warped_mask = _sample(mask, mys + inner[..., 0], mxs + inner[..., 1], bilinear=False)
     return warped, warped_mask
+
+
+# The field's changes (issue 29), after nnU-Net's intensity augmentations: each applied to a crop
+# with its own probability, in nnU-Net's order. Ranges reach the shifts a device meets (a
+# camera's gain and gamma, focus, a lower-resolution sensor, sensor noise); values are in
+# normalized units (the training set's std).
+FIELD = {
+    "noise": (0.15, (0.0, 0.35)),  # std of added Gaussian noise (5-15 of 255 grey levels on ISBI)
+    "blur": (0.2, (0.5, 2.0)),  # Gaussian sigma, px
+    "contrast": (0.15, (0.5, 1.5)),  # factor about the crop's mean
+    "low_resolution": (0.25, (0.5, 1.0)),  # down-scaling factor, then back up bilinearly
+    "gamma": (0.3, (0.5, 2.0)),  # exponent (log-uniform) on the crop scaled to [0, 1]
+}
+_BLUR_RADIUS = 6  # px: 3 sigma of the widest blur
+
+
+def _uniform(seed: tf.Tensor, bounds: tuple[float, float]) -> tf.Tensor:
+    return tf.random.stateless_uniform([], seed, *bounds)
+
+
+def _noise(image: tf.Tensor, seed: tf.Tensor, bounds: tuple[float, float]) -> tf.Tensor:
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    return image + tf.random.stateless_normal(tf.shape(image), seeds[0]) * _uniform(
+        seeds[1], bounds
+    )
+
+
+def _blur(image: tf.Tensor, seed: tf.Tensor, bounds: tuple[float, float]) -> tf.Tensor:
+    sigma = _uniform(seed, bounds)
+    taps = tf.range(-_BLUR_RADIUS, _BLUR_RADIUS + 1, dtype=tf.float32)
+    kernel = tf.exp(-0.5 * tf.square(taps / sigma))
+    kernel /= tf.reduce_sum(kernel)
+    channels = tf.shape(image)[-1]
+    padded = tf.pad(
+        image[None], [[0, 0], [_BLUR_RADIUS] * 2, [_BLUR_RADIUS] * 2, [0, 0]], "SYMMETRIC"
+    )
+    rows = tf.tile(tf.reshape(kernel, [-1, 1, 1, 1]), [1, 1, channels, 1])
+    columns = tf.tile(tf.reshape(kernel, [1, -1, 1, 1]), [1, 1, channels, 1])
+    blurred = tf.nn.depthwise_conv2d(padded, rows, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(blurred, columns, [1, 1, 1, 1], "VALID")[0]
+
+
+def _contrast(image: tf.Tensor, seed: tf.Tensor, bounds: tuple[float, float]) -> tf.Tensor:
+    mean = tf.reduce_mean(image)
+    return (image - mean) * _uniform(seed, bounds) + mean
+
+
+def _low_resolution(image: tf.Tensor, seed: tf.Tensor, bounds: tuple[float, float]) -> tf.Tensor:
+    size = tf.shape(image)[:2]
+    small = tf.maximum(tf.cast(tf.cast(size, tf.float32) * _uniform(seed, bounds), tf.int32), 1)
+    down = tf.image.resize(image, small, method="area")
+    return tf.image.resize(down, size, method="bilinear")
+
+
+def _gamma(image: tf.Tensor, seed: tf.Tensor, bounds: tuple[float, float]) -> tf.Tensor:
+    low, high = tf.reduce_min(image), tf.reduce_max(image)
+    span = tf.maximum(high - low, 1e-6)
+    log_gamma = _uniform(seed, (math.log(bounds[0]), math.log(bounds[1])))
+    return tf.pow((image - low) / span, tf.exp(log_gamma)) * span + low
+
+
+_FIELD_OPS = {
+    "noise": _noise,
+    "blur": _blur,
+    "contrast": _contrast,
+    "low_resolution": _low_resolution,
+    "gamma": _gamma,
+}
+
+
+def field_changes(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Each of FIELD's changes with its probability, on the image crop only (not the mask)."""
+    seeds = tf.random.experimental.stateless_split(seed, 2 * len(FIELD))
+    for i, (name, (chance, bounds)) in enumerate(FIELD.items()):
+        apply = tf.random.stateless_uniform([], seeds[2 * i]) < chance
+        changed = functools.partial(_FIELD_OPS[name], image, seeds[2 * i + 1], bounds)
+        image = tf.cond(apply, changed, functools.partial(tf.identity, image))
+    return image

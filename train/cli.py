@@ -179,6 +179,12 @@ def _build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help=f"the paper's elastic deformation (default: {t.elastic})",
     )
+    train.add_argument(
+        "--field-augment",
+        action=argparse.BooleanOptionalAction,
+        help="the changes a device's images go through: noise, blur, contrast x0.5-1.5, lower "
+        f"resolution, gamma 0.5-2, each now and then (nnU-Net's; default: {t.field_augment})",
+    )
     train.add_argument("--seed", type=int, help=f"(default: {t.seed})")
     train.add_argument(
         "--strategy",

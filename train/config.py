@@ -129,6 +129,9 @@ class TrainConfig(ConfigBase):
     foreground_crops: float | None = None
     augment: bool = True  # flips, 90-degree rotations, brightness and contrast
     elastic: bool = True  # the paper's elastic deformation (3x3 grid, bicubic)
+    # The field's changes: noise, blur, wider contrast, low resolution, gamma (train.augment.FIELD).
+    # Off until measured on clean and shifted data over 3 seeds (issue 29).
+    field_augment: bool = False
     seed: int = 0
     strategy: Strategy = Strategy.AUTO
     mixed_precision: MixedPrecision = MixedPrecision.AUTO

@@ -13,7 +13,7 @@ import numpy as np
 
 from runtime.preprocess import Preprocessing, normalize, scale_to_unit, to_channels
 from runtime.tiling import tile_starts
-from train.augment import brightness_contrast, elastic, flip_and_rotate
+from train.augment import brightness_contrast, elastic, field_changes, flip_and_rotate
 from train.config import TrainConfig
 from train.data import Sample
 from train.tfk import tf
@@ -155,6 +155,8 @@ def train_dataset(
         if config.augment:
             image, mask = flip_and_rotate(image, mask, flip_seed)
             image = brightness_contrast(image, tone_seed)
+        if config.field_augment:
+            image = field_changes(image, tf.random.experimental.stateless_fold_in(tone_seed, 1))
         if config.elastic:
             image, mask = elastic(image, mask, warp_seed)
         image = tf.ensure_shape(image, (in_size, in_size, prep.channels))
