@@ -17,11 +17,10 @@ def _data_line(configs: dict[str, Any]) -> str:
     data = configs.get("data", {})
     train = configs.get("train", {})
     source = data.get("source", "unknown")
-    what = (
-        "the toolkit's synthetic EM-like images (Voronoi cells with dark membranes)"
-        if source == "synthetic"
-        else f"the image/label folder `{source}`"
-    )
+    what = {
+        "synthetic": "the toolkit's synthetic EM-like images (Voronoi cells with dark membranes)",
+        "synthetic-defects": "the toolkit's synthetic surface defects (scratches, pits, cracks)",
+    }.get(source, f"the image/label folder `{source}`")
     crop = train.get("input_size", "?")
     return (
         f"Trained on {what}, {crop} px crops, {train.get('epochs', '?')} epochs; the last "

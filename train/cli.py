@@ -65,7 +65,8 @@ def _build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--data",
         dest="source",
-        help=f"'synthetic' or a folder with image/ and label/ (default: {d.source})",
+        help="'synthetic' (EM membranes), 'synthetic-defects' (small, rare defects) or a folder "
+        f"with image/ and label/ (default: {d.source})",
     )
     data.add_argument(
         "--foreground",
@@ -96,7 +97,10 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"synthetic images to generate (default: {d.synthetic_count})",
     )
     data.add_argument(
-        "--synthetic-size", type=int, help=f"side of synthetic images (default: {d.synthetic_size})"
+        "--synthetic-size",
+        type=int,
+        help="side of synthetic images; defects: the typical side, sides range from half to "
+        f"twice it (default: {d.synthetic_size})",
     )
 
     model = parser.add_argument_group("model (defaults from --preset)")

@@ -84,7 +84,9 @@ class ModelConfig(ConfigBase):
 class DataConfig(ConfigBase):
     """Where images come from and how masks map to classes."""
 
-    source: str = "synthetic"  # "synthetic" or a folder with image/ and label/ (or masks/)
+    # "synthetic" (EM), "synthetic-defects" (small, rare defects; images of several sizes around
+    # synthetic_size) or a folder with image/ and label/ (or masks/)
+    source: str = "synthetic"
     foreground: Foreground = Foreground.BRIGHT
     # Binarize masks first: values >= this are the bright class (for anti-aliased binary masks).
     mask_threshold: float | None = None
