@@ -317,7 +317,7 @@ def suite_samples(bundle: Path, data: Path | None, limit: int | None) -> tuple[l
     configs = manifest_json(bundle).get("configs") or {}
     own = DataConfig.from_dict(configs["data"]) if "data" in configs else DataConfig()
     if data is None or _same_folder(data, own.source):
-        every = load_samples(own, classes)
+        every = load_samples(own if data is None else own.replace(source=str(data)), classes)
         held = split_samples(every, own.val_fraction)[1]
         what = (
             f"{own.source}: the bundle's held-out split, the last {len(held)} of {len(every)} "

@@ -290,3 +290,39 @@ def test_the_data_is_the_held_out_split_of_the_bundles_own_folder(tmp_path, make
             (copy / sub).symlink_to(folder / sub)
         samples, what = shifts.suite_samples(Path("b"), copy, None)
         assert len(samples) == 10 and "every pair (10)" in what
+
+
+def _prediction(mask: np.ndarray, flag: bool | None = None, distance: float = 0.0):
+    quality = None if flag is None else SimpleNamespace(flag=flag, distances={"d": distance})
+    return SimpleNamespace(mask=mask, quality=quality)
+
+
+def test_flags_are_counted_per_shift_and_scored_across_the_suite():
+    from benchmarks.score import Model
+    from benchmarks.shifts import _summary, _Tally
+
+    label = np.zeros((4, 4), np.uint8)
+    label[:2] = 1  # 8 foreground pixels
+    worse = label.copy()
+    worse[0] = 0  # half of them: Dice 2/3
+    tallies = {"none": _Tally(), "blur-1": _Tally()}
+    # clean: 3 perfect images, one flagged falsely (distance 0.5)
+    for flag, distance in ((False, 0.1), (True, 0.5), (False, 0.2)):
+        tallies["none"].add(_prediction(label, flag, distance), label, 1)
+    # blurred: images 0 and 1 degraded (2/3 < 1 - 0.05), image 1 flagged; image 2 as clean
+    for mask, flag, distance in ((worse, False, 0.4), (worse, True, 0.9), (label, False, 0.3)):
+        tallies["blur-1"].add(_prediction(mask, flag, distance), label, 1)
+    clean = tallies["none"]
+    rows = [
+        clean.row("m", "none", "clean", clean),
+        tallies["blur-1"].row("m", "blur-1", MILD, clean),
+    ]
+    assert (rows[1].degraded, rows[1].flagged, rows[1].flagged_degraded) == (2, 1, 1)
+    assert rows[1].dice == pytest.approx(2 * 16 / (16 + 24)) and rows[0].flagged == 1  # pooled
+    assert rows[1].flag_scores == (0.4, 0.9, 0.3)
+    summary = _summary(Model("int8", "tflite int8", "int8", "litert", "f"), True, tallies, rows)
+    assert summary.false_flag_rate == pytest.approx(1 / 3)
+    assert (summary.degraded, summary.negatives) == (2, 4)
+    # positives 0.4, 0.9 against negatives 0.1, 0.5, 0.2, 0.3: 0.4 beats 3, 0.9 beats 4
+    assert summary.auroc == pytest.approx(7 / 8)
+    assert (summary.mild, summary.mild_within, summary.worst_mild) == (1, 0, "blur-1")
