@@ -36,6 +36,7 @@ from runtime.golden import Golden, golden_of
 from runtime.io import atomic_path
 from runtime.log import add_verbosity, configure
 from runtime.metrics import masks_from_probabilities
+from runtime.preprocess import Normalization, Preprocessing
 from runtime.segmenter import overlay
 from runtime.tiling import default_overlap
 
@@ -203,11 +204,27 @@ def _input_range(images: np.ndarray) -> float:
     return _RANGE.get(images.dtype, 1.0)
 
 
-def zoo_inputs(images: np.ndarray, mean: float, std: float) -> np.ndarray:
+def zoo_inputs(images: np.ndarray, prep: Preprocessing, scale: float) -> np.ndarray:
     """The input the zoo's pre-processing computes from raw pixels (ensure_dtype float32, then
-    (x - mean) / (std + eps) with mean and std in raw units): a second path to the same input."""
+    (x - mean) / (std + eps) with mean and std in raw units, fixed or each sample's own per
+    channel): a second path to the same input."""
     x = images.astype(np.float32)
-    return ((x - np.float32(mean)) / np.float32(std + ZOO_EPS)).astype(np.float32)
+    if prep.normalization is Normalization.IMAGE:
+        mean = x.mean(axis=(1, 2), keepdims=True)
+        std = x.std(axis=(1, 2), keepdims=True)
+    else:
+        mean, std = np.float32(prep.mean * scale), np.float32(prep.std * scale)
+    return ((x - mean) / (std + np.float32(ZOO_EPS))).astype(np.float32)
+
+
+def _normalization_step(prep: Preprocessing, scale: float) -> dict[str, Any]:
+    """The zoo's step for the bundle's normalization, on raw values."""
+    if prep.normalization is Normalization.IMAGE:
+        return {"id": "zero_mean_unit_variance", "kwargs": {"axes": ["y", "x"], "eps": ZOO_EPS}}
+    return {
+        "id": "fixed_zero_mean_unit_variance",
+        "kwargs": {"mean": prep.mean * scale, "std": prep.std * scale},
+    }
 
 
 def _run(path: Path, inputs: np.ndarray) -> np.ndarray:
@@ -327,7 +344,7 @@ def _try(
     prep = manifest.preprocessing
     output = _run(path, golden.inputs(prep))
     scale = _input_range(golden.images)
-    again = _run(path, zoo_inputs(golden.images, prep.mean * scale, prep.std * scale))
+    again = _run(path, zoo_inputs(golden.images, prep, scale))
     threshold = manifest.threshold
     if options.binarize:
         output, again = _binarized(output, threshold), _binarized(again, threshold)
@@ -424,10 +441,7 @@ def _rdf(
                 "data": {"type": str(golden.images.dtype) if scale != 1.0 else "float32"},
                 "preprocessing": [
                     {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
-                    {
-                        "id": "fixed_zero_mean_unit_variance",
-                        "kwargs": {"mean": prep.mean * scale, "std": prep.std * scale},
-                    },
+                    _normalization_step(prep, scale),
                     # The zoo casts back to `data.type` unless the steps end in a dtype.
                     {"id": "ensure_dtype", "kwargs": {"dtype": "float32"}},
                 ],

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from runtime.preprocess import Normalization, Preprocessing
+
 if TYPE_CHECKING:
     from runtime.bundle import Manifest
 
@@ -93,9 +95,7 @@ def readme(
         f"{padding} padding, {model.get('upsampling', '?')} up-sampling, "
         f"{'batch norm' if model.get('batch_norm') else 'no batch norm'}.",
         f"- Input: {manifest.channels} channel(s), axes batch, y, x, channel; {size_rule}.",
-        f"- Pre-processing: pixels divided by their dtype's range, then (x - {prep.mean:g}) / "
-        f"{prep.std:g}, the training set's mean and std (one `fixed_zero_mean_unit_variance` "
-        "on raw pixel values).",
+        _preprocessing_line(prep),
         f"- Output: {output}. Classes: {', '.join(manifest.class_names)}.",
         f"- Weights: `{precision}` ONNX (opset 17). "
         + (
@@ -145,3 +145,16 @@ def readme(
         "",
     ]
     return "\n".join(lines)
+
+
+def _preprocessing_line(prep: Preprocessing) -> str:
+    if prep.normalization is Normalization.IMAGE:
+        return (
+            "- Pre-processing: each image's own mean and std per channel over the whole image "
+            "(one `zero_mean_unit_variance` over y and x on raw pixel values)."
+        )
+    return (
+        f"- Pre-processing: pixels divided by their dtype's range, then (x - {prep.mean:g}) / "
+        f"{prep.std:g}, the training set's mean and std (one `fixed_zero_mean_unit_variance` "
+        "on raw pixel values)."
+    )

@@ -7,11 +7,23 @@ from typing import Protocol
 
 import numpy as np
 
-from runtime.config import ConfigBase, require
+from runtime.config import Choice, ConfigBase, require
 from runtime.errors import UserError
 
 # ITU-R BT.601 luma, what Pillow's convert("L") uses: a colour image reads as the grey one.
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+# The zoo's zero_mean_unit_variance divides by std + eps with this eps (bioimage.io spec 0.5).
+IMAGE_EPS = 1e-6
+
+
+class Normalization(Choice):
+    DATASET = "dataset"  # the training set's mean and std: intensities carry meaning (EM, CT)
+    # Each image's own mean and std per channel, over the whole image (never a tile): images
+    # whose brightness and contrast vary (cameras, stains, microscopes); bioimage.io's
+    # zero_mean_unit_variance.
+    IMAGE = "image"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,12 +31,14 @@ class Preprocessing(ConfigBase):
     """How raw pixels become model input: scale by the dtype's range, then (x - mean) / std.
 
     Integer images are divided by their dtype's maximum (255 for 8 bit, 65535 for 16 bit) and
-    float images are taken as already in [0, 1]; mean and std are measured on the training set.
+    float images are taken as already in [0, 1]; mean and std are measured on the training set,
+    or with `normalization` image taken from each image itself.
     """
 
     channels: int = 1
     mean: float = 0.0
     std: float = 1.0
+    normalization: Normalization = Normalization.DATASET
 
     def check(self) -> None:
         require(self.channels in (1, 3), f"channels must be 1 or 3, got {self.channels}")
@@ -86,11 +100,22 @@ def normalize(image: np.ndarray, prep: Preprocessing | WholeImage) -> np.ndarray
     if not isinstance(prep, Preprocessing):
         return prep(np.asarray(image))
     unit = scale_to_unit(to_channels(np.asarray(image), prep.channels))
+    if prep.normalization is Normalization.IMAGE:
+        mean = unit.mean(axis=(0, 1), dtype=np.float64)
+        std = unit.std(axis=(0, 1), dtype=np.float64)
+        return ((unit - mean.astype(np.float32)) / (std + IMAGE_EPS).astype(np.float32)).astype(
+            np.float32
+        )
     return ((unit - np.float32(prep.mean)) / np.float32(prep.std)).astype(np.float32)
 
 
-def measure_preprocessing(images: list[np.ndarray], channels: int) -> Preprocessing:
-    """Mean and std of the training pixels after scaling, so any bit depth lands near N(0, 1)."""
+def measure_preprocessing(
+    images: list[np.ndarray],
+    channels: int,
+    normalization: Normalization = Normalization.DATASET,
+) -> Preprocessing:
+    """Mean and std of the training pixels after scaling, so any bit depth lands near N(0, 1)
+    (recorded with per-image normalization too, where each image brings its own)."""
     if not images:
         raise UserError("no training images to measure mean and std on: add images")
     total = count = total_sq = 0.0
@@ -101,4 +126,4 @@ def measure_preprocessing(images: list[np.ndarray], channels: int) -> Preprocess
         count += unit.size
     mean = total / count
     std = max(float(np.sqrt(max(total_sq / count - mean**2, 0.0))), 1e-3)
-    return Preprocessing(channels=channels, mean=round(mean, 6), std=round(std, 6))
+    return Preprocessing(channels, round(mean, 6), round(std, 6), Normalization(normalization))

@@ -99,3 +99,16 @@ def tiny_valid_bundle(tmp_path_factory) -> Path:
 
     run = _train(tmp_path_factory.mktemp("tiny-valid"), "valid", 60, epochs=2)
     return bundle_from_run(run, run.parent / "bundle-valid")
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory):
+    """The zoo's settings are read at its import: a private cache, and no way out."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("BIOIMAGEIO_CACHE_PATH", str(tmp_path_factory.mktemp("bioimageio-cache")))
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        patch.setenv(name, "http://127.0.0.1:9")
+    patch.delenv("NO_PROXY", raising=False)
+    patch.delenv("no_proxy", raising=False)
+    yield
+    patch.undo()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import pytest
 import yaml
 
 
@@ -34,3 +35,10 @@ def write_package(folder: Path, onnx_bytes: bytes, inputs: dict, outputs: dict) 
     }
     (folder / "rdf.yaml").write_text(yaml.safe_dump(rdf, sort_keys=False))
     return folder
+
+
+def zoo_test(package: Path) -> None:
+    """`bioimageio test PACKAGE` for its ONNX weights; fails with the zoo's own summary."""
+    core = pytest.importorskip("bioimageio.core", reason="the zoo extra: pip install .[zoo]")
+    summary = core.test_model(package, weight_format="onnx")
+    assert summary.status == "passed", summary.format()

@@ -10,6 +10,7 @@ from pathlib import Path
 from runtime.config import ConfigBase, own_settings
 from runtime.errors import UserError
 from runtime.log import add_verbosity, configure
+from runtime.preprocess import Normalization
 from train.config import (
     PRESETS,
     DataConfig,
@@ -85,6 +86,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="file prefix for tf.data's on-disk cache of the decoded, normalized training "
         "images: the first epoch writes it, later ones read it (default: none, files are "
         "decoded every time)",
+    )
+    data.add_argument(
+        "--normalize",
+        dest="normalization",
+        choices=_choices(Normalization),
+        help="'dataset': the training set's mean and std (intensities mean something: EM, CT); "
+        "'image': each image's own, over the whole image, for images whose brightness and "
+        f"contrast vary (default: {d.normalization})",
     )
     data.add_argument(
         "--val-fraction",

@@ -337,7 +337,9 @@ def run_training(
         data_config.val_fraction,
     )
     prep = measure_preprocessing(
-        [s.image for s in preprocessing_sample(train_samples)], model_config.channels
+        [s.image for s in preprocessing_sample(train_samples)],
+        model_config.channels,
+        data_config.normalization,
     )
     data_print = fingerprint.measure(train_samples, model_config.channels)
     plan = fingerprint.plan(data_print, model_config, train_config)

@@ -30,26 +30,7 @@ from optimize.bioimageio import (
 )
 from runtime.bundle import read_manifest
 from runtime.golden import golden_of
-
-
-@pytest.fixture(scope="module")
-def offline(tmp_path_factory):
-    """The zoo's settings are read at its import: a private cache, and no way out."""
-    patch = pytest.MonkeyPatch()
-    patch.setenv("BIOIMAGEIO_CACHE_PATH", str(tmp_path_factory.mktemp("bioimageio-cache")))
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-        patch.setenv(name, "http://127.0.0.1:9")
-    patch.delenv("NO_PROXY", raising=False)
-    patch.delenv("no_proxy", raising=False)
-    yield
-    patch.undo()
-
-
-def zoo_test(package: Path) -> None:
-    """`bioimageio test PACKAGE` for its ONNX weights; fails with the zoo's own summary."""
-    core = pytest.importorskip("bioimageio.core", reason="the zoo extra: pip install .[zoo]")
-    summary = core.test_model(package, weight_format="onnx")
-    assert summary.status == "passed", summary.format()
+from tests.zoo_package import zoo_test
 
 
 def _rdf(package: Path) -> dict:

@@ -7,7 +7,13 @@ import pytest
 
 from runtime.errors import UserError
 from runtime.metrics import dice, iou, masks_from_probabilities, pixel_accuracy, segmentation_scores
-from runtime.preprocess import Preprocessing, measure_preprocessing, normalize, to_channels
+from runtime.preprocess import (
+    Normalization,
+    Preprocessing,
+    measure_preprocessing,
+    normalize,
+    to_channels,
+)
 from runtime.tiling import predict_tiled, tile_starts
 
 
@@ -19,6 +25,22 @@ def test_normalize_scales_by_bit_depth_then_standardizes():
     np.testing.assert_allclose(normalize(eight, prep), expected)
     np.testing.assert_allclose(normalize(sixteen, prep), expected)
     assert normalize(eight, prep).dtype == np.float32
+
+
+def test_per_image_normalization_undoes_a_camera_gain_and_offset_per_channel():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0.2, 0.6, (40, 30, 3)).astype(np.float32)
+    prep = Preprocessing(channels=3, mean=0.9, std=0.01, normalization=Normalization.IMAGE)
+    out = normalize(image, prep)  # the recorded mean and std play no part
+    np.testing.assert_allclose(out.mean(axis=(0, 1)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=(0, 1)), 1.0, atol=1e-4)
+    brighter = image * np.array([0.7, 1.1, 0.9], np.float32) + 0.15  # per channel
+    np.testing.assert_allclose(normalize(brighter, prep), out, atol=1e-4)
+    assert normalize(np.full((8, 8), 77, np.uint8), prep.replace(channels=1)).max() == 0.0
+    assert (
+        Preprocessing.from_dict({"channels": 1, "mean": 0.5, "std": 0.2}).normalization
+        is Normalization.DATASET
+    )
 
 
 def test_channels_convert_both_ways_and_drop_alpha():
