@@ -37,6 +37,10 @@ class PruneConfig(ConfigBase):
     clusters: int = 0  # after pruning: shared nonzero values per kernel (zeros kept); 0 = off
     cluster_epochs: int = 2  # fine-tuning of the centroids
     cluster_learning_rate: float = 1e-4
+    # Fine-tuning also learns the float model's probabilities: + distill x KL(float || pruned).
+    # 0 (off) until measured over 3 seeds (issue 27).
+    distill: float = 0.0
+    label_free: bool = False  # fine-tune on the float model's probabilities alone
 
     def check(self) -> None:
         require(0 < self.sparsity < 1, f"sparsity must be in (0, 1), got {self.sparsity}")
@@ -49,6 +53,7 @@ class PruneConfig(ConfigBase):
             f"clusters must be 0 (off) or in 2..256, got {self.clusters}: e.g. 16",
         )
         require(self.cluster_epochs >= 1, f"cluster-epochs must be >= 1, got {self.cluster_epochs}")
+        require(self.distill >= 0, f"distill must be >= 0, got {self.distill}")
         require(
             self.cluster_learning_rate > 0,
             f"cluster-learning-rate must be > 0, got {self.cluster_learning_rate}",
@@ -81,6 +86,9 @@ class QuantizeConfig(ConfigBase):
     keep_float: int = 0
     # Build even from a float model no better than a trivial segmenter (train.usefulness).
     allow_useless: bool = False
+    # QAT also learns the float model's probabilities (see PruneConfig.distill).
+    distill: float = 0.0
+    label_free: bool = False
 
     def check(self) -> None:
         require(self.qat_epochs >= 1, f"qat-epochs must be >= 1, got {self.qat_epochs}")
@@ -94,3 +102,4 @@ class QuantizeConfig(ConfigBase):
             f"calibration-tiles must be >= 1, got {self.calibration_tiles}",
         )
         require(self.keep_float >= 0, f"keep-float must be >= 0, got {self.keep_float}")
+        require(self.distill >= 0, f"distill must be >= 0, got {self.distill}")

@@ -19,7 +19,7 @@ from runtime.errors import UserError
 from runtime.preprocess import Preprocessing
 from train.config import DataConfig, ModelConfig, TrainConfig
 from train.data import Sample, load_samples, split_samples
-from train.losses import DiceScore, IoUScore, make_loss
+from train.losses import DiceScore, IoUScore, distilled, make_loss
 from train.model import output_size
 from train.pipeline import (
     raw_validation_tiles,
@@ -28,7 +28,7 @@ from train.pipeline import (
     validation_dataset,
     validation_tiles,
 )
-from train.tfk import keras
+from train.tfk import keras, tf
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +40,21 @@ class Run:
     data_config: DataConfig
     train_config: TrainConfig
     preprocessing: Preprocessing
+    # Distillation: fine-tuning also learns the teacher's probabilities (the float model being
+    # compressed), weighted by `distill`; without `labels`, from them alone (label-free).
+    teacher: keras.Model | None = None
+    distill: float = 0.0
+    labels: bool = True
+
+    def distilling(self, teacher: keras.Model, weight: float, labels: bool = True) -> Run:
+        """This run with fine-tuning that learns from `teacher` (weight 0 and labels: none)."""
+        if weight < 0:
+            raise UserError(f"distill must be >= 0, got {weight:g}")
+        return dataclasses.replace(self, teacher=teacher, distill=weight, labels=labels)
+
+    @property
+    def distills(self) -> bool:
+        return self.teacher is not None and (self.distill > 0 or not self.labels)
 
     @classmethod
     def load(cls, folder: str | Path) -> Run:
@@ -128,11 +143,24 @@ def load_keras_model(path: Path) -> keras.Model:
 
 def compile_for_fine_tuning(model: keras.Model, run: Run, learning_rate: float) -> None:
     classes = run.model_config.classes
+    loss = make_loss(run.train_config.loss, classes)
+    if run.distills:
+        loss = distilled(loss, classes, run.distill, run.labels)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=make_loss(run.train_config.loss, classes),
+        loss=loss,
         metrics=[DiceScore(classes), IoUScore(classes)],
     )
+
+
+def with_teacher(dataset: tf.data.Dataset, teacher: keras.Model) -> tf.data.Dataset:
+    """(image, label) batches as (image, label and the teacher's probabilities on the image)."""
+
+    def add(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        soft = tf.cast(teacher(images, training=False), tf.float32)
+        return images, tf.concat([tf.cast(labels, tf.float32), soft], axis=-1)
+
+    return dataset.map(add)
 
 
 def fine_tune(
@@ -149,13 +177,17 @@ def fine_tune(
     batch = train_cfg.batch_size
     train_samples, val_samples = run.splits
     compile_for_fine_tuning(model, run, learning_rate)
+    train = train_dataset(train_samples, run.preprocessing, train_cfg, run.output_tile_size, batch)
+    validation = validation_dataset(
+        val_samples, run.preprocessing, run.tile_size, run.output_tile_size, batch
+    )
+    if run.distills:
+        train, validation = with_teacher(train, run.teacher), with_teacher(validation, run.teacher)
     return model.fit(
-        train_dataset(train_samples, run.preprocessing, train_cfg, run.output_tile_size, batch),
+        train,
         epochs=epochs,
         steps_per_epoch=run.steps_per_epoch(steps_per_epoch),
-        validation_data=validation_dataset(
-            val_samples, run.preprocessing, run.tile_size, run.output_tile_size, batch
-        ),
+        validation_data=validation,
         callbacks=callbacks or [],
         verbose=_keras_verbosity(verbose),
     )

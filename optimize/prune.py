@@ -62,6 +62,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["l1", "bn"],
         help=f"filter importance (default: {c.criterion})",
     )
+    parser.add_argument(
+        "--distill",
+        type=float,
+        help="fine-tuning also learns the float model's probabilities: the label loss plus "
+        "this weight x KL(float || compressed) (default: 0, off)",
+    )
+    parser.add_argument(
+        "--label-free",
+        action="store_true",
+        default=None,
+        help="fine-tune on the float model's probabilities alone, labels unused (default: off)",
+    )
     parser.add_argument("--epochs", type=int, help=f"fine-tuning epochs (default: {c.epochs})")
     parser.add_argument(
         "--learning-rate",

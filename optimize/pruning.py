@@ -213,6 +213,7 @@ def prune_run(
     run = Run.load(model_path.parent)
     model = run.load_model(model_path.name)
     check_prunable(model)
+    run = run.distilling(model, config.distill, labels=not config.label_free)
     size = run.tile_size
     steps = config.steps_per_epoch or None
     widths: dict[str, int] = {}

@@ -70,6 +70,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"largest Dice an int8 model may lose (default: {q.max_dice_drop})",
     )
     parser.add_argument(
+        "--distill",
+        type=float,
+        help="fine-tuning also learns the float model's probabilities: the label loss plus "
+        "this weight x KL(float || compressed) (default: 0, off)",
+    )
+    parser.add_argument(
+        "--label-free",
+        action="store_true",
+        default=None,
+        help="fine-tune on the float model's probabilities alone, labels unused (default: off)",
+    )
+    parser.add_argument(
         "--allow-useless",
         action="store_true",
         default=None,

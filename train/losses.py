@@ -87,6 +87,36 @@ def make_loss(loss: Loss, classes: int) -> LossFn:
     return loss_fn
 
 
+_EPS = 1e-7
+
+
+def _divergence(teacher: tf.Tensor, probs: tf.Tensor, classes: int) -> tf.Tensor:
+    """KL(teacher || student) per pixel, averaged per image: 0 when they agree."""
+    t = tf.clip_by_value(teacher, _EPS, 1.0 - _EPS)
+    p = tf.clip_by_value(probs, _EPS, 1.0 - _EPS)
+    if classes == 1:  # a sigmoid head: the Bernoulli of each pixel
+        pixel = t * tf.math.log(t / p) + (1.0 - t) * tf.math.log((1.0 - t) / (1.0 - p))
+        pixel = pixel[..., 0]
+    else:
+        pixel = tf.reduce_sum(t * tf.math.log(t / p), axis=-1)
+    return tf.reduce_mean(pixel, axis=[1, 2])
+
+
+def distilled(label_loss: LossFn, classes: int, weight: float, labels: bool = True) -> LossFn:
+    """The label loss plus `weight` x KL(teacher || student), for targets (B, H, W, 1 + K):
+    the class-index label in channel 0, the teacher's probabilities after it (what
+    `optimize.finetune` feeds). Without `labels` the divergence alone (label-free)."""
+
+    def loss_fn(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        divergence = _divergence(y_true[..., 1:], tf.cast(y_pred, tf.float32), classes)
+        if not labels:
+            return divergence
+        return label_loss(y_true[..., :1], y_pred) + weight * divergence
+
+    loss_fn.__name__ = f"{getattr(label_loss, '__name__', 'loss')}_distilled"
+    return loss_fn
+
+
 class _OverlapMetric(keras.metrics.Metric):
     """Dice or IoU of thresholded (sigmoid) or argmax (softmax) masks over the whole epoch.
 

@@ -8,7 +8,7 @@ import pytest
 from runtime.errors import UserError
 from runtime.metrics import dice, iou, masks_from_probabilities
 from train.config import Loss
-from train.losses import DiceScore, IoUScore, make_loss
+from train.losses import DiceScore, IoUScore, distilled, make_loss
 
 
 def test_a_loss_that_does_not_match_the_head_is_refused():
@@ -90,3 +90,35 @@ def test_tversky_weighs_a_missed_pixel_more_than_a_false_alarm():
     missed[0, 0, 0], false[0, 3, 3] = 0.05, 0.95  # one pixel wrong each way
     tversky = make_loss(Loss.TVERSKY, 1)
     assert float(tversky(labels, missed)[0]) > float(tversky(labels, false)[0])
+
+
+def _kl_by_hand(teacher: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    t, p = teacher.astype(np.float64), probs.astype(np.float64)
+    pixel = t * np.log(t / p) + (1 - t) * np.log((1 - t) / (1 - p))
+    return pixel.mean(axis=(1, 2, 3))
+
+
+def test_distillation_adds_the_divergence_from_the_teacher_to_the_label_loss():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 2, (2, 6, 6, 1)).astype(np.float32)
+    teacher = rng.uniform(0.05, 0.95, (2, 6, 6, 1)).astype(np.float32)
+    probs = rng.uniform(0.05, 0.95, (2, 6, 6, 1)).astype(np.float32)
+    targets = np.concatenate([labels, teacher], axis=-1)
+    base = make_loss(Loss.BCE_DICE, 1)
+    expected = base(labels, probs).numpy() + 0.5 * _kl_by_hand(teacher, probs)
+    np.testing.assert_allclose(distilled(base, 1, 0.5)(targets, probs).numpy(), expected, rtol=1e-4)
+    label_free = distilled(base, 1, 0.5, labels=False)
+    np.testing.assert_allclose(
+        label_free(targets, probs).numpy(), _kl_by_hand(teacher, probs), rtol=1e-4
+    )
+    assert np.allclose(label_free(targets, teacher).numpy(), 0.0, atol=1e-6)  # agreeing: 0
+
+
+def test_distillation_of_a_softmax_head_is_the_categorical_divergence():
+    rng = np.random.default_rng(5)
+    teacher = rng.dirichlet([1, 1, 1], (1, 4, 4)).astype(np.float32)
+    probs = rng.dirichlet([1, 1, 1], (1, 4, 4)).astype(np.float32)
+    targets = np.concatenate([np.zeros((1, 4, 4, 1), np.float32), teacher], axis=-1)
+    loss = distilled(make_loss(Loss.CE_DICE, 3), 3, 1.0, labels=False)
+    expected = (teacher * np.log(teacher / probs)).sum(-1).mean()
+    assert float(loss(targets, probs)[0]) == pytest.approx(expected, rel=1e-4)
