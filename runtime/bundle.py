@@ -15,6 +15,7 @@ from typing import Any
 from runtime.errors import UserError
 from runtime.memory import ModelMemory
 from runtime.preprocess import Preprocessing
+from runtime.quality import Reference
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -115,6 +116,8 @@ class Manifest:
     class_names: tuple[str, ...]
     artifacts: tuple[Artifact, ...]
     golden: GoldenInfo | None = None  # None in bundles made before golden tiles
+    # What the training images look like (`runtime.quality`); None in bundles made before it.
+    quality: Reference | None = None
     digest: str = ""  # SHA-256 of manifest.json, which holds every file's: the bundle's identity
 
     def artifact(self, precision: str, fmt: str) -> Artifact:
@@ -177,6 +180,7 @@ def read_manifest(bundle: str | Path) -> Manifest:
             class_names=tuple(raw["postprocessing"]["class_names"]),
             artifacts=tuple(Artifact.from_dict(a) for a in raw["artifacts"]),
             golden=GoldenInfo.from_dict(raw["golden"]) if "golden" in raw else None,
+            quality=Reference.from_dict(raw["quality"]) if "quality" in raw else None,
             digest=hashlib.sha256(text).hexdigest(),
         )
     except (KeyError, TypeError, ValueError) as error:

@@ -26,6 +26,14 @@ from runtime.image_io import read_image
 from runtime.memory import DEFAULT_MAX_MEMORY_MB
 from runtime.metrics import check_threshold, masks_from_probabilities
 from runtime.preprocess import normalize
+from runtime.quality import (
+    QUALITY_VERSION,
+    Quality,
+    Reference,
+    assess,
+    input_statistics,
+    output_statistics,
+)
 from runtime.tiling import TilePlan, default_overlap, plan_image, predict_tiled
 from runtime.tta import FLIPS, augmented, check_tta
 from runtime.zoo import is_package
@@ -40,12 +48,17 @@ class Prediction:
     probabilities: np.ndarray  # (H, W, K) float32: K = 1 for a sigmoid model
     seconds: float  # pre-processing, inference and stitching, not image decoding
     tiles: int = 1  # interpreter inputs the image took: 1 is one pass over the whole image
+    # Whether the image looks like the training images (`runtime.quality`); None when the
+    # bundle records no reference (made before it, or a package from elsewhere).
+    quality: Quality | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Prepared:
     input: np.ndarray  # (H, W, C) float32, normalized as the model was trained
     note: str | None  # what pre-processing changed that the caller should hear (channels)
+    # The raw image's input statistics (`runtime.quality`), when the bundle has a reference.
+    statistics: dict[str, float] | None = None
 
 
 def _channel_count(image: np.ndarray) -> int:
@@ -75,6 +88,7 @@ class Segmenter:
         self.max_memory_mb = max_memory_mb
         self.memory = memory_line(manifest, artifact)
         self._notes_said: set[str] = set()
+        self.reference = _usable(manifest.quality)
         if self.memory != artifact.memory:
             log.info(
                 "runtime: %s plans with this device's memory line (%.0f bytes a pixel; %s on "
@@ -185,7 +199,11 @@ class Segmenter:
 
     def prepare(self, image: np.ndarray) -> Prepared:
         """Pre-processing alone (a folder's next image can be prepared while this one runs)."""
-        return Prepared(normalize(image, self.manifest.preprocessing), self._channel_note(image))
+        prep, image = self.manifest.preprocessing, np.asarray(image)
+        statistics = None
+        if self.reference is not None and image.ndim in (2, 3):  # else normalize raises
+            statistics = input_statistics(image, prep.channels)
+        return Prepared(normalize(image, prep), self._channel_note(image), statistics)
 
     def predict_prepared(self, prepared: Prepared, threshold: float | None = None) -> Prediction:
         """Inference and stitching of a prepared image; `seconds` counts only these."""
@@ -203,7 +221,11 @@ class Segmenter:
             align=m.size_multiple,
         )
         mask = masks_from_probabilities(probs, m.threshold if threshold is None else threshold)
-        return Prediction(mask, probs, time.perf_counter() - start, plan.count)
+        quality = None
+        if self.reference is not None and prepared.statistics is not None:
+            statistics = prepared.statistics | output_statistics(probs, mask)
+            quality = assess(statistics, self.reference)
+        return Prediction(mask, probs, time.perf_counter() - start, plan.count, quality)
 
     def plan(self, height: int, width: int) -> TilePlan:
         """How a (height, width) image runs: one pass, or which tiles, how many to a batch."""
@@ -234,6 +256,20 @@ class Segmenter:
         if have == want or want not in kinds:  # a package's 2- or 4-channel model: its own
             return None
         return f"converted a {kinds[have]} image to {kinds[want]} for this {want}-channel model"
+
+
+def _usable(reference: Reference | None) -> Reference | None:
+    """The bundle's quality reference, unless its statistics are defined otherwise than this
+    runtime computes them (a bundle from another version): then no quality, said once."""
+    if reference is not None and reference.version != QUALITY_VERSION:
+        log.warning(
+            "runtime: the bundle's quality reference is version %d, this runtime computes "
+            "version %d: no quality records (rebuild the bundle, or use its runtime)",
+            reference.version,
+            QUALITY_VERSION,
+        )
+        return None
+    return reference
 
 
 def _auto(
