@@ -1,12 +1,15 @@
 """`python -m runtime.predict BUNDLE INPUT... --out DIR`: segment image files with a bundle.
 
 One mask PNG per image; a multi-page TIFF stack gives a mask stack with the same page count.
+With a bundle that records what its training images look like, `quality.csv` beside the masks
+says per image whether it looks unlike them (`runtime.quality`), and one line sums it up.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import dataclasses
 import logging
 import os
@@ -27,12 +30,15 @@ from runtime.io import atomic_path
 from runtime.log import add_verbosity, configure
 from runtime.memory import DEFAULT_MAX_MEMORY_MB
 from runtime.metrics import check_threshold
+from runtime.quality import STATISTICS, Quality
 from runtime.segmenter import Prediction, Prepared, Segmenter, overlay
 from runtime.tta import TTA_KINDS, check_tta, view_count
 
 log = logging.getLogger("runtime.predict")  # not __name__: "__main__" under python -m
 # Niceness of the pipeline's reading and writing threads (0 normal, 19 lowest).
 PIPELINE_NICENESS = 19
+QUALITY_CSV = "quality.csv"
+FLAGGED_EXIT = 3  # --fail-on-flag: an image looks unlike the training images
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +53,7 @@ class PredictConfig(ConfigBase):
     overlay: bool = False
     verify: bool = False
     tta: str = "none"
+    fail_on_flag: bool = False
 
     def check(self) -> None:
         require(
@@ -115,6 +122,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also write the image with the mask tinted on it",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace masks already in --out")
+    parser.add_argument(
+        "--fail-on-flag",
+        action="store_true",
+        default=None,
+        help=f"exit {FLAGGED_EXIT} when any image looks unlike the training images (after "
+        f"writing every mask and {QUALITY_CSV}); needs a bundle with a quality reference",
+    )
     parser.add_argument(
         "--rechoose",
         action="store_true",
@@ -212,18 +226,29 @@ def write_masks(
         _save(tinted, out / f"{read.path.stem}_overlay")
 
 
+@dataclasses.dataclass(frozen=True)
+class Assessed:
+    """One page's quality record, for quality.csv and the closing line."""
+
+    file: str
+    page: int  # 1-based; 1 for a single image
+    quality: Quality
+
+
 def segment_files(
     segmenter: Segmenter,
     images: list[Path],
     out: Path,
     threshold: float | None = None,
     tint: bool = False,
-) -> None:
+) -> list[Assessed]:
     """Segments the files in a pipeline: one thread decodes and pre-processes the next image
-    and another writes the last masks while the interpreter runs this one (LiteRT and
-    onnxruntime release the GIL while they compute)."""
+    (and takes its input statistics) and another writes the last masks while the interpreter
+    runs this one (LiteRT and onnxruntime release the GIL while they compute). Returns each
+    page's quality record (none when the bundle has no quality reference)."""
     progress = _progress(images)
     noted: Counter[str] = Counter()  # notes on the input, said once, then counted
+    assessed: list[Assessed] = []
     with (
         ThreadPoolExecutor(1, initializer=_yield_to_the_interpreter) as reader,
         ThreadPoolExecutor(1, initializer=_yield_to_the_interpreter) as writer,
@@ -245,12 +270,83 @@ def segment_files(
             ms = sum(r.seconds for r in results) * 1000
             stack = f" ({len(read.pages)} pages)" if len(read.pages) > 1 else ""
             tiles = sum(r.tiles for r in results)
-            _report(progress, f"{read.path.name}{stack}: {ms:.0f} ms, {tiles} tile(s)")
+            pages = [
+                Assessed(read.path.name, page, r.quality)
+                for page, r in enumerate(results, 1)
+                if r.quality is not None
+            ]
+            assessed += pages
+            _report(
+                progress, f"{read.path.name}{stack}: {ms:.0f} ms, {tiles} tile(s){_flags(pages)}"
+            )
         if written is not None:
             written.result()
     for note, files in noted.items():
         if files > 1:
             log.warning("%d of %d files: %s", files, len(images), note)
+    return assessed
+
+
+def _flags(pages: list[Assessed]) -> str:
+    """The progress line's tail for a file with flagged pages: the first one's reason."""
+    flagged = [a for a in pages if a.quality.flag]
+    if not flagged:
+        return ""
+    where = f"page {flagged[0].page}: " if len(pages) > 1 else ""
+    more = f" (and {len(flagged) - 1} more pages)" if len(flagged) > 1 else ""
+    return f"; unlike the training images: {where}{flagged[0].quality.reason}{more}"
+
+
+def quality_rows(assessed: list[Assessed]) -> list[dict[str, str]]:
+    """quality.csv's rows: file, page, each statistic, the worst one and its distance (in
+    training ranges outside the training range), flag (1/0), the kind of change and reason."""
+    rows = []
+    for a in assessed:
+        q = a.quality
+        values = {n: f"{q.statistics[n]:.6g}" for n in STATISTICS if n in q.statistics}
+        rows.append(
+            {"file": a.file, "page": str(a.page)}
+            | values
+            | {
+                "worst": q.worst,
+                "distance": f"{q.distances.get(q.worst, 0.0):.3g}",
+                "flag": str(int(q.flag)),
+                "group": q.group,
+                "reason": q.reason,
+            }
+        )
+    return rows
+
+
+def write_quality(out: Path, assessed: list[Assessed]) -> Path:
+    """Writes quality.csv in `out` (atomically); rows of other files from an earlier run into
+    the same folder are kept, this run's files replace theirs."""
+    path, rows = out / QUALITY_CSV, quality_rows(assessed)
+    kept: list[dict[str, str]] = []
+    if path.is_file():
+        files = {row["file"] for row in rows}
+        try:
+            with open(path, newline="") as f:
+                kept = [row for row in csv.DictReader(f) if row.get("file") not in files]
+        except (csv.Error, UnicodeDecodeError):
+            raise UserError(
+                f"{path} is not a {QUALITY_CSV} this command wrote: move it or choose another --out"
+            ) from None
+    columns = list(dict.fromkeys(key for row in [*rows, *kept] for key in row))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns, restval="")
+        writer.writeheader()
+        writer.writerows([*kept, *rows])
+    return path
+
+
+def quality_summary(assessed: list[Assessed]) -> str:
+    """'3 of 120 images look unlike the training images: 2 sharpness, 1 intensity'."""
+    flagged = Counter(a.quality.group for a in assessed if a.quality.flag)
+    count = sum(flagged.values())
+    line = f"{count} of {len(assessed)} images look unlike the training images"
+    kinds = ", ".join(f"{n} {group}" for group, n in flagged.most_common())
+    return f"{line}: {kinds}" if kinds else line
 
 
 def _yield_to_the_interpreter() -> None:
@@ -295,8 +391,17 @@ def main(args: argparse.Namespace) -> int:
             tta=config.tta,
         )
         _say_decision(segmenter, config.threshold)
+        if segmenter.reference is None:
+            if config.fail_on_flag:
+                raise UserError(
+                    f"--fail-on-flag: {args.bundle} records no quality reference (a bundle made "
+                    "before them, or a package from elsewhere): rebuild it with optimize.quantize"
+                )
+            log.info("quality: %s records no quality reference: no %s", args.bundle, QUALITY_CSV)
         args.out.mkdir(parents=True, exist_ok=True)
-        segment_files(segmenter, images, args.out, config.threshold, config.overlay)
+        assessed = segment_files(segmenter, images, args.out, config.threshold, config.overlay)
+        if assessed:
+            written = write_quality(args.out, assessed)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
@@ -307,6 +412,10 @@ def main(args: argparse.Namespace) -> int:
         )
         return 2
     print(f"{len(images)} mask(s) in {args.out}")
+    if assessed:
+        print(f"{quality_summary(assessed)} ({written})")
+        if config.fail_on_flag and any(a.quality.flag for a in assessed):
+            return FLAGGED_EXIT
     return 0
 
 

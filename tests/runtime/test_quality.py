@@ -1,8 +1,10 @@
 """The quality signal (issue 29): statistics that move with the changes a device sees, the
-reference a bundle records and the record each prediction carries."""
+reference a bundle records, the record each prediction carries and what runtime.predict does
+with it."""
 
 from __future__ import annotations
 
+import csv
 import functools
 import io
 import json
@@ -15,6 +17,7 @@ from PIL import Image
 
 from runtime.bundle import read_manifest
 from runtime.errors import UserError
+from runtime.predict import Assessed, quality_summary, write_quality
 from runtime.quality import (
     QUALITY_VERSION,
     STATISTICS,
@@ -240,6 +243,48 @@ def test_a_reference_of_another_version_gives_no_records(caplog):
 
 
 # ------------------------------------------------------------------------------------------
+# quality.csv and the closing line
+
+
+def _record(flag: bool, group: str = "", reason: str = "") -> Quality:
+    return Quality({"p50": 0.5, "uncertain": 0.02}, {"p50": 0.1}, "p50", flag, reason, group)
+
+
+def test_quality_csv_keeps_other_files_rows_and_the_summary_counts_kinds(tmp_path):
+    first = [
+        Assessed("a.png", 1, _record(False)),
+        Assessed("b.png", 1, _record(True, "blur", "sharpness 0.41 of ...")),
+    ]
+    path = write_quality(tmp_path, first)
+    again = [
+        Assessed("b.png", 1, _record(False)),
+        Assessed("c.tif", 1, _record(True, "intensity", "median ...")),
+        Assessed("c.tif", 2, _record(True, "blur", "noise ...")),
+    ]
+    write_quality(tmp_path, again)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["file"], r["page"], r["flag"]) for r in rows] == [
+        ("a.png", "1", "0"),
+        ("b.png", "1", "0"),  # this run's record replaced the first run's
+        ("c.tif", "1", "1"),
+        ("c.tif", "2", "1"),
+    ]
+    assert list(rows[0])[:4] == ["file", "page", "p50", "uncertain"]
+    assert rows[2]["reason"] == "median ..." and rows[2]["group"] == "intensity"
+    assert quality_summary(first + again) == (
+        "3 of 5 images look unlike the training images: 2 blur, 1 intensity"
+    )
+    assert quality_summary(first[:1]) == "0 of 1 images look unlike the training images"
+
+
+def test_a_quality_csv_it_did_not_write_is_refused(tmp_path):
+    (tmp_path / "quality.csv").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserError, match=r"not a quality\.csv this command wrote"):
+        write_quality(tmp_path, [Assessed("a.png", 1, _record(False))])
+
+
+# ------------------------------------------------------------------------------------------
 # Real bundles (slow: the tiny U-Net is trained once per session)
 
 
@@ -267,3 +312,39 @@ def test_predictions_carry_a_record_only_when_the_bundle_has_a_reference(tiny_bu
     assert set(clean.distances) == {n for n, s in STATISTICS.items() if s.source == "input"}
     blurred = segmenter.predict(_blur(image, 2.0)).quality
     assert blurred.flag and blurred.group == "blur"
+
+
+@pytest.mark.slow
+def test_predict_cli_writes_quality_csv_sums_up_and_fails_on_flag(tiny_bundle, tmp_path, capsys):
+    from runtime.predict import main, parse_args
+
+    bundle = _with_reference(tiny_bundle, tmp_path)
+    images = tmp_path / "images"
+    images.mkdir()
+    clean = _em(3, seed=1, size=96)
+    for i, image in enumerate(clean):
+        Image.fromarray(image).save(images / f"clean{i}.png")
+    Image.fromarray(_blur(clean[0], 2.0)).save(images / "soft.png")
+    argv = [str(bundle), str(images), "--precision", "int8", "--threads", "1"]
+
+    assert main(parse_args([*argv, "--out", str(tmp_path / "a")])) == 0
+    out = capsys.readouterr().out
+    assert "soft.png" in out and "unlike the training images: noise 0." in out
+    assert "1 of 4 images look unlike the training images: 1 blur" in out
+    assert main(parse_args([*argv, "--out", str(tmp_path / "b"), "--fail-on-flag"])) == 3
+    assert len(list((tmp_path / "b").glob("*_mask.png"))) == 4  # everything written first
+    with open(tmp_path / "b" / "quality.csv", newline="") as f:
+        rows = {row["file"]: row for row in csv.DictReader(f)}
+    assert set(rows) == {"clean0.png", "clean1.png", "clean2.png", "soft.png"}
+    assert rows["soft.png"]["flag"] == "1" and rows["soft.png"]["reason"].startswith("noise")
+    assert all(rows[f"clean{i}.png"]["flag"] == "0" for i in range(3))
+    assert float(rows["soft.png"]["distance"]) > 0.5
+
+    (images / "soft.png").unlink()
+    assert main(parse_args([*argv, "--out", str(tmp_path / "c"), "--fail-on-flag"])) == 0
+    capsys.readouterr()
+    # a bundle without a reference cannot promise --fail-on-flag: refused before any work
+    plain = [str(tiny_bundle), str(images), "--out", str(tmp_path / "d"), "--fail-on-flag"]
+    assert main(parse_args(plain)) == 2
+    assert "records no quality reference" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
