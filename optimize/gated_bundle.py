@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Collection
 from functools import cached_property, partial
 from pathlib import Path
@@ -41,6 +42,7 @@ from optimize.threshold import calibrated_threshold, threshold_of
 from optimize.wrapping import check_prunable, sparsity_report
 from runtime.errors import UserError
 from runtime.golden import GOLDEN_FILE
+from runtime.quality import FEW_IMAGES, reference_from_images
 from runtime.versions import package_versions
 from train import usefulness
 from train.config import DataConfig, TrainConfig, preset
@@ -53,6 +55,7 @@ DEFAULT_RUN = Path("runs/default-float")
 
 
 GATED = ["int8", "int8_float_io", "int8-onnx"]
+QUALITY_IMAGES = 256  # training images the quality reference reads at most, spread over the set
 
 
 def default_run(out: Path = DEFAULT_RUN) -> Path:
@@ -363,6 +366,7 @@ def quantize(
     )
     if config.sensitivity or kept:
         fields["sensitivity"] = sensitivity.rows()
+    fields["quality"] = quality_section(run, reference)
     with written(exports) as paths:
         golden, fields["golden"] = golden_section(
             reference,
@@ -375,6 +379,36 @@ def quantize(
     files = {key: (*FILES[key], data_bytes) for key, data_bytes in exports.items()}
     write_bundle(out, files, fields, overwrite, extra={GOLDEN_FILE: golden})
     return report
+
+
+def quality_section(run: Run, reference: Reference) -> dict[str, Any]:
+    """The manifest's `quality` (`runtime.quality.Reference`): the input statistics' bands over
+    the training images, the output statistics' over the float model's held-out tiles (the
+    gate's: a model is surer of the images it was fitted to than of any new one, so bands from
+    them would flag clean images). Seconds: statistics alone, no model runs."""
+    start = time.perf_counter()
+    train = run.splits[0]
+    chosen = train[:: max(1, -(-len(train) // QUALITY_IMAGES))]
+    quality = reference_from_images(
+        (sample.image for sample in chosen),
+        run.preprocessing.channels,
+        reference.probabilities,
+        reference.masks,
+    )
+    log.info(
+        "quality reference: %d training images, %d held-out tiles (%.2f s)",
+        quality.images,
+        quality.tiles,
+        time.perf_counter() - start,
+    )
+    if quality.images < FEW_IMAGES:  # held-out tiles are fewer by design: their bands widen
+        log.warning(
+            "quality reference from %d training images: with fewer than %d its ranges are "
+            "rough, and the runtime's quality flags less reliable",
+            quality.images,
+            FEW_IMAGES,
+        )
+    return quality.to_dict()
 
 
 def print_table(report: ParityReport, exports: dict[str, bytes]) -> None:

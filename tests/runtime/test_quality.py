@@ -348,3 +348,10 @@ def test_predict_cli_writes_quality_csv_sums_up_and_fails_on_flag(tiny_bundle, t
     assert main(parse_args(plain)) == 2
     assert "records no quality reference" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_optimize_quantize_records_the_reference(tiny_quantized_bundle):
+    reference = read_manifest(tiny_quantized_bundle).quality
+    assert reference is not None and set(reference.statistics) == set(STATISTICS)
+    assert reference.images >= 4 and reference.tiles >= 1
