@@ -1,7 +1,5 @@
 """The report's "Objects" section: per variant, the labelled objects it found and the false ones
 it marked, beside its pixel Dice, and recall per object size (`benchmarks.objects`).
-
-A section of its own module: `benchmarks.report` is to be split by section (it renders them).
 """
 
 from __future__ import annotations

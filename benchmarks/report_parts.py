@@ -1,8 +1,8 @@
 """What the report's sections are made of: tables, sections and the number formats they share.
 
-`benchmarks.report` renders a list of `Section`s as Markdown and as HTML; a section built in a
-module of its own (`benchmarks.report_objects`) is made of these, so it needs nothing of the
-writer's.
+`benchmarks.report` renders a list of `Section`s as Markdown and as HTML; each section is built
+in a module of its own (`benchmarks.report_latency`, `benchmarks.report_objects`, ...) of these,
+so it needs nothing of the writer's.
 """
 
 from __future__ import annotations
@@ -42,3 +42,28 @@ def num(value: float | None, digits: int) -> str:
 
 def pct(fraction: float | None, digits: int) -> str:
     return f"{fraction * 100:.{digits}f} %" if finite(fraction) else DASH
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if finite(a) and finite(b) and b > 0 else None
+
+
+def scaled(value: float | None, factor: float) -> float | None:
+    return value * factor if finite(value) else None
+
+
+def signed(value: float | None, digits: int) -> str:
+    return f"{value:+.{digits}f}" if finite(value) else DASH
+
+
+def pp(fraction: float | None) -> str:
+    """A change of a share, in percentage points."""
+    return f"{fraction * 100:+.2f} pp" if finite(fraction) else DASH
+
+
+def times(value: float | None) -> str:
+    return f"{value:.2f}x" if finite(value) else DASH
+
+
+def text(value: object) -> str:
+    return DASH if value is None else str(value)

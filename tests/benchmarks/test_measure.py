@@ -551,7 +551,7 @@ def test_an_int8_ptq_onnx_model_is_discovered_and_measured_with_tta(tiny_bundle,
 
 def test_a_bundle_from_before_calibration_is_scored_at_0_5(tiny_bundle, tmp_path):
     from benchmarks.accuracy import bundle_threshold, int8_choice
-    from benchmarks.report import _threshold_fact
+    from benchmarks.report_accuracy import threshold_fact
     from benchmarks.schema import Threshold
 
     def older(manifest: dict, _: Path) -> None:
@@ -560,5 +560,5 @@ def test_a_bundle_from_before_calibration_is_scored_at_0_5(tiny_bundle, tmp_path
 
     bundle = _edited_copy(tiny_bundle, tmp_path, older)
     assert bundle_threshold(str(bundle)) == Threshold(0.5)
-    assert _threshold_fact(bundle_threshold(str(bundle))) == "threshold 0.5"
+    assert threshold_fact(bundle_threshold(str(bundle))) == "threshold 0.5"
     assert int8_choice(str(bundle)) is None
