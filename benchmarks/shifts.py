@@ -221,24 +221,18 @@ def auroc(scores: Sequence[float], positive: Sequence[bool]) -> float | None:
     return float((ranks[p].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def _quality(prediction: Prediction) -> object | None:
-    return getattr(prediction, "quality", None)
-
-
 def _flag_score(prediction: Prediction) -> float | None:
-    """How unlike the bundle's validation images the runtime finds this one: the largest of the
-    quality record's distances; None without a record (a bundle with no reference)."""
-    quality = _quality(prediction)
-    if quality is None:
+    """How unlike the bundle's reference images the runtime finds this one: the largest of its
+    quality record's distances (`runtime.quality.Quality`: in training ranges outside each
+    statistic's band, 0 inside; the flag is this beyond the reference's threshold); None
+    without a record (a bundle made before quality references)."""
+    if prediction.quality is None:
         return None
-    distances = getattr(quality, "distances", None) or {}
-    values = [float(d) for d in distances.values() if d is not None]
-    return max(values) if values else 0.0
+    return max(prediction.quality.distances.values(), default=0.0)
 
 
 def _flagged(prediction: Prediction) -> bool | None:
-    quality = _quality(prediction)
-    return None if quality is None else bool(quality.flag)
+    return None if prediction.quality is None else prediction.quality.flag
 
 
 # --------------------------------------------------------------------------------------------

@@ -184,10 +184,14 @@ def test_auroc_by_ranks_equals_a_count_of_pairs():
 
 
 def test_the_flag_score_is_the_largest_distance_or_none():
-    assert _flag_score(SimpleNamespace(mask=None)) is None
-    quality = SimpleNamespace(flag=True, reason="", distances={"sharpness": 0.4, "mean": 2.5})
-    assert _flag_score(SimpleNamespace(quality=quality)) == 2.5
-    assert _flag_score(SimpleNamespace(quality=None)) is None
+    from runtime.quality import Quality
+    from runtime.segmenter import Prediction
+
+    mask, probabilities = np.zeros((2, 2), np.uint8), np.zeros((2, 2, 1), np.float32)
+    assert _flag_score(Prediction(mask, probabilities, 0.0)) is None
+    distances = {"sharpness": 0.4, "p50": 2.5, "uncertain": 0.0}
+    quality = Quality({}, distances, "p50", True, "median intensity 0.9, above ...")
+    assert _flag_score(Prediction(mask, probabilities, 0.0, quality=quality)) == 2.5
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
@@ -227,31 +231,41 @@ def test_the_command_scores_each_model_and_shift_as_computed_here(
     assert report["shifts"] == {"blur-2": "strong", "noise-15": "strong"}
     assert [m["key"] for m in report["models"]] == ["int8", "fp32"]
     assert len(report["rows"]) == 2 * 3
+    assert manifest.quality is not None and report["quality"]  # quantize records a reference
     for model in report["models"]:
         segmenter = Segmenter.from_bundle(tiny_quantized_bundle, model["key"], model["engine"])
         rows = {r["shift"]: r for r in report["rows"] if r["model"] == model["name"]}
         assert list(rows) == ["none", "blur-2", "noise-15"]
         clean = None
+        scores, positive = [], []
         for shift, row in rows.items():
-            masks, labels = [], []
+            predictions, labels = [], []
             for index, sample in enumerate(held):
                 image = sample.image
                 if shift != "none":
                     image = SHIFTS[shift][0](image, seed=(0, index))
-                masks.append(segmenter.predict(image).mask)
+                predictions.append(segmenter.predict(image))
                 labels.append(sample.mask)
+            masks = [p.mask for p in predictions]
             per_image = [dice(m, t) for m, t in zip(masks, labels, strict=True)]
             pooled = dice(np.stack(masks), np.stack(labels))
             assert row["per_image"] == pytest.approx(per_image)
             assert row["dice"] == pytest.approx(pooled)
             clean = clean or (pooled, per_image)
             assert row["drop"] == pytest.approx(clean[0] - pooled)
-            assert row["degraded"] == sum(
-                d < c - 0.05 for d, c in zip(per_image, clean[1], strict=True)
-            )
+            degraded = [d < c - 0.05 for d, c in zip(per_image, clean[1], strict=True)]
+            assert row["degraded"] == sum(degraded)
             assert f"| {model['name']} | {shift} |" in printed
+            # the quality records as the runtime gives them: flags, and the largest distance
+            assert row["flagged"] == sum(p.quality.flag for p in predictions)
+            scores += [max(p.quality.distances.values()) for p in predictions]
+            assert row["flag_scores"] == pytest.approx(scores[-len(held) :])
+            positive += degraded
         assert model["clean_dice"] == pytest.approx(clean[0])
         assert model["worst_strong"] in ("blur-2", "noise-15") and model["mild"] == 0
+        assert model["false_flag_rate"] == rows["none"]["flagged"] / len(held)
+        expected = _pairs_count(scores, positive) if any(positive) else None  # clean: negatives
+        assert model.get("auroc") == pytest.approx(expected)
 
 
 @pytest.mark.slow
@@ -292,9 +306,12 @@ def test_the_data_is_the_held_out_split_of_the_bundles_own_folder(tmp_path, make
         assert len(samples) == 10 and "every pair (10)" in what
 
 
-def _prediction(mask: np.ndarray, flag: bool | None = None, distance: float = 0.0):
-    quality = None if flag is None else SimpleNamespace(flag=flag, distances={"d": distance})
-    return SimpleNamespace(mask=mask, quality=quality)
+def _prediction(mask: np.ndarray, flag: bool, distance: float):
+    from runtime.quality import Quality
+    from runtime.segmenter import Prediction
+
+    quality = Quality({}, {"p50": distance, "noise": distance / 2}, "p50", flag, "")
+    return Prediction(mask, mask[..., None].astype(np.float32), 0.0, quality=quality)
 
 
 def test_flags_are_counted_per_shift_and_scored_across_the_suite():
