@@ -293,7 +293,7 @@ def _flags(pages: list[Assessed]) -> str:
     if not flagged:
         return ""
     where = f"page {flagged[0].page}: " if len(pages) > 1 else ""
-    more = f" (and {len(flagged) - 1} more pages)" if len(flagged) > 1 else ""
+    more = f" (and {len(flagged) - 1} more)" if len(flagged) > 1 else ""
     return f"; unlike the training images: {where}{flagged[0].quality.reason}{more}"
 
 
