@@ -42,6 +42,7 @@ from optimize.threshold import calibrated_threshold, threshold_of
 from optimize.wrapping import check_prunable, sparsity_report
 from runtime.errors import UserError
 from runtime.golden import GOLDEN_FILE
+from runtime.preprocess import Normalization
 from runtime.quality import FEW_IMAGES, reference_from_images
 from runtime.versions import package_versions
 from train import usefulness
@@ -385,7 +386,8 @@ def quality_section(run: Run, reference: Reference) -> dict[str, Any]:
     """The manifest's `quality` (`runtime.quality.Reference`): the input statistics' bands over
     the training images, the output statistics' over the float model's held-out tiles (the
     gate's: a model is surer of the images it was fitted to than of any new one, so bands from
-    them would flag clean images). Seconds: statistics alone, no model runs."""
+    them would flag clean images). A model that normalizes each image gets standardized input
+    statistics: it does not see a gain or an offset. Seconds: statistics alone, no model runs."""
     start = time.perf_counter()
     train = run.splits[0]
     chosen = train[:: max(1, -(-len(train) // QUALITY_IMAGES))]
@@ -394,6 +396,7 @@ def quality_section(run: Run, reference: Reference) -> dict[str, Any]:
         run.preprocessing.channels,
         reference.probabilities,
         reference.masks,
+        standardized=run.preprocessing.normalization is Normalization.IMAGE,
     )
     log.info(
         "quality reference: %d training images, %d held-out tiles (%.2f s)",

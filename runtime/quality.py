@@ -26,6 +26,11 @@ EM images, each change of the issue's table at its mild and strong setting):
   training ranges out on ISBI, where sharpness and noise stay inside) and the period-2 pattern
   of a 2x upsampling. About 1.02-1.06 for other images.
 
+A bundle that normalizes each image by its own mean and std (`Normalization.IMAGE`) does not
+see a gain or an offset: its reference is `standardized`, the quantiles are taken in stds from
+the image's mean and `std` is left out, so only changes of the histogram's shape (gamma)
+move them.
+
 Output statistics come from the model's probabilities: `uncertain`, the share of pixels whose
 probability (sigmoid: the foreground channel; softmax: the most probable class's) lies in
 0.2-0.8, and `foreground`, the mask's foreground share. Under a 2x downscale the uncertain
@@ -138,9 +143,12 @@ def _grey(image: np.ndarray, channels: int) -> np.ndarray:
     return unit[..., 0] if unit.shape[-1] == 1 else unit.mean(axis=-1, dtype=np.float32)
 
 
-def input_statistics(image: np.ndarray, channels: int = 1) -> dict[str, float]:
+def input_statistics(
+    image: np.ndarray, channels: int = 1, standardized: bool = False
+) -> dict[str, float]:
     """The image's statistics (see the module's docstring), or {} for an image under 16 px a
-    side. `image` is raw (H, W[, C]) pixels, as `Segmenter.predict` takes them."""
+    side. `image` is raw (H, W[, C]) pixels, as `Segmenter.predict` takes them; `standardized`:
+    quantiles in stds from the mean and no `std`, for a model that normalizes each image."""
     grey = _grey(image, channels)
     height, width = grey.shape
     if min(height, width) < MIN_SIDE:
@@ -161,12 +169,13 @@ def input_statistics(image: np.ndarray, channels: int = 1) -> dict[str, float]:
     highpass = vertical[:, :-2] - 2 * vertical[:, 1:-1] + vertical[:, 2:]
     # Gaussian noise of sigma s gives the kernel's response sigma 6 s; its median |.| is 0.6745 x.
     noise = float(np.median(np.abs(highpass))) / (6 * 0.6745)
+    quantiles = {"p1": p1, "p50": p50, "p99": p99}
+    if standardized:  # what a per-image normalization leaves of them
+        quantiles = {name: (value - mean) / scale for name, value in quantiles.items()}
     return {
-        "p1": p1,
-        "p50": p50,
-        "p99": p99,
+        **quantiles,
         "skew": (mean - p50) / scale,
-        "std": std,
+        **({} if standardized else {"std": std}),
         "sharpness": float(np.mean(np.abs(laplacian))) / scale,
         "noise": noise / scale,
         "blockiness": _blockiness(grey, mid, rows),
@@ -247,6 +256,8 @@ class Reference(JsonRecord):
     tiles: int = 0  # how many model outputs the output statistics' bands come from
     threshold: float = THRESHOLD  # flag beyond this many spreads outside a band
     version: int = QUALITY_VERSION
+    # Input statistics taken as for a model that normalizes each image (`input_statistics`).
+    standardized: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,16 +290,18 @@ def reference_of(
     inputs: Sequence[Mapping[str, float]],
     outputs: Sequence[Mapping[str, float]] = (),
     threshold: float = THRESHOLD,
+    standardized: bool = False,
 ) -> Reference:
     """A reference from the input statistics of the training images and the output statistics
-    of model outputs (either may be empty: its statistics are then not judged)."""
+    of model outputs (either may be empty: its statistics are then not judged); `standardized`
+    says how the input statistics were taken."""
     bands = {}
     for source, rows in (("input", inputs), ("output", outputs)):
         for statistic in STATISTICS.values():
             values = [row[statistic.name] for row in rows if statistic.name in row]
             if statistic.source == source and values:
                 bands[statistic.name] = band_of(values, statistic)
-    return Reference(bands, len(inputs), len(outputs), threshold)
+    return Reference(bands, len(inputs), len(outputs), threshold, standardized=standardized)
 
 
 def reference_from_images(
@@ -297,12 +310,14 @@ def reference_from_images(
     probabilities: np.ndarray | Sequence[np.ndarray] = (),
     masks: np.ndarray | Sequence[np.ndarray] = (),
     threshold: float = THRESHOLD,
+    standardized: bool = False,
 ) -> Reference:
     """A reference from raw training images and, for the output statistics, model outputs:
-    (N, H, W, K) probabilities and their (N, H, W) masks (not necessarily of those images)."""
-    inputs = [s for image in images if (s := input_statistics(image, channels))]
+    (N, H, W, K) probabilities and their (N, H, W) masks (not necessarily of those images).
+    `standardized` for a model that normalizes each image by its own mean and std."""
+    inputs = [s for image in images if (s := input_statistics(image, channels, standardized))]
     outputs = [output_statistics(p, m) for p, m in zip(probabilities, masks, strict=True)]
-    return reference_of(inputs, outputs, threshold)
+    return reference_of(inputs, outputs, threshold, standardized)
 
 
 def assess(statistics: Mapping[str, float], reference: Reference) -> Quality:
@@ -316,11 +331,13 @@ def assess(statistics: Mapping[str, float], reference: Reference) -> Quality:
     worst = max(distances, key=distances.__getitem__, default="")
     if not worst or distances[worst] <= reference.threshold:
         return Quality(dict(statistics), distances, worst, False, "")
-    group, reason = _reason(worst, statistics[worst], reference.statistics[worst])
+    group, reason = _reason(
+        worst, statistics[worst], reference.statistics[worst], reference.standardized
+    )
     return Quality(dict(statistics), distances, worst, True, reason, group)
 
 
-def _reason(name: str, value: float, band: Band) -> tuple[str, str]:
+def _reason(name: str, value: float, band: Band, standardized: bool) -> tuple[str, str]:
     """The kind of change and the plain words: ('blur', 'sharpness 0.41 of training's 5th
     percentile: blurred, or a lower resolution'), ('intensity', 'median intensity 0.650,
     above training's 95th percentile 0.556: brighter')."""
@@ -328,6 +345,8 @@ def _reason(name: str, value: float, band: Band) -> tuple[str, str]:
     statistic = STATISTICS.get(name)
     label = statistic.label if statistic else name
     group, hint = (statistic.below if below else statistic.above) if statistic else (name, "")
+    if standardized and name in ("p1", "p50", "p99"):  # no brighter or darker: only a shape
+        label, (group, hint) = f"{label} (stds from the mean)", _SHAPE
     bound = band.low if below else band.high
     which = f"training's {LOW_PERCENTILE if below else HIGH_PERCENTILE}th percentile"
     if band.scale == "log" and bound > 0:

@@ -202,7 +202,7 @@ class Segmenter:
         prep, image = self.manifest.preprocessing, np.asarray(image)
         statistics = None
         if self.reference is not None and image.ndim in (2, 3):  # else normalize raises
-            statistics = input_statistics(image, prep.channels)
+            statistics = input_statistics(image, prep.channels, self.reference.standardized)
         return Prepared(normalize(image, prep), self._channel_note(image), statistics)
 
     def predict_prepared(self, prepared: Prepared, threshold: float | None = None) -> Prediction:

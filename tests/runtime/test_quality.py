@@ -131,6 +131,31 @@ def test_statistics_of_any_dtype_and_channels_and_of_tiny_images():
     assert flat["sharpness"] == 0.0 and flat["std"] == 0.0  # no division by zero
 
 
+def test_standardized_statistics_see_the_histogram_s_shape_not_gain_or_offset():
+    """For a model that normalizes each image: a gain and an offset change nothing it sees."""
+    image = _em(1, seed=6, size=256)[0]
+    clean = input_statistics(image, standardized=True)
+    assert "std" not in clean and clean["p1"] < 0 < clean["p99"]
+    changed = input_statistics(_contrast(_offset(image, 0.05), 0.7), standardized=True)
+    for name, value in clean.items():
+        assert changed[name] == pytest.approx(value, rel=0.05, abs=0.06), name
+    assert input_statistics(_gamma(image, 2.0), standardized=True)["p99"] > clean["p99"] + 0.3
+    reference = reference_from_images(_em(64, seed=0), standardized=True)
+    assert reference.standardized and "std" not in reference.statistics
+    assert Reference.from_dict(json.loads(json.dumps(reference.to_dict()))) == reference
+
+    def flags(change) -> list[bool]:
+        shifted = (input_statistics(change(x), standardized=True) for x in _em(8, seed=1))
+        return [assess(s, reference).flag for s in shifted]
+
+    clean_flags = flags(lambda x: x)  # one of these 8 lies out already
+    assert flags(_offset) == flags(lambda x: _contrast(x, 0.7)) == clean_flags
+    assert sum(flags(lambda x: _gamma(x, 2.0))) >= sum(clean_flags) + 4
+    gamma = assess(input_statistics(_gamma(image, 2.0), standardized=True), reference)
+    assert gamma.flag and "(stds from the mean)" in gamma.reason, gamma.reason
+    assert gamma.group == "intensity" and "histogram shape" in gamma.reason
+
+
 def test_output_statistics_of_sigmoid_and_softmax_heads():
     sigmoid = np.array([0.05, 0.3, 0.5, 0.9], np.float32).reshape(1, 4, 1).repeat(2, axis=0)
     mask = (sigmoid[..., 0] > 0.5).astype(np.uint8)
