@@ -484,6 +484,9 @@ def _rdf(
                 if chosen.artifact.memory
                 else None,
                 "tolerance_why": chosen.tolerance.why,
+                # What the training images look like: the toolkit's runtime flags drifted
+                # images of the packages it wrote (runtime.quality).
+                "quality": raw.get("quality"),
             },
         },
     }

@@ -45,6 +45,7 @@ from runtime.io import write_bytes_atomic
 from runtime.memory import ModelMemory
 from runtime.metrics import float_parity, masks_from_probabilities
 from runtime.preprocess import Preprocessing, WholeImage, normalize
+from runtime.quality import Reference
 from runtime.tiling import align_up, default_overlap
 from runtime.zoo_rdf import SINGLETON, Axis, Files, axes_of, read_rdf, relative
 from runtime.zoo_rdf import is_package as is_package  # what the Segmenter asks first
@@ -451,6 +452,7 @@ def open_package(path: str | Path) -> Package:
         threshold=threshold,
         class_names=tuple(own.get("class_names") or default_names),
         artifacts=(artifact,),
+        quality=_quality(own, path),
         digest=hashlib.sha256(files.read(files.rdf)).hexdigest(),
     )
     model_file = _unpacked(files, name, data, extra)
@@ -458,6 +460,18 @@ def open_package(path: str | Path) -> Package:
     return Package(
         path, manifest, artifact, model_file, inputs, outputs, post, overlap, sides.crop, files, rdf
     )
+
+
+def _quality(own: dict[str, Any], path: Path) -> Reference | None:
+    """The training images' quality reference of a package this toolkit wrote, if it has one."""
+    if not own.get("quality"):
+        return None
+    try:
+        return Reference.from_dict(own["quality"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise UserError(
+            f"{path}: config.unet_edge.quality is malformed ({error}): re-export the package"
+        ) from None
 
 
 def _check_outputs_are_probabilities(rdf: dict[str, Any], path: Path) -> None:

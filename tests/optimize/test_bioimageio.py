@@ -247,3 +247,15 @@ def test_quantize_writes_the_package_too(tiny_run, tiny_quantized_bundle, tmp_pa
     assert calls == []  # refused before any work
     assert quantize.main(quantize.parse_args([*argv, "--bioimageio", str(tmp_path / "a.zip")])) == 0
     assert _rdf(tmp_path / "a.zip")["weights"]["onnx"]["source"] == "model_int8.onnx"
+
+
+def test_the_package_carries_the_quality_reference(packages, tiny_quantized_bundle):
+    """The toolkit's runtime flags drifted images of the packages it wrote, as of its bundles."""
+    from runtime.segmenter import Segmenter
+    from train.data.synthetic import generate_em
+
+    reference = read_manifest(tiny_quantized_bundle).quality
+    assert reference is not None
+    segmenter = Segmenter.from_bundle(packages["default"])
+    assert segmenter.manifest.quality == reference
+    assert segmenter.predict(generate_em(1, 96, seed=3)[0][0]).quality is not None
