@@ -306,6 +306,17 @@ def _check_jit(model_config: ModelConfig, train_config: TrainConfig) -> None:
         )
 
 
+def _planned(
+    samples: list[Sample], model_config: ModelConfig, train_config: TrainConfig
+) -> tuple[TrainConfig, dict[str, Any]]:
+    """The recipe with the fields left to the data decided by its fingerprint (said in one
+    line), and the fingerprint with the plan, for config.json."""
+    data_print = fingerprint.measure(samples, model_config.channels)
+    plan = fingerprint.plan(data_print, model_config, train_config)
+    log.info(fingerprint.describe(data_print, plan))
+    return fingerprint.planned(train_config, plan), {**data_print.to_dict(), "plan": plan.to_dict()}
+
+
 def run_training(
     model_config: ModelConfig,
     data_config: DataConfig,
@@ -341,10 +352,7 @@ def run_training(
         model_config.channels,
         data_config.normalization,
     )
-    data_print = fingerprint.measure(train_samples, model_config.channels)
-    plan = fingerprint.plan(data_print, model_config, train_config)
-    log.info(fingerprint.describe(data_print, plan))
-    train_config = fingerprint.planned(train_config, plan)
+    train_config, data_print = _planned(train_samples, model_config, train_config)
     loss = make_loss(train_config.loss, model_config.classes)
     in_size = train_config.input_size
     out_size = checked_output_size(model_config, in_size)
@@ -363,7 +371,7 @@ def run_training(
             {
                 **configs,
                 "preprocessing": prep.to_dict(),
-                "fingerprint": {**data_print.to_dict(), "plan": plan.to_dict()},
+                "fingerprint": data_print,
                 "versions": package_versions(),
             },
         )
