@@ -86,7 +86,9 @@ def measure(
     from benchmarks.endtoend import measure_end_to_end
     from benchmarks.latency import measure_latency
     from benchmarks.load import LoadProbe
+    from benchmarks.pareto import pareto_of
     from benchmarks.targets import NO_DOT_PRODUCT_NOTE, check_targets, end_to_end_targets
+    from benchmarks.verification import dice_budget, verify_variants
     from runtime.tta import TTA_KINDS
 
     started, probe = time.perf_counter(), LoadProbe()
@@ -119,6 +121,7 @@ def measure(
     capability = env.int8_capability or ""
     choice = _auto_choice(bundles[MAIN], threads)
     targets = check_targets(variants, latency, accuracy, largest, threads, capability, choice)
+    verified = verify_variants(variants, threads)
     report = Report(
         created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         config={
@@ -145,7 +148,9 @@ def measure(
         wall_seconds=time.perf_counter() - started,
         other_cores=probe.other_cores(),
     )
-    return report, examples
+    budget, budget_from = dice_budget(bundles[MAIN])
+    pareto = pareto_of(report, verified, budget, budget_from)
+    return dataclasses.replace(report, pareto=pareto), examples
 
 
 def _with_tta_latency(

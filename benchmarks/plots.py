@@ -1,5 +1,5 @@
-"""The benchmark report's plots: latency bars, size against quality, per-image parity and the
-example overlays, each a captioned PNG.
+"""The benchmark report's plots: latency bars, size against quality, Dice against milliseconds
+with the Pareto front, per-image parity and the example overlays, each a captioned PNG.
 
 Drawn with matplotlib's object API (no pyplot): no global backend is switched and no figure
 outlives its function, which matters inside a harness that also measures memory.
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.pareto import front
 from benchmarks.schema import Report, plural
 
 DPI = 100
@@ -39,6 +40,7 @@ def draw_plots(report: Report, examples: Sequence[Example]) -> dict[str, tuple[s
     for key, draw in (
         ("latency", _plot_latency),
         ("size_vs_dice", _plot_size_vs_quality),
+        ("pareto", _plot_pareto),
         ("parity", _plot_parity),
     ):
         drawn = draw(report)
@@ -105,13 +107,10 @@ def _quality_points(report: Report) -> list[tuple[str, float, float]]:
 
 
 def _pareto(points: Iterable[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
-    """The points that no other point beats: smaller or equal and at least as accurate."""
+    """The points that no other point beats: smaller or equal and at least as accurate
+    (`benchmarks.pareto.front`), smallest first."""
     points = list(points)
-
-    def beaten(p: tuple[str, float, float]) -> bool:
-        return any(q[1] <= p[1] and q[2] >= p[2] and (q[1], q[2]) != (p[1], p[2]) for q in points)
-
-    return sorted((p for p in points if not beaten(p)), key=lambda p: p[1])
+    return [points[i] for i in front([(p[1], p[2]) for p in points])]
 
 
 def _plot_size_vs_quality(report: Report) -> tuple[str, bytes] | None:
@@ -149,6 +148,178 @@ def _plot_size_vs_quality(report: Report) -> tuple[str, bytes] | None:
     axes.legend(fontsize="small")
     caption = f"Size against {label}; red: the Pareto frontier (no variant is smaller and at least as accurate)"
     return caption, _png(figure)
+
+
+def _plot_pareto(report: Report) -> tuple[str, bytes] | None:
+    """Dice against p50 ms of every verified (model, engine) pair (`Report.pareto`): a marker per
+    bundle, the front as a red staircase, the recommended pair ringed in green, the float
+    model's Dice and the band its budget allows. Pairs far below the band (more than three
+    budgets) sit on the bottom edge as triangles with their Dice in the label, so that the
+    pairs a choice is made between are not squeezed into a line."""
+    pareto = report.pareto
+    if pareto is None or not pareto.points:
+        return None
+    top = pareto.float_dice if pareto.float_dice is not None else math.nan
+    floor = top - 3 * max(pareto.budget, 0.005) if math.isfinite(top) else -math.inf
+    low = [p for p in pareto.points if p.dice < floor]
+    shown = {p.variant: max(p.dice, floor) for p in pareto.points}  # y as drawn
+    figure = _figure(7.5, 4.8)
+    axes = figure.add_subplot()
+    bundles = list(dict.fromkeys(p.bundle for p in pareto.points))
+    for k, bundle in enumerate(bundles):
+        mine = [p for p in pareto.points if p.bundle == bundle and p.dice >= floor]
+        if not mine:
+            continue
+        axes.scatter(
+            [p.ms for p in mine],
+            [p.dice for p in mine],
+            color="#888",
+            marker="osD^<P*X"[k % 8],
+            label=f"bundle {bundle}" if len(bundles) > 1 else "verified pairs",
+            zorder=2,
+        )
+    if low:
+        axes.scatter(
+            [p.ms for p in low],
+            [floor] * len(low),
+            color="#888",
+            marker="v",
+            label=f"Dice below {floor:.3f} (in the label)",
+            zorder=2,
+        )
+    by_name = {p.variant: p for p in pareto.points}
+    line = [by_name[name] for name in pareto.front if name in by_name]
+    axes.plot(
+        [p.ms for p in line],
+        [shown[p.variant] for p in line],
+        "-",
+        drawstyle="steps-post",
+        color="#c0392b",
+        label="Pareto front",
+        zorder=3,
+    )
+    axes.scatter(
+        [p.ms for p in line], [shown[p.variant] for p in line], color="#c0392b", s=16, zorder=3
+    )
+    if math.isfinite(top):
+        axes.axhline(top, color="#555", linestyle="--", linewidth=1, label=f"float model {top:.4f}")
+        axes.axhspan(
+            top - pareto.budget,
+            top,
+            color="#2e7d32",
+            alpha=0.08,
+            label=f"within {pareto.budget:g} Dice of it",
+        )
+    chosen = by_name.get(pareto.recommended or "")
+    if chosen is not None:
+        axes.scatter(
+            [chosen.ms],
+            [chosen.dice],
+            s=200,
+            facecolors="none",
+            edgecolors="#2e7d32",
+            linewidths=2,
+            label=f"recommended: {chosen.variant}",
+            zorder=4,
+        )
+    times = [p.ms for p in pareto.points]
+    if max(times) / min(times) > 8:
+        from matplotlib.ticker import FuncFormatter
+
+        axes.set_xscale("log")
+        plain = FuncFormatter(lambda value, _: f"{value:g}")
+        axes.xaxis.set_major_formatter(plain)
+        axes.xaxis.set_minor_formatter(plain)
+    label = "Dice vs truth" if pareto.score == "dice_vs_truth" else "Dice vs float"
+    axes.set_xlabel(f"p50 ms at {pareto.size} px, {plural(pareto.threads, 'thread')}, batch 1")
+    axes.set_ylabel(label)
+    axes.set_title(f"{label} against latency")
+    axes.margins(x=0.12, y=0.12)  # room for the labels beside the points
+    figure.legend(loc="outside lower center", fontsize="small", ncols=3)
+    names = [p.variant + (f" ({p.dice:.3f})" if p.dice < floor else "") for p in pareto.points]
+    _place_labels(
+        figure,
+        axes,
+        [(n, p.ms, shown[p.variant]) for n, p in zip(names, pareto.points, strict=True)],
+        next((i for i, p in enumerate(pareto.points) if p is chosen), None),
+    )
+    caption = (
+        f"{label} against p50 ms at {pareto.size} px, {plural(pareto.threads, 'thread')}, of "
+        "every verified (model, engine) pair; red: the Pareto front (no pair is as fast and as "
+        "accurate); ringed: the recommended pair, the fastest within the Dice budget"
+    )
+    return caption, _png(figure)
+
+
+def _place_labels(
+    figure, axes, points: list[tuple[str, float, float]], ringed: int | None = None
+) -> None:
+    """Labels each (name, x, y) point where its text overlaps no other label or point: beside
+    it, else above or below at growing distances (with a thin line back to the point), fastest
+    point first; the point at index `ringed` has a ring around it to keep clear. Measured on the
+    laid-out figure, so it holds for any number of points."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    figure.draw_without_rendering()  # the layout and the limits are final from here
+    frame = axes.get_window_extent(renderer)
+    pixel = DPI / 72  # pixels per point
+    centres = [axes.transData.transform((x, y)) for _, x, y in points]
+    taken = [(cx - 5, cy - 5, cx + 5, cy + 5) for cx, cy in centres]
+    if ringed is not None:
+        cx, cy = centres[ringed]
+        taken.append((cx - 9, cy - 9, cx + 9, cy + 9))
+    order = sorted(range(len(points)), key=lambda i: (points[i][1], -points[i][2]))
+    for i in order:
+        name, x, y = points[i]
+        cx, cy = centres[i]
+        text = axes.annotate(
+            name,
+            (x, y),
+            xytext=(0, 0),
+            textcoords="offset points",
+            fontsize=7,
+            va="center",
+            in_layout=False,
+        )
+        width = text.get_window_extent(renderer).width
+        height = 7 * 1.3 * pixel
+        chosen = None
+        for dx, dy in _label_candidates(width, height):
+            box = (cx + dx, cy + dy - height / 2, cx + dx + width, cy + dy + height / 2)
+            inside = frame.x0 <= box[0] and box[2] <= frame.x1
+            inside = inside and frame.y0 <= box[1] and box[3] <= frame.y1
+            if inside and not any(_overlap(box, other) for other in taken):
+                chosen = dx, dy
+                break
+        dx, dy = chosen or (8.0, 0.0)
+        text.set_position((dx / pixel, dy / pixel))
+        if abs(dy) > height:
+            axes.annotate(
+                "",
+                (x, y),
+                xytext=((dx + (0 if dx > 0 else width)) / pixel, dy / pixel),
+                textcoords="offset points",
+                arrowprops={"arrowstyle": "-", "color": "#aaa", "linewidth": 0.5},
+                in_layout=False,
+            )
+        taken.append((cx + dx, cy + dy - height / 2, cx + dx + width, cy + dy + height / 2))
+
+
+def _label_candidates(width: float, height: float) -> list[tuple[float, float]]:
+    """Offsets in pixels of a label's left end from its point: right, left, then above and
+    below at growing distances."""
+    gap = 8.0  # clear of the marker and of the recommended pair's ring
+    found = [(gap, 0.0), (-gap - width, 0.0)]
+    for step in range(1, 8):
+        rise = step * height
+        found += [(gap, rise), (gap, -rise), (-gap - width, rise), (-gap - width, -rise)]
+        found += [(-width / 2, rise + 3), (-width / 2, -rise - 3)]
+    return found
+
+
+def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _label_offsets(points: list[tuple[str, float, float]], log: bool) -> list[float]:

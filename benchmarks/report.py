@@ -25,6 +25,7 @@ from benchmarks.report_engines import engines_section
 from benchmarks.report_examples import examples_section
 from benchmarks.report_latency import latency_section
 from benchmarks.report_objects import objects_section
+from benchmarks.report_pareto import pareto_section
 from benchmarks.report_parts import Section, Table
 from benchmarks.report_per_image import per_image_section
 from benchmarks.report_run import config_section, header_section, skipped_section
@@ -107,6 +108,7 @@ def _sections(report: Report) -> list[Section]:
     builders: list[Callable[[Report], Section | None]] = [
         header_section,
         targets_section,
+        pareto_section,
         latency_section,
         engines_section,
         size_section,

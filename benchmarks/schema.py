@@ -277,6 +277,36 @@ class Tta:
 
 
 @dataclasses.dataclass(frozen=True)
+class ParetoPoint:
+    """One verified (model, engine) pair: its p50 at the trade's setting and its Dice."""
+
+    variant: str
+    ms: float
+    dice: float
+    bundle: str = MAIN
+    engine: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Pareto:
+    """Dice against measured milliseconds of every (model, engine) pair of every bundle that
+    verified on this device (`benchmarks.pareto`): the front and the pair recommended under the
+    Dice budget. None in a report: made before it, or nothing was both timed and scored."""
+
+    size: int  # px: 512 where it was measured, else the largest size
+    threads: int  # the most threads measured (every core where --threads had 0); batch 1
+    score: str = "dice_vs_truth"  # the Scores field that is "Dice"; dice_vs_float without labels
+    float_dice: float | None = None  # the float model's, which the budget is counted from
+    reference: str | None = None  # the float model's variant ("keras fp32")
+    budget: float = 0.01  # the Dice a recommended pair may lose against the float model
+    budget_from: str = ""  # where the budget came from (the main bundle's manifest, a default)
+    points: tuple[ParetoPoint, ...] = ()
+    front: tuple[str, ...] = ()  # the pairs on the Pareto front, fastest first
+    recommended: str | None = None  # the fastest pair within the budget; None: no pair is
+    left_out: tuple[Skipped, ...] = ()  # measured pairs that are not points, and why
+
+
+@dataclasses.dataclass(frozen=True)
 class Target:
     claim: str
     target: float
@@ -354,6 +384,7 @@ class Report(JsonRecord):
     targets_note: str | None = None
     cross_cpu: CrossCpu | None = None  # `make cross-cpu`'s result, when the report folder has it
     tta: Tta | None = None  # test-time augmentation; None: not measured (--no-tta, older)
+    pareto: Pareto | None = None  # Dice against ms, the front, the pick; None: older, or none
 
     def variant_names(self) -> list[str]:
         """Variants in the report's order, then names found only in the measurements."""
