@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from runtime.errors import UserError
-from train.config import DataConfig, ModelConfig, TrainConfig, preset
+from train.config import DataConfig, Loss, ModelConfig, TrainConfig, preset
 from train.tfk import keras
 from train.trainer import TrainingDiverged, run_training
 
@@ -45,7 +45,11 @@ def test_short_training_lowers_the_loss_and_writes_every_artifact(tmp_path):
     )
     written = json.loads((tmp_path / "config.json").read_text())
     assert ModelConfig.from_dict(written["model"]) == TINY
-    assert TrainConfig.from_dict(written["train"]) == QUICK.replace(epochs=4)
+    # The fields left to the data, as its fingerprint decided them (synthetic EM: common
+    # foreground, the per-image Dice and uniform crops).
+    planned = QUICK.replace(epochs=4, loss=Loss.BCE_DICE, foreground_crops=0.0)
+    assert TrainConfig.from_dict(written["train"]) == planned
+    assert written["fingerprint"]["plan"]["loss"] == "bce_dice"
     assert {"mean", "std"} <= set(written["preprocessing"]) and "tensorflow" in written["versions"]
     assert set(result.metrics) == {"final", "best"}
     overall = result.metrics["final"]["overall"]
