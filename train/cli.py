@@ -93,7 +93,8 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=_choices(Normalization),
         help="'dataset': the training set's mean and std (intensities mean something: EM, CT); "
         "'image': each image's own, over the whole image, for images whose brightness and "
-        f"contrast vary (default: {d.normalization})",
+        "contrast vary (default: the data decide, 'image' when the images' mean intensities "
+        "spread wider than a typical image's std)",
     )
     data.add_argument(
         "--val-fraction",

@@ -92,8 +92,9 @@ class DataConfig(ConfigBase):
     # Binarize masks first: values >= this are the bright class (for anti-aliased binary masks).
     mask_threshold: float | None = None
     cache: str = ""  # file prefix for an on-disk cache of the prepared training images
-    # The training set's mean and std, or each image's own (runtime.preprocess.Normalization).
-    normalization: Normalization = Normalization.DATASET
+    # The training set's mean and std, or each image's own (runtime.preprocess.Normalization);
+    # None: the data's fingerprint decides (train.fingerprint).
+    normalization: Normalization | None = None
     val_fraction: float = 0.2  # the last images in natural order; adjacent slices stay together
     synthetic_count: int = 40
     synthetic_size: int = 256

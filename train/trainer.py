@@ -307,14 +307,21 @@ def _check_jit(model_config: ModelConfig, train_config: TrainConfig) -> None:
 
 
 def _planned(
-    samples: list[Sample], model_config: ModelConfig, train_config: TrainConfig
-) -> tuple[TrainConfig, dict[str, Any]]:
+    samples: list[Sample],
+    model_config: ModelConfig,
+    data_config: DataConfig,
+    train_config: TrainConfig,
+) -> tuple[TrainConfig, DataConfig, dict[str, Any]]:
     """The recipe with the fields left to the data decided by its fingerprint (said in one
     line), and the fingerprint with the plan, for config.json."""
     data_print = fingerprint.measure(samples, model_config.channels)
-    plan = fingerprint.plan(data_print, model_config, train_config)
+    plan = fingerprint.plan(data_print, model_config, train_config, data_config.normalization)
     log.info(fingerprint.describe(data_print, plan))
-    return fingerprint.planned(train_config, plan), {**data_print.to_dict(), "plan": plan.to_dict()}
+    return (
+        fingerprint.planned(train_config, plan),
+        data_config.replace(normalization=plan.normalization),
+        {**data_print.to_dict(), "plan": plan.to_dict()},
+    )
 
 
 def run_training(
@@ -347,12 +354,14 @@ def run_training(
         load_samples(data_config, model_config.classes, train_config.seed),
         data_config.val_fraction,
     )
+    train_config, data_config, data_print = _planned(
+        train_samples, model_config, data_config, train_config
+    )
     prep = measure_preprocessing(
         [s.image for s in preprocessing_sample(train_samples)],
         model_config.channels,
         data_config.normalization,
     )
-    train_config, data_print = _planned(train_samples, model_config, train_config)
     loss = make_loss(train_config.loss, model_config.classes)
     in_size = train_config.input_size
     out_size = checked_output_size(model_config, in_size)

@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from runtime.preprocess import Normalization
 from train import fingerprint, usefulness
 from train.config import Loss, ModelConfig, TrainConfig
 from train.data import Sample
@@ -104,3 +105,19 @@ def test_a_model_no_better_than_a_trivial_one_gets_one_line():
     assert "finds no foreground" in usefulness.verdict(0.0, 0, base)
     empty = usefulness.Baseline(0.0, 0.0, 0.0)
     assert "hold no foreground" in usefulness.verdict(1.0, 0, empty)
+
+
+def test_images_whose_brightness_varies_get_per_image_normalization():
+    rng = np.random.default_rng(1)
+    steady = [Sample(str(i), rng.normal(120, 30, (64, 64)).clip(0, 255).astype(np.uint8),
+                     np.zeros((64, 64), np.uint8)) for i in range(6)]  # fmt: skip
+    varied = [Sample(s.name, np.clip(s.image * 0.4 + 25 * i, 0, 255).astype(np.uint8), s.mask)
+              for i, s in enumerate(steady)]  # fmt: skip
+    for samples, expected in ((steady, Normalization.DATASET), (varied, Normalization.IMAGE)):
+        print_ = fingerprint.measure(samples, channels=1)
+        assert (print_.intensity_mean_spread > fingerprint.SPREAD_LIMIT) == (
+            expected is Normalization.IMAGE
+        )
+        assert fingerprint.plan(print_, SMALL, TrainConfig()).normalization is expected
+    given = fingerprint.plan(print_, SMALL, TrainConfig(), Normalization.DATASET)
+    assert given.normalization is Normalization.DATASET  # a flag overrides the choice
