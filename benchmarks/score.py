@@ -288,7 +288,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _check_out(out: Path | None) -> None:
+def check_json_out(out: Path | None) -> None:
+    """A --out that can take a JSON file: not a folder, under a writable one."""
     if out is None:
         return
     if out.is_dir():
@@ -301,7 +302,7 @@ def _check_out(out: Path | None) -> None:
 def main(args: argparse.Namespace) -> int:
     configure(args)
     try:
-        _check_out(args.out)
+        check_json_out(args.out)
         report = score_bundle(args.bundle, args.data, args.models)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -24,7 +24,6 @@ import dataclasses
 import datetime
 import io
 import logging
-import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -34,7 +33,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from benchmarks.score import Model, chosen_models, labelled_samples, open_models
+from benchmarks.score import Model, check_json_out, chosen_models, labelled_samples, open_models
 from benchmarks.variants import manifest_json
 from runtime.bundle import read_manifest
 from runtime.errors import UserError
@@ -577,21 +576,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _check_out(out: Path | None) -> None:
-    if out is None:
-        return
-    if out.is_dir():
-        raise UserError(f"--out {out} is a folder: give a .json file's path")
-    parent = out.resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise UserError(f"cannot write {out}: {parent} is not a writable folder")
-
-
 def main(args: argparse.Namespace) -> int:
     configure(args)
     try:
         chosen_shifts(args.shifts)  # a typo fails before any model is opened
-        _check_out(args.out)
+        check_json_out(args.out)
         report = run_suite(args.bundle, args.data, args.models, args.shifts, args.images, args.seed)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)

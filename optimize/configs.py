@@ -6,6 +6,7 @@ They live apart from the work so that a command parses and checks its arguments,
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 from runtime.config import Choice, ConfigBase, require
@@ -103,3 +104,19 @@ class QuantizeConfig(ConfigBase):
         )
         require(self.keep_float >= 0, f"keep-float must be >= 0, got {self.keep_float}")
         require(self.distill >= 0, f"distill must be >= 0, got {self.distill}")
+
+
+def add_distillation_flags(parser: argparse.ArgumentParser) -> None:
+    """--distill and --label-free, for every stage that fine-tunes (prune, quantize)."""
+    parser.add_argument(
+        "--distill",
+        type=float,
+        help="fine-tuning also learns the float model's probabilities: the label loss plus "
+        "this weight x KL(float || compressed) (default: 0, off)",
+    )
+    parser.add_argument(
+        "--label-free",
+        action="store_true",
+        default=None,
+        help="fine-tune on the float model's probabilities alone, labels unused (default: off)",
+    )

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from optimize.configs import PruneConfig, PruneMethod
+from optimize.configs import PruneConfig, PruneMethod, add_distillation_flags
 from runtime.config import stage_config
 from runtime.errors import UserError
 from runtime.log import add_verbosity, configure
@@ -62,18 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["l1", "bn"],
         help=f"filter importance (default: {c.criterion})",
     )
-    parser.add_argument(
-        "--distill",
-        type=float,
-        help="fine-tuning also learns the float model's probabilities: the label loss plus "
-        "this weight x KL(float || compressed) (default: 0, off)",
-    )
-    parser.add_argument(
-        "--label-free",
-        action="store_true",
-        default=None,
-        help="fine-tune on the float model's probabilities alone, labels unused (default: off)",
-    )
+    add_distillation_flags(parser)
     parser.add_argument("--epochs", type=int, help=f"fine-tuning epochs (default: {c.epochs})")
     parser.add_argument(
         "--learning-rate",

@@ -15,7 +15,7 @@ from pathlib import Path
 from optimize.bioimageio import Options, write_package
 from optimize.bioimageio import check_out as check_package_out
 from optimize.bundle import check_bundle_out
-from optimize.configs import Method, ParityGateFailed, QuantizeConfig
+from optimize.configs import Method, ParityGateFailed, QuantizeConfig, add_distillation_flags
 from runtime.config import stage_config
 from runtime.errors import UserError
 from runtime.log import add_verbosity, configure
@@ -69,18 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help=f"largest Dice an int8 model may lose (default: {q.max_dice_drop})",
     )
-    parser.add_argument(
-        "--distill",
-        type=float,
-        help="fine-tuning also learns the float model's probabilities: the label loss plus "
-        "this weight x KL(float || compressed) (default: 0, off)",
-    )
-    parser.add_argument(
-        "--label-free",
-        action="store_true",
-        default=None,
-        help="fine-tune on the float model's probabilities alone, labels unused (default: off)",
-    )
+    add_distillation_flags(parser)
     parser.add_argument(
         "--allow-useless",
         action="store_true",
