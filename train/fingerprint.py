@@ -88,8 +88,10 @@ class Plan:
         }
 
 
-def _spread(samples: list[Sample], most: int) -> list[Sample]:
-    step = max(1, -(-len(samples) // most))
+def spread(samples: list[Sample]) -> list[Sample]:
+    """Up to FINGERPRINT_IMAGES of the samples, evenly spread over the data set: their
+    statistics stand for all (a data set larger than memory is never loaded whole)."""
+    step = max(1, -(-len(samples) // FINGERPRINT_IMAGES))
     return samples[::step]
 
 
@@ -103,21 +105,25 @@ def _object_diameters(mask: np.ndarray) -> np.ndarray:
     return np.sqrt(4.0 * areas / np.pi)
 
 
-def measure(samples: list[Sample], channels: int) -> Fingerprint:
+def measure(
+    samples: list[Sample], channels: int, images: list[np.ndarray] | None = None
+) -> Fingerprint:
     """The fingerprint of the training samples; sizes from every one (no decoding needed),
-    the rest from up to FINGERPRINT_IMAGES of them."""
+    the rest from `spread(samples)`, whose raw images may be given already decoded."""
     if not samples:
         raise UserError("no training images to fingerprint: add images")
     shapes = np.array([s.shape for s in samples])
+    measured = spread(samples)
+    images = images if images is not None else [s.image for s in measured]
     shares, means, stds, diameters = [], [], [], []
     foreground = pixels = 0
-    for sample in _spread(samples, FINGERPRINT_IMAGES):
+    for sample, image in zip(measured, images, strict=True):
         mask = sample.mask
         count = int(np.count_nonzero(mask))
         foreground, pixels = foreground + count, pixels + mask.size
         shares.append(count / mask.size)
         diameters.append(_object_diameters(mask))
-        unit = scale_to_unit(to_channels(np.asarray(sample.image), channels))
+        unit = scale_to_unit(to_channels(np.asarray(image), channels))
         means.append(float(unit.mean()))
         stds.append(float(unit.std()))
     all_diameters = np.concatenate(diameters)

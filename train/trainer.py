@@ -285,17 +285,6 @@ def _stopping(config: TrainConfig) -> str:
     return f" ({config.schedule} rate)"
 
 
-# Training images that mean and std are measured on, at most (evenly spread).
-PREPROCESSING_SAMPLE = 64
-
-
-def preprocessing_sample(samples: list[Sample]) -> list[Sample]:
-    """Up to PREPROCESSING_SAMPLE of the training images, evenly spread over the data set: their
-    statistics stand for all (a data set larger than memory is never loaded whole)."""
-    step = max(1, -(-len(samples) // PREPROCESSING_SAMPLE))
-    return samples[::step]
-
-
 def _check_jit(model_config: ModelConfig, train_config: TrainConfig) -> None:
     """XLA has no kernel for the gradient of nearest up-sampling (ResizeNearestNeighborGrad):
     the first step would fail deep in TensorFlow."""
@@ -308,13 +297,14 @@ def _check_jit(model_config: ModelConfig, train_config: TrainConfig) -> None:
 
 def _planned(
     samples: list[Sample],
+    images: list[np.ndarray],
     model_config: ModelConfig,
     data_config: DataConfig,
     train_config: TrainConfig,
 ) -> tuple[TrainConfig, DataConfig, dict[str, Any]]:
     """The recipe with the fields left to the data decided by its fingerprint (said in one
     line), and the fingerprint with the plan, for config.json."""
-    data_print = fingerprint.measure(samples, model_config.channels)
+    data_print = fingerprint.measure(samples, model_config.channels, images)
     plan = fingerprint.plan(data_print, model_config, train_config, data_config.normalization)
     log.info(fingerprint.describe(data_print, plan))
     return (
@@ -354,14 +344,12 @@ def run_training(
         load_samples(data_config, model_config.classes, train_config.seed),
         data_config.val_fraction,
     )
+    # Decoded once for the fingerprint and the mean and std: up to 64 images, spread.
+    measured = [s.image for s in fingerprint.spread(train_samples)]
     train_config, data_config, data_print = _planned(
-        train_samples, model_config, data_config, train_config
+        train_samples, measured, model_config, data_config, train_config
     )
-    prep = measure_preprocessing(
-        [s.image for s in preprocessing_sample(train_samples)],
-        model_config.channels,
-        data_config.normalization,
-    )
+    prep = measure_preprocessing(measured, model_config.channels, data_config.normalization)
     loss = make_loss(train_config.loss, model_config.classes)
     in_size = train_config.input_size
     out_size = checked_output_size(model_config, in_size)
