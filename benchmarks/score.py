@@ -130,9 +130,10 @@ def chosen_models(manifest: Manifest, asked: list[str] | None) -> list[Model]:
 
 
 def open_models(
-    bundle: Path, models: list[Model], named: bool
+    bundle: Path, models: list[Model], named: bool, tta: str = "none"
 ) -> tuple[list[tuple[Model, Segmenter, bool | None]], dict[str, str]]:
-    """A Segmenter per model, each checked on the bundle's golden tiles where it has them.
+    """A Segmenter per model (with test-time augmentation `tta`), each checked on the bundle's
+    golden tiles where it has them.
 
     By default a model that does not run here (no engine, a changed file) or fails its check is
     passed over, and named on stderr. A model the user named is an error when it does not run,
@@ -147,13 +148,13 @@ def open_models(
                 raise UserError(f"cannot run {model.key} ({model.file}): {why}")
             try:
                 segmenter = Segmenter.from_bundle(
-                    bundle, model.precision, model.engine, verify=golden
+                    bundle, model.precision, model.engine, verify=golden, tta=tta
                 )
             except VerificationFailed as error:
                 if not named:
                     raise
                 log.warning("score: scoring %s although it fails here: %s", model.key, error)
-                segmenter = Segmenter.from_bundle(bundle, model.precision, model.engine)
+                segmenter = Segmenter.from_bundle(bundle, model.precision, model.engine, tta=tta)
                 verified = False
         except UserError as error:
             if named:  # (a named model that fails its check was scored above)

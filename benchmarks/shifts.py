@@ -41,6 +41,7 @@ from runtime.io import write_json_atomic
 from runtime.log import add_verbosity, configure
 from runtime.metrics import dice, dice_of_counts, overlap_counts
 from runtime.segmenter import Prediction
+from runtime.tta import TTA_KINDS
 from runtime.typed_json import JsonRecord
 from train.config import DataConfig
 from train.data import Sample, load_samples, split_samples
@@ -291,6 +292,7 @@ class ShiftReport(JsonRecord):
     models: tuple[ModelSummary, ...] = ()
     rows: tuple[ShiftRow, ...] = ()
     quality: bool = False  # whether the runtime gave quality records
+    tta: str = "none"  # the runtime's test-time augmentation
     skipped: Mapping[str, str] = dataclasses.field(default_factory=dict)  # model -> why
 
 
@@ -414,8 +416,10 @@ def run_suite(
     shifts: Sequence[str] | None = None,
     images: int | None = None,
     seed: int = 0,
+    tta: str = "none",
 ) -> ShiftReport:
-    """Every chosen model on every chosen image, clean and under every chosen shift."""
+    """Every chosen model on every chosen image, clean and under every chosen shift, with
+    test-time augmentation `tta` (its views' disagreement then joins the quality record)."""
     names = chosen_shifts(shifts)
     manifest = read_manifest(bundle)
     asked = list(models) if models is not None else None
@@ -425,7 +429,7 @@ def run_suite(
     else:
         chosen = chosen_models(manifest, asked)
     samples, what = suite_samples(bundle, data, images)
-    opened, skipped = open_models(bundle, chosen, named=asked is not None)
+    opened, skipped = open_models(bundle, chosen, named=asked is not None, tta=tta)
     order = ["none", *names]
     tallies = [{name: _Tally() for name in order} for _ in opened]
     steps = tqdm(total=len(samples) * len(order), desc="shifts", unit="image", disable=None)
@@ -457,6 +461,7 @@ def run_suite(
         classes=manifest.classes,
         threshold=manifest.threshold if manifest.activation == "sigmoid" else None,
         seed=seed,
+        tta=tta,
         degraded_below=DEGRADED,
         shifts={name: SHIFTS[name][1] for name in names},
         models=tuple(summaries),
@@ -571,6 +576,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--images", type=_positive, help="score the first N images only")
     parser.add_argument("--seed", type=int, default=0, help="the noise's seed (default: 0)")
+    parser.add_argument(
+        "--tta",
+        choices=TTA_KINDS,
+        default="none",
+        help="the runtime's test-time augmentation; with a quality reference its views' "
+        "disagreement joins the flag (default: none)",
+    )
     parser.add_argument("--out", type=Path, help="write every row as JSON")
     add_verbosity(parser)
     return parser.parse_args(argv)
@@ -581,12 +593,15 @@ def main(args: argparse.Namespace) -> int:
     try:
         chosen_shifts(args.shifts)  # a typo fails before any model is opened
         check_json_out(args.out)
-        report = run_suite(args.bundle, args.data, args.models, args.shifts, args.images, args.seed)
+        report = run_suite(
+            args.bundle, args.data, args.models, args.shifts, args.images, args.seed, args.tta
+        )
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     at = "argmax" if report.threshold is None else f"threshold {report.threshold:g}"
-    print(f"{report.bundle} on {len(report.images)} images of {report.data} ({at})\n")
+    tta = "" if report.tta == "none" else f", tta {report.tta}"
+    print(f"{report.bundle} on {len(report.images)} images of {report.data} ({at}{tta})\n")
     print(markdown(report))
     if args.out is not None:
         write_json_atomic(args.out, report.to_dict())

@@ -33,6 +33,7 @@ from optimize.parity import (
     check_gate,
     golden_section,
     parity_report,
+    predicted,
     written,
 )
 from optimize.qat import fine_tuned_float, qat_tflite_int8, quantize_aware
@@ -44,6 +45,7 @@ from runtime.errors import UserError
 from runtime.golden import GOLDEN_FILE
 from runtime.preprocess import Normalization
 from runtime.quality import FEW_IMAGES, reference_from_images
+from runtime.tta import augmented
 from runtime.versions import package_versions
 from train import usefulness
 from train.config import DataConfig, TrainConfig, preset
@@ -368,7 +370,7 @@ def quantize(
     )
     if config.sensitivity or kept:
         fields["sensitivity"] = sensitivity.rows()
-    fields["quality"] = quality_section(run, reference)
+    fields["quality"] = quality_section(run, reference, model)
     with written(exports) as paths:
         golden, fields["golden"] = golden_section(
             reference,
@@ -383,12 +385,13 @@ def quantize(
     return report
 
 
-def quality_section(run: Run, reference: Reference) -> dict[str, Any]:
+def quality_section(run: Run, reference: Reference, model: keras.Model) -> dict[str, Any]:
     """The manifest's `quality` (`runtime.quality.Reference`): the input statistics' bands over
     the training images, the output statistics' over the float model's held-out tiles (the
     gate's: a model is surer of the images it was fitted to than of any new one, so bands from
-    them would flag clean images). A model that normalizes each image gets standardized input
-    statistics: it does not see a gain or an offset. Seconds: statistics alone, no model runs."""
+    them would flag clean images), the TTA views' disagreement from the float `model` on their
+    4 flips. A model that normalizes each image gets standardized input statistics: it does
+    not see a gain or an offset."""
     start = time.perf_counter()
     train = run.splits[0]
     chosen = train[:: max(1, -(-len(train) // QUALITY_IMAGES))]
@@ -398,9 +401,10 @@ def quality_section(run: Run, reference: Reference) -> dict[str, Any]:
         reference.probabilities,
         reference.masks,
         standardized=run.preprocessing.normalization is Normalization.IMAGE,
+        spreads=_view_spreads(model, reference.tiles),
     )
     log.info(
-        "quality reference: %d training images, %d held-out tiles (%.2f s)",
+        "quality reference: %d training images, %d held-out tiles, 4 views each (%.2f s)",
         quality.images,
         quality.tiles,
         time.perf_counter() - start,
@@ -413,6 +417,13 @@ def quality_section(run: Run, reference: Reference) -> dict[str, Any]:
             FEW_IMAGES,
         )
     return quality.to_dict()
+
+
+def _view_spreads(model: keras.Model, tiles: np.ndarray) -> np.ndarray:
+    """(N, h, w): per pixel, how much the float model's 4 flipped views of each tile disagree
+    (`runtime.tta`), as the runtime measures it with TTA on."""
+    views = augmented(partial(predicted, model), "flips", together=False, spread=True)
+    return views(tiles)[..., -1]
 
 
 def print_table(report: ParityReport, exports: dict[str, bytes]) -> None:

@@ -36,6 +36,13 @@ from runtime.typed_json import JsonRecord, json_name
 from train.tfk import keras
 
 
+def predicted(model: keras.Model, tiles: np.ndarray) -> np.ndarray:
+    """The Keras model's probabilities of (N, H, W, C) tiles, 8 at a time."""
+    return np.concatenate(
+        [model(tiles[i : i + 8], training=False).numpy() for i in range(0, len(tiles), 8)]
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class Reference:
     """The float model's output on the held-out tiles, and their labels."""
@@ -55,9 +62,7 @@ class Reference:
         classes: int,
         threshold: float = 0.5,
     ) -> Reference:
-        probs = np.concatenate(
-            [model(tiles[i : i + 8], training=False).numpy() for i in range(0, len(tiles), 8)]
-        )
+        probs = predicted(model, tiles)
         return cls(tiles, labels[..., 0] if labels.ndim == 4 else labels, probs, classes, threshold)
 
     def masks_of(self, probabilities: np.ndarray) -> np.ndarray:

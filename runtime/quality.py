@@ -35,7 +35,9 @@ Output statistics come from the model's probabilities: `uncertain`, the share of
 probability (sigmoid: the foreground channel; softmax: the most probable class's) lies in
 0.2-0.8, and `foreground`, the mask's foreground share. Under a 2x downscale the uncertain
 share barely moves (issue 29), so the input statistics carry the signal; the output ones catch
-what the model itself finds strange.
+what the model itself finds strange. With test-time augmentation a third, `disagreement`: the
+mean over pixels of the views' standard deviation (`runtime.tta`), against the float model's
+held-out tiles under the 4 flips (d4's 8 views estimate the same spread).
 
 numpy only: this runs on devices. Where a strided subsample keeps a statistic's meaning it is
 taken on one: a 512 px image costs ~2.5 ms, 2-3% of LiteRT int8 inference of the demo U-Net
@@ -133,6 +135,11 @@ STATISTICS: dict[str, Statistic] = {
             "foreground", "foreground share", "linear", 0.02, "output",
             ("foreground", "less foreground found"), ("foreground", "more foreground found"),
         ),
+        Statistic(
+            "disagreement", "disagreement between TTA views", "log", 0.1, "output",
+            ("uncertainty", "the views agree more than on held-out images"),
+            ("uncertainty", "the flipped views disagree more than on held-out images"),
+        ),
     )
 }  # fmt: skip
 
@@ -204,16 +211,22 @@ def _blockiness(grey: np.ndarray, rows_sample: np.ndarray, rows: int) -> float:
     return float(np.mean(ratios))
 
 
-def output_statistics(probabilities: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+def output_statistics(
+    probabilities: np.ndarray, mask: np.ndarray, spread: np.ndarray | None = None
+) -> dict[str, float]:
     """Uncertain-pixel and foreground share of a prediction: (H, W, K) probabilities (K = 1:
-    sigmoid) and its (H, W) mask; on every other pixel of each axis, the same shares."""
+    sigmoid) and its (H, W) mask, and with TTA the mean of the views' (H, W) `spread`
+    (`runtime.tta`); on every other pixel of each axis, the same shares."""
     probs, mask = probabilities[::2, ::2], mask[::2, ::2]
     confidence = probs[..., 0] if probs.shape[-1] == 1 else probs.max(axis=-1)
     low, high = UNCERTAIN
-    return {
+    statistics = {
         "uncertain": float(np.mean((confidence >= low) & (confidence <= high))),
         "foreground": float(np.mean(mask > 0)),
     }
+    if spread is not None:
+        statistics["disagreement"] = float(np.mean(spread[::2, ::2], dtype=np.float64))
+    return statistics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,12 +324,17 @@ def reference_from_images(
     masks: np.ndarray | Sequence[np.ndarray] = (),
     threshold: float = THRESHOLD,
     standardized: bool = False,
+    spreads: np.ndarray | Sequence[np.ndarray] | None = None,
 ) -> Reference:
     """A reference from raw training images and, for the output statistics, model outputs:
-    (N, H, W, K) probabilities and their (N, H, W) masks (not necessarily of those images).
-    `standardized` for a model that normalizes each image by its own mean and std."""
+    (N, H, W, K) probabilities and their (N, H, W) masks (not necessarily of those images),
+    and the (N, H, W) spreads of their flipped views for `disagreement`. `standardized` for a
+    model that normalizes each image by its own mean and std."""
     inputs = [s for image in images if (s := input_statistics(image, channels, standardized))]
-    outputs = [output_statistics(p, m) for p, m in zip(probabilities, masks, strict=True)]
+    views = [None] * len(masks) if spreads is None else spreads
+    outputs = [
+        output_statistics(p, m, v) for p, m, v in zip(probabilities, masks, views, strict=True)
+    ]
     return reference_of(inputs, outputs, threshold, standardized)
 
 

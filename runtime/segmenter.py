@@ -211,19 +211,23 @@ class Segmenter:
         start = time.perf_counter()
         m, x = self.manifest, prepared.input
         plan = self.plan(*x.shape[:2])
+        spread = self._judges_disagreement()
         probs = predict_tiled(
             x,
-            augmented(self.backend.run, self.tta, self._views_together(plan)),
+            augmented(self.backend.run, self.tta, self._views_together(plan), spread),
             plan.tile if self.backend.resizable else m.input_size,
             plan.tile if self.backend.resizable else m.output_size,
             self.overlap,
             batch_size=plan.batch,
             align=m.size_multiple,
         )
+        views = None
+        if spread:  # the views' disagreement came as the last channel
+            probs, views = np.ascontiguousarray(probs[..., :-1]), probs[..., -1]
         mask = masks_from_probabilities(probs, m.threshold if threshold is None else threshold)
         quality = None
         if self.reference is not None and prepared.statistics is not None:
-            statistics = prepared.statistics | output_statistics(probs, mask)
+            statistics = prepared.statistics | output_statistics(probs, mask, views)
             quality = assess(statistics, self.reference)
         return Prediction(mask, probs, time.perf_counter() - start, plan.count, quality)
 
@@ -238,6 +242,14 @@ class Segmenter:
             self.memory,
             (self.backend.resizable, self.backend.batchable),
             self.max_memory_mb,
+        )
+
+    def _judges_disagreement(self) -> bool:
+        """Whether TTA runs and the bundle's reference says how much its views disagree."""
+        return (
+            self.tta != "none"
+            and self.reference is not None
+            and "disagreement" in self.reference.statistics
         )
 
     def _views_together(self, plan: TilePlan) -> bool:

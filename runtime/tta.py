@@ -8,6 +8,11 @@ guess; their mean is a better one than any (the issue's organelle data: d4 +0.00
 A view is mapped back before averaging, so the result is aligned with the input. The views
 of one orientation have the same shape and run as one batch when `together` (the memory
 budget allows it), else one after another.
+
+With `spread` the views' disagreement comes along as one more channel: per pixel, the standard
+deviation of the views' probabilities (the mean over the classes' channels). A model that
+finds an image strange often disagrees with itself across views where it would not on the
+images it was trained on; `runtime.quality` judges its mean against the held-out tiles'.
 """
 
 from __future__ import annotations
@@ -44,12 +49,13 @@ def _flipped(batch: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
     return np.flip(batch, axes) if axes else batch
 
 
-def augmented(predict: Predict, kind: str, together: bool) -> Predict:
+def augmented(predict: Predict, kind: str, together: bool, spread: bool = False) -> Predict:
     """`predict` averaged over the views of `kind` ("none" returns it unchanged).
 
     Args:
         predict: maps an (N, H, W, C) batch to (N, h, w, K) probabilities.
         together: run the 4 views of each orientation as one batch of 4N.
+        spread: append the views' disagreement as channel K (see the module's docstring).
     """
     check_tta(kind)
     if kind == "none":
@@ -64,13 +70,20 @@ def augmented(predict: Predict, kind: str, together: bool) -> Predict:
 
     def averaged(batch: np.ndarray) -> np.ndarray:
         total: np.ndarray | None = None
+        squares: np.ndarray | None = None
         for transposed in orientations:
             source = _transposed(batch) if transposed else batch
             for axes, output in zip(FLIPS, run_views(source), strict=True):
-                back = _flipped(output, axes)
+                back = _flipped(output, axes).astype(np.float32)
                 back = _transposed(back) if transposed else back
-                total = back.astype(np.float32) if total is None else total + back
+                total = back if total is None else total + back
+                if spread:
+                    squares = np.square(back) if squares is None else squares + np.square(back)
         assert total is not None
-        return total / view_count(kind)
+        mean = total / view_count(kind)
+        if squares is None:
+            return mean
+        variance = np.maximum(squares / view_count(kind) - np.square(mean), 0.0)
+        return np.concatenate([mean, np.sqrt(variance).mean(axis=-1, keepdims=True)], axis=-1)
 
     return averaged

@@ -28,6 +28,7 @@ from benchmarks.shifts import (
     jpeg,
     main,
     parse_args,
+    suite_samples,
 )
 from runtime.errors import UserError
 
@@ -266,6 +267,23 @@ def test_the_command_scores_each_model_and_shift_as_computed_here(
         assert model["false_flag_rate"] == rows["none"]["flagged"] / len(held)
         expected = _pairs_count(scores, positive) if any(positive) else None  # clean: negatives
         assert model.get("auroc") == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_with_tta_the_views_disagreement_joins_the_flag_score(tiny_quantized_bundle, tmp_path):
+    from runtime.segmenter import Segmenter
+
+    out = tmp_path / "shifts.json"
+    argv = ["--bundle", str(tiny_quantized_bundle), "--shifts", "blur-2", "--models", "fp32"]
+    assert main(parse_args([*argv, "--images", "1", "--tta", "flips", "--out", str(out)])) == 0
+    report = json.loads(out.read_text())
+    assert report["tta"] == "flips"
+    segmenter = Segmenter.from_bundle(tiny_quantized_bundle, "fp32", tta="flips")
+    sample = suite_samples(tiny_quantized_bundle, None, 1)[0][0]
+    record = segmenter.predict(SHIFTS["blur-2"][0](sample.image, seed=(0, 0))).quality
+    assert "disagreement" in record.distances  # optimize.quantize recorded the views' band
+    blurred = next(r for r in report["rows"] if r["shift"] == "blur-2")
+    assert blurred["flag_scores"] == pytest.approx([max(record.distances.values())])
 
 
 @pytest.mark.slow

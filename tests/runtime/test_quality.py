@@ -28,6 +28,7 @@ from runtime.quality import (
     input_statistics,
     output_statistics,
     reference_from_images,
+    reference_of,
 )
 
 # ------------------------------------------------------------------------------------------
@@ -164,6 +165,25 @@ def test_output_statistics_of_sigmoid_and_softmax_heads():
     softmax = np.array([[[0.9, 0.05, 0.05], [0.3, 0.5, 0.2]]], np.float32)  # (1, 2, 3)
     stats = output_statistics(np.repeat(softmax, 2, axis=1), np.array([[0, 0, 1, 1]]))
     assert stats == {"uncertain": 0.5, "foreground": 0.5}
+    spread = np.array([[0.1, 9.0, 0.3, 9.0], [9.0, 9.0, 9.0, 9.0]], np.float32)  # TTA's views
+    with_views = output_statistics(sigmoid, mask, spread)
+    assert with_views["disagreement"] == pytest.approx(0.2)  # the mean of 0.1 and 0.3
+
+
+def test_the_views_disagreement_gets_a_band_only_from_spreads():
+    probabilities = np.full((3, 8, 8, 1), 0.9, np.float32)
+    masks = np.ones((3, 8, 8), np.uint8)
+    spreads = np.stack([np.full((8, 8), v, np.float32) for v in (0.01, 0.02, 0.04)])
+    plain = reference_from_images([], 1, probabilities, masks)
+    assert set(plain.statistics) == {"uncertain", "foreground"}
+    judged = reference_from_images([], 1, probabilities, masks, spreads=spreads)
+    band = judged.statistics["disagreement"]
+    assert band.low < 0.02 < band.high and band.scale == "log"
+    # Views disagreeing 50x more than the band's top lie log(50) / spread out (the spread of
+    # 3 tiles is widened sqrt(32 / 3) times: ~4.2 here, so 0.93 spreads, past the 0.5 flag).
+    far = assess({"disagreement": 50 * band.high}, judged)
+    assert far.distances["disagreement"] == pytest.approx(np.log(50) / band.spread, rel=1e-3)
+    assert far.flag and far.group == "uncertainty" and "views disagree" in far.reason
 
 
 # ------------------------------------------------------------------------------------------
@@ -223,6 +243,7 @@ def test_a_reference_and_a_record_survive_json():
         _em(4, seed=0),
         probabilities=np.random.default_rng(0).random((3, 32, 32, 1), dtype=np.float32),
         masks=np.zeros((3, 32, 32), np.uint8),
+        spreads=np.random.default_rng(1).random((3, 32, 32), dtype=np.float32) / 10,
     )
     assert set(reference.statistics) == set(STATISTICS)
     assert (reference.images, reference.tiles, reference.version) == (4, 3, QUALITY_VERSION)
@@ -337,6 +358,29 @@ def test_predictions_carry_a_record_only_when_the_bundle_has_a_reference(tiny_bu
     assert set(clean.distances) == {n for n, s in STATISTICS.items() if s.source == "input"}
     blurred = segmenter.predict(_blur(image, 2.0)).quality
     assert blurred.flag and blurred.group == "blur"
+
+
+@pytest.mark.slow
+def test_tta_predictions_are_judged_by_their_views_disagreement(tiny_bundle, tmp_path):
+    from runtime import Segmenter
+
+    bundle = _with_reference(tiny_bundle, tmp_path)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    outputs = [{"uncertain": 0.05, "foreground": 0.3, "disagreement": d} for d in (0.01, 0.03)]
+    manifest["quality"] = reference_of(
+        [input_statistics(x) for x in _em(32, seed=0, size=96)], outputs
+    ).to_dict()
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    image = _em(1, seed=1, size=96)[0]
+    flips = Segmenter.from_bundle(bundle, precision="fp32", tta="flips").predict(image)
+    assert "disagreement" in flips.quality.distances
+    assert 0 < flips.quality.statistics["disagreement"] < 0.5
+    plain = Segmenter.from_bundle(bundle, precision="fp32").predict(image)
+    assert "disagreement" not in plain.quality.statistics  # no views, nothing to judge
+    # The spread channel is split off: the probabilities are TTA's own.
+    without = Segmenter.from_bundle(tiny_bundle, precision="fp32", tta="flips").predict(image)
+    assert flips.probabilities.shape == without.probabilities.shape
+    np.testing.assert_array_equal(flips.probabilities, without.probabilities)
 
 
 @pytest.mark.slow

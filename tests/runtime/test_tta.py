@@ -32,14 +32,17 @@ def _d4_by_rotations(batch: np.ndarray) -> np.ndarray:
     return np.mean(outputs, axis=0)
 
 
-def _flips_by_hand(batch: np.ndarray) -> np.ndarray:
-    outputs = [
+def _flipped_views_by_hand(batch: np.ndarray) -> list[np.ndarray]:
+    return [
         _position_model(batch),
         _position_model(batch[:, ::-1].copy())[:, ::-1],
         _position_model(batch[:, :, ::-1].copy())[:, :, ::-1],
         _position_model(batch[:, ::-1, ::-1].copy())[:, ::-1, ::-1],
     ]
-    return np.mean(outputs, axis=0)
+
+
+def _flips_by_hand(batch: np.ndarray) -> np.ndarray:
+    return np.mean(_flipped_views_by_hand(batch), axis=0)
 
 
 @settings(max_examples=30, deadline=None)
@@ -82,6 +85,26 @@ def test_together_runs_each_orientation_as_one_batch():
     calls.clear()
     augmented(counting, "flips", together=False)(np.zeros((2, 4, 6, 1), np.float32))
     assert calls == [(2, 4, 6, 1)] * 4
+
+
+@pytest.mark.parametrize("together", [True, False])
+def test_spread_appends_the_views_standard_deviation(together):
+    x = np.random.default_rng(1).normal(size=(2, 5, 7, 1)).astype(np.float32)
+    out = augmented(_position_model, "flips", together, spread=True)(x)
+    views = _flipped_views_by_hand(x)
+    assert out.shape == (2, 5, 7, 2)
+    np.testing.assert_allclose(out[..., :1], np.mean(views, axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out[..., 1:], np.std(views, axis=0), rtol=1e-4, atol=1e-5)
+    assert out[..., 1].max() > 0.01  # the position model's views do disagree
+
+    def softmax(batch: np.ndarray) -> np.ndarray:  # an equivariant 3-class model
+        e = np.exp(np.concatenate([batch, -batch, batch**2], axis=-1))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    same = augmented(softmax, "d4", together, spread=True)(x)
+    assert same.shape == (2, 5, 7, 4)  # the 3 classes' mean, then one spread channel
+    np.testing.assert_allclose(same[..., :3], softmax(x), rtol=1e-5)
+    np.testing.assert_allclose(same[..., 3], 0, atol=1e-3)  # float32 cancellation of E[x^2]-E[x]^2
 
 
 def test_an_unknown_kind_is_a_clear_error():
