@@ -15,6 +15,13 @@ from runtime.config import Choice, ConfigBase, require
 MAX_DICE_DROP = 0.01
 
 
+def int8_engines() -> list[str]:
+    """The runtime's engines that run a bundle's int8 models (not the bf16 float engine)."""
+    from runtime.backends import ENGINES
+
+    return [name for name, e in ENGINES.items() if any(e.runs(f, "int8") for f in e.formats)]
+
+
 class ParityGateFailed(RuntimeError):
     """An int8 model lost more Dice than allowed; the message names it and the numbers."""
 
@@ -29,8 +36,15 @@ class PruneMethod(Choice):
 class PruneConfig(ConfigBase):
     method: PruneMethod = PruneMethod.MAGNITUDE
     sparsity: float = 0.5  # magnitude
-    keep_ratio: float = 0.0  # filter: fraction of filters kept; 0 = derive from target_macs
-    target_macs: float = 0.5  # filter: fraction of the MACs to keep when keep_ratio is 0
+    keep_ratio: float = 0.0  # filter: fraction of filters kept; 0 = derive from a target
+    target_macs: float = 0.5  # filter: fraction of the MACs to keep, unless another target
+    # filter: prune in steps until the int8 model measures this on this machine (0 = off) ...
+    target_ms: float = 0.0
+    target_speedup: float = 0.0  # ... or this many times faster than unpruned (0 = off)
+    latency_size: int = 512  # the image side the latency is measured at, one pass
+    engine: str = "auto"  # the int8 engine that times it; auto: the runtime's for int8
+    # One thread: the per-layer table is steadiest so, and a 2-core machine then keeps a core.
+    latency_threads: int = 1
     criterion: str = "l1"  # filter: "l1" (kernel norm) or "bn" (batch-norm scale)
     epochs: int = 3
     learning_rate: float = 3e-4
@@ -55,9 +69,47 @@ class PruneConfig(ConfigBase):
         )
         require(self.cluster_epochs >= 1, f"cluster-epochs must be >= 1, got {self.cluster_epochs}")
         require(self.distill >= 0, f"distill must be >= 0, got {self.distill}")
+        self._check_latency_target()
         require(
             self.cluster_learning_rate > 0,
             f"cluster-learning-rate must be > 0, got {self.cluster_learning_rate}",
+        )
+
+    @property
+    def latency_target(self) -> bool:
+        return bool(self.target_ms or self.target_speedup)
+
+    def _check_latency_target(self) -> None:
+        require(
+            self.target_ms >= 0, f"target-ms must be > 0 (or 0: off), got {self.target_ms}: e.g. 50"
+        )
+        require(
+            self.target_speedup == 0 or self.target_speedup >= 1,
+            f"target-speedup must be >= 1 (or 0: off), got {self.target_speedup}: e.g. 2",
+        )
+        require(
+            not (self.target_ms and self.target_speedup),
+            "target-ms and target-speedup exclude each other: give one",
+        )
+        require(
+            not self.latency_target or self.method is PruneMethod.FILTER,
+            f"a latency target needs method filter, not {self.method}: add --method filter",
+        )
+        require(
+            not (self.latency_target and self.keep_ratio),
+            "keep-ratio and a latency target exclude each other: give one",
+        )
+        engines = int8_engines()
+        require(
+            self.engine == "auto" or self.engine in engines,
+            f"unknown engine {self.engine!r}: choose auto, {', '.join(engines)}",
+        )
+        require(
+            self.latency_size >= 1, f"latency-size must be >= 1, got {self.latency_size}: e.g. 512"
+        )
+        require(
+            self.latency_threads >= 1,
+            f"latency-threads must be >= 1, got {self.latency_threads}: e.g. 1",
         )
 
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from optimize.configs import PruneConfig, PruneMethod, add_distillation_flags
 from runtime.config import stage_config
 from runtime.errors import UserError
 from runtime.log import add_verbosity, configure
+
+if TYPE_CHECKING:  # the work imports TensorFlow: not before the arguments are checked
+    from optimize.latency_prune import LatencyPrune
 
 __all__ = ["PruneConfig", "PruneMethod", "console", "main", "parse_args"]
 
@@ -58,6 +62,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"filter: fraction of MACs to keep (default: {c.target_macs})",
     )
     parser.add_argument(
+        "--target-ms",
+        type=float,
+        help="filter: prune in steps, each fine-tuned and timed, until the int8 model runs one "
+        "--latency-size image in at most this many ms through --engine on this machine "
+        "(default: off)",
+    )
+    parser.add_argument(
+        "--target-speedup",
+        type=float,
+        help="filter: as --target-ms, at the unpruned model's measured time / this (default: off)",
+    )
+    parser.add_argument(
+        "--latency-size",
+        type=int,
+        help=f"image side the latency is measured at, in one pass (default: {c.latency_size})",
+    )
+    parser.add_argument(
+        "--engine",
+        help="int8 engine that times the layers and the model: litert, onnx, openvino "
+        f"(default: {c.engine}, the runtime's choice for int8 here)",
+    )
+    parser.add_argument(
+        "--latency-threads",
+        type=int,
+        help=f"engine threads while timing (default: {c.latency_threads})",
+    )
+    parser.add_argument(
         "--criterion",
         choices=["l1", "bn"],
         help=f"filter importance (default: {c.criterion})",
@@ -96,9 +127,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# Ways to say how much to prune filters: one at most on a command line.
+_TARGET_FLAGS = ("keep_ratio", "target_macs", "target_ms", "target_speedup")
+
+
+def _check_one_target(args: argparse.Namespace) -> None:
+    given = [f"--{name.replace('_', '-')}" for name in _TARGET_FLAGS if getattr(args, name, None)]
+    if len(given) > 1:
+        raise UserError(f"{' and '.join(given)} exclude each other: give one of them")
+    for name in ("target_ms", "target_speedup"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            flag = f"--{name.replace('_', '-')}"
+            raise UserError(f"{flag} must be > 0, got {value:g}: e.g. {flag} 2")
+
+
 def main(args: argparse.Namespace) -> int:
     configure(args)
     try:
+        _check_one_target(args)
         config = stage_config(PruneConfig, args.config, "prune", vars(args))
         from optimize.pruning import prune_run
 
@@ -115,8 +162,28 @@ def main(args: argparse.Namespace) -> int:
     if report.clusters:
         counts = report.clusters.layers.values()
         print(f"distinct nonzero values per kernel: {min(counts)}-{max(counts)}")
+    if report.latency:
+        print(_latency_summary(report.latency))
     print(f"pruned model: {args.out / 'model.keras'}")
     return 0
+
+
+def _latency_summary(latency: LatencyPrune) -> str:
+    """How the steps ended and how well the per-layer table predicted the final model."""
+    table = latency.table
+    where = f"{table.engine}, int8, {table.size} px, {table.threads} thread(s)"
+    if not latency.steps:
+        return (
+            f"the unpruned model already meets {latency.target_ms:.1f} ms ({where}): "
+            f"{table.unpruned_ms:.1f} ms, 0 steps"
+        )
+    last = latency.steps[-1]
+    return (
+        f"{len(latency.steps)} step(s) to keep ratio {last.keep_ratio:g}: "
+        f"{table.unpruned_ms:.1f} -> {last.measured_ms:.1f} ms ({where}; target "
+        f"{latency.target_ms:.1f}), Dice {last.dice:.4f}; the table predicted "
+        f"{last.predicted_ms:.1f} ms ({latency.error_pct:+.1f}%)"
+    )
 
 
 def console() -> int:

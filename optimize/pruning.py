@@ -18,6 +18,7 @@ from typing import Any
 
 from optimize.configs import PruneConfig, PruneMethod
 from optimize.finetune import Run, fine_tune
+from optimize.latency_prune import LatencyPrune, prune_to_latency
 from optimize.wrapping import (
     DEFAULT_KEEP_DENSE,
     PRUNABLE_TYPES,
@@ -196,6 +197,7 @@ class PruneReport(JsonRecord):
     macs: Macs
     size: Sizes  # of model.keras
     clusters: Clusters | None = None
+    latency: LatencyPrune | None = None  # pruned to a latency: the table and the steps
 
 
 def prune_run(
@@ -217,7 +219,10 @@ def prune_run(
     size = run.tile_size
     steps = config.steps_per_epoch or None
     widths: dict[str, int] = {}
-    if config.method is PruneMethod.FILTER:
+    latency = None
+    if config.latency_target:
+        pruned, widths, latency = prune_to_latency(model, run, config)
+    elif config.method is PruneMethod.FILTER:
         ratio = config.keep_ratio or keep_ratio_for_macs(
             model, run.model_config, size, config.target_macs, config.criterion
         )
@@ -265,9 +270,10 @@ def prune_run(
         Macs(count_macs(model, size), count_macs(pruned, size), size),
         Sizes(FileSize.of(model_path), FileSize.of(out / "model.keras")),
         clusters,
+        latency,
     )
     write_json_atomic(out / "prune_report.json", report.to_dict())
-    write_json_atomic(
-        out / "config.json", {**run.raw_config, "prune": config.to_dict(), "widths": widths}
-    )
+    # The manifest's configs take the "prune" section as it is: the latency record goes there.
+    prune = config.to_dict() | ({"latency": latency.to_dict()} if latency else {})
+    write_json_atomic(out / "config.json", {**run.raw_config, "prune": prune, "widths": widths})
     return report
