@@ -70,7 +70,7 @@ def engine_for_int8(engine: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class LatencyTable(JsonRecord):
-    """ms of each prunable layer alone at each keep ratio, and of the whole model at 1.0."""
+    """ms of each prunable layer alone at each keep ratio, and of the whole model at two."""
 
     JSON_NAME = "latency_table"
 
@@ -190,21 +190,22 @@ class Timer:
         _, height, width, channels = model.input_shape
         return (1, height or self.size, width or self.size, channels)
 
-    def _export(self, model: keras.Model, folder: Path) -> Path:
+    def _export(self, model: keras.Model, stem: Path) -> Path:
         """The int8 model file the engine reads, calibrated on one random tile (timing does
-        not depend on the quantization ranges)."""
+        not depend on the quantization ranges). One file per model: LiteRT maps its file, and
+        rewriting a mapped file under a live interpreter crashed it (SIGBUS)."""
         shape = self._shape(model)
         tile = np.random.default_rng(0).standard_normal(shape[1:], dtype=np.float32)
         if "tflite" in ENGINES[self.engine].formats:
             from optimize.converters import tflite_int8
 
-            path, content = folder / f"{model.name}.tflite", tflite_int8(model, shape[1], [tile])
+            path, content = stem.with_suffix(".tflite"), tflite_int8(model, shape[1], [tile])
         else:
             from optimize.converters import onnx_fp32
             from optimize.onnx_int8 import onnx_int8_qdq
 
             content = onnx_int8_qdq(onnx_fp32(model, shape[1]), [tile])
-            path = folder / f"{model.name}.onnx"
+            path = stem.with_suffix(".onnx")
         path.write_bytes(content)
         return path
 
@@ -230,8 +231,8 @@ class Timer:
         """Median ms of one run of each model, the models taking turns."""
         with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
             invokers = {
-                key: self._invoker(self._export(model, Path(tmp)), self._shape(model))
-                for key, model in models.items()
+                key: self._invoker(self._export(model, Path(tmp) / str(i)), self._shape(model))
+                for i, (key, model) in enumerate(models.items())
             }
             return time_per_tile(invokers, np.zeros(1, np.float32))
 
