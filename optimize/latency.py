@@ -7,9 +7,10 @@ stated image size, at a few keep ratios (input and output channels both scaled, 
 filter pruning scales them), through the engine that will run the model. The whole model is
 timed at ratio 1.0 and at the table's lowest ratio; what the layers do not account for there
 (pooling, concatenation, the head, memory traffic between layers) is the remainder. It shrinks
-with the channels too (ISBI `small` at 512 px, LiteRT int8: 61 ms of 159 at 1.0), so it is
-interpolated between the two, not held constant. A thin model's time is predicted as the sum of
-its layers at its ratio, interpolated, plus the remainder at that ratio (`LatencyTable.predict`).
+with the channels too (`small` at 512 px, LiteRT int8: 23 ms of 129 at 1.0, 15 at 0.125), so it
+is interpolated between the two, not held constant. A thin model's time is predicted as the sum
+of its layers at its ratio, interpolated, plus the remainder at that ratio
+(`LatencyTable.predict`).
 
 Models are exported by the bundle's own converters (`optimize.converters`, `optimize.onnx_int8`)
 and timed by the runtime's own loop (`runtime.choice.time_per_tile`: single runs, models taking
@@ -19,6 +20,7 @@ turns, the median), calling only the engine: quantizing the input happens once, 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -41,6 +43,11 @@ PRECISION = "int8"  # what a bundle ships and the runtime runs by default
 TABLE_RATIOS = (1.0, 0.75, 0.5, 0.375, 0.25, 0.125)
 MIN_KEEP_RATIO = 0.125  # below this a U-Net has lost most of what it learned
 MIN_FILTERS = 2  # no layer is pruned to fewer: one filter is a layer that no longer segments
+
+# Whole models are timed over this many rounds of the runtime's loop (each at least 5 runs):
+# a step's measured time decides when pruning stops, and one round of the unpruned `small` at
+# 512 px gave 93, 111 and 129 ms in three processes on 2 cores beside a training job.
+WHOLE_ROUNDS = 3
 
 Runner = Callable[[], None]
 
@@ -227,17 +234,19 @@ class Timer:
         )
         return _Invoker(interpreter.invoke)
 
-    def time(self, models: Mapping[str, keras.Model]) -> dict[str, float]:
-        """Median ms of one run of each model, the models taking turns."""
+    def time(self, models: Mapping[str, keras.Model], rounds: int = 1) -> dict[str, float]:
+        """Median ms of one run of each model, the models taking turns; with several rounds
+        of the runtime's loop, the median of their medians."""
         with tempfile.TemporaryDirectory(prefix="latency-") as tmp:
             invokers = {
                 key: self._invoker(self._export(model, Path(tmp) / str(i)), self._shape(model))
                 for i, (key, model) in enumerate(models.items())
             }
-            return time_per_tile(invokers, np.zeros(1, np.float32))
+            timed = [time_per_tile(invokers, np.zeros(1, np.float32)) for _ in range(rounds)]
+            return {key: statistics.median(t[key] for t in timed) for key in models}
 
-    def time_one(self, model: keras.Model) -> float:
-        return self.time({"model": model})["model"]
+    def time_whole(self, model: keras.Model) -> float:
+        return self.time({"model": model}, WHOLE_ROUNDS)["model"]
 
 
 def measure_table(
@@ -253,7 +262,7 @@ def measure_table(
         layers[name] = tuple(timed[str(r)] for r in ratios)
     ends = (ratios[0], ratios[-1])
     wholes = {str(r): uniform_thin(model, config, r) for r in ends}
-    timed = timer.time(wholes)
+    timed = timer.time(wholes, WHOLE_ROUNDS)
     whole = tuple(timed[str(r)] for r in ends)
     at_ends = (0, len(ratios) - 1)
     return LatencyTable(

@@ -135,11 +135,11 @@ def _check_one_target(args: argparse.Namespace) -> None:
     given = [f"--{name.replace('_', '-')}" for name in _TARGET_FLAGS if getattr(args, name, None)]
     if len(given) > 1:
         raise UserError(f"{' and '.join(given)} exclude each other: give one of them")
-    for name in ("target_ms", "target_speedup"):
+    for name, example in (("target_ms", "50"), ("target_speedup", "2")):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             flag = f"--{name.replace('_', '-')}"
-            raise UserError(f"{flag} must be > 0, got {value:g}: e.g. {flag} 2")
+            raise UserError(f"{flag} must be > 0, got {value:g}: e.g. {flag} {example}")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -182,7 +182,7 @@ def _latency_summary(latency: LatencyPrune) -> str:
         f"{len(latency.steps)} step(s) to keep ratio {last.keep_ratio:g}: "
         f"{table.unpruned_ms:.1f} -> {last.measured_ms:.1f} ms ({where}; target "
         f"{latency.target_ms:.1f}), Dice {last.dice:.4f}; the table predicted "
-        f"{last.predicted_ms:.1f} ms ({latency.error_pct:+.1f}%)"
+        f"{last.predicted_ms:.1f} ms for it ({latency.error_pct:+.1f}% of the measured)"
     )
 
 

@@ -192,7 +192,7 @@ def test_a_latency_size_the_model_cannot_take_is_a_user_error() -> None:
         checked_size(fixed, preset("tiny"), 128)
 
 
-def _macs_as_ms(self: Timer, models: dict) -> dict[str, float]:
+def _macs_as_ms(self: Timer, models: dict, rounds: int = 1) -> dict[str, float]:
     """Deterministic 'timings': 1 ms a million MACs."""
     return {key: count_macs(m, m.input_shape[1] or self.size) / 1e6 for key, m in models.items()}
 
