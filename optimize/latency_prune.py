@@ -3,10 +3,10 @@
 The per-layer table (`optimize.latency`) predicts a thin model's time; pruning goes there in
 steps, each one pruning the model it has (`filter_prune`), fine-tuning it (with the float model
 as teacher when asked) and timing the whole thin model through the engine, because the table is
-a model of the time, not the time. A step takes at most MAX_FALL of the measured time away, so
-the fine-tuning can follow, and the last step the ratio predicted to hit the target; before
-each step the table is scaled by how far it was off for the model in hand. Pruning stops at the
-first step whose measured time meets the target.
+a model of the time, not the time. A step is predicted to take at most MAX_FALL of the time
+away, so the fine-tuning can follow, and the last step the ratio predicted to hit the target;
+before each step the table is scaled by how far it was off for the model in hand. Pruning stops
+at the first step whose measured time meets the target.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from train.tfk import keras
 
 log = logging.getLogger(__name__)
 
-# A step takes at most this fraction of the measured time away, as the table predicts it: at
-# larger steps the fine-tuning of one or two epochs no longer wins back the Dice.
+# A step is predicted by the table to take at most this fraction of the time away: gradual
+# pruning, so each fine-tuning has less to win back. A chosen bound, not one tuned here.
 MAX_FALL = 0.35
 # The smallest step in keep ratio: the table may be off for the model in hand, and a step that
 # removes no filter would measure the same time again.
@@ -96,21 +96,23 @@ def next_ratio(
 ) -> float:
     """The keep ratio of the next step from `ratio`, where the model measured `measured_ms`.
 
-    Going down from `ratio` less MIN_STEP, with the table scaled to agree with that
-    measurement: the first ratio predicted to meet the target, unless the prediction falls
-    below (1 - MAX_FALL) x the measured time first; then the last ratio above that. Never below
+    Going down from `ratio` less MIN_STEP: the first ratio that the table, scaled to agree with
+    that measurement, predicts to meet the target, unless the table's own prediction falls
+    below (1 - MAX_FALL) x its prediction at `ratio` first; then the last ratio above that. The
+    bound is the table's own fall, which the scale cancels out of: one slow measurement (another
+    process on the core) makes the target look further away, not the step deeper. Never below
     the floor; at least MIN_STEP down, even where that alone falls further.
     """
     scale = measured_ms / table.predict(ratio)
-    lowest_ms = (1 - MAX_FALL) * measured_ms
+    lowest_ms = (1 - MAX_FALL) * table.predict(ratio)
     below = max(floor, ratio - MIN_STEP)
     chosen = below
     for candidate in _grid(below, floor):
-        predicted = scale * table.predict(candidate)
+        predicted = table.predict(candidate)
         if predicted < lowest_ms:
             break
         chosen = candidate
-        if predicted <= target_ms:
+        if scale * predicted <= target_ms:
             break
     return chosen
 

@@ -121,6 +121,21 @@ def test_steps_stop_at_the_first_measured_under_the_target_and_never_fall_past_t
     assert steps[-1].dice == pytest.approx(0.9 - steps[-1].keep_ratio / 10)
 
 
+def test_one_slow_measurement_makes_the_next_step_no_deeper_than_the_bound() -> None:
+    advance = FakeAdvance(factor=1.0)
+    spiked = iter([2.0])  # the first step measures twice its time: another process ran
+
+    def noisy(ratio: float) -> tuple[float, float]:
+        ms, dice = advance(ratio)
+        return ms * next(spiked, 1.0), dice
+
+    steps = step_to_target(STEP_TABLE, 50.0, 0.25, noisy)
+
+    assert steps[0].measured_ms == pytest.approx(2 * steps[0].predicted_ms)
+    assert steps[1].predicted_ms >= (1 - MAX_FALL) * steps[0].predicted_ms - 1e-9
+    assert steps[-1].measured_ms <= 50.0
+
+
 def test_a_target_the_unpruned_model_meets_takes_no_step() -> None:
     advance = FakeAdvance()
 
