@@ -54,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--keep-ratio",
         type=float,
-        help="filter: fraction of filters kept per layer (default: from --target-macs)",
+        help="filter: fraction of filters kept per layer (default: from --target-macs, or steps "
+        "to --target-ms or --target-speedup)",
     )
     parser.add_argument(
         "--target-macs",
