@@ -93,8 +93,7 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=_choices(Normalization),
         help="'dataset': the training set's mean and std (intensities mean something: EM, CT); "
         "'image': each image's own, over the whole image, for images whose brightness and "
-        "contrast vary (default: the data decide, 'image' when the images' mean intensities "
-        "spread wider than a typical image's std)",
+        "contrast vary, as a device's camera does (default: image)",
     )
     data.add_argument(
         "--val-fraction",

@@ -107,17 +107,21 @@ def test_a_model_no_better_than_a_trivial_one_gets_one_line():
     assert "hold no foreground" in usefulness.verdict(1.0, 0, empty)
 
 
-def test_images_whose_brightness_varies_get_per_image_normalization():
+def test_images_are_normalized_each_by_its_own_unless_told_and_the_spread_is_reported():
     rng = np.random.default_rng(1)
     steady = [Sample(str(i), rng.normal(120, 30, (64, 64)).clip(0, 255).astype(np.uint8),
                      np.zeros((64, 64), np.uint8)) for i in range(6)]  # fmt: skip
     varied = [Sample(s.name, np.clip(s.image * 0.4 + 25 * i, 0, 255).astype(np.uint8), s.mask)
               for i, s in enumerate(steady)]  # fmt: skip
-    for samples, expected in ((steady, Normalization.DATASET), (varied, Normalization.IMAGE)):
+    spreads = []
+    for samples in (steady, varied):
         print_ = fingerprint.measure(samples, channels=1)
-        assert (print_.intensity_mean_spread > fingerprint.SPREAD_LIMIT) == (
-            expected is Normalization.IMAGE
-        )
-        assert fingerprint.plan(print_, SMALL, TrainConfig()).normalization is expected
+        chosen = fingerprint.plan(print_, SMALL, TrainConfig())
+        assert chosen.normalization is Normalization.IMAGE
+        assert f"spread {print_.intensity_mean_spread:.2f} of their std" in chosen.reason
+        spreads.append(print_.intensity_mean_spread)
+    # Means 0-125 grey levels apart against stds of ~12: the spread sees it; 6 draws of one
+    # distribution differ by a fraction of their std.
+    assert spreads[0] < 0.1 < 1 < spreads[1]
     given = fingerprint.plan(print_, SMALL, TrainConfig(), Normalization.DATASET)
     assert given.normalization is Normalization.DATASET  # a flag overrides the choice

@@ -39,7 +39,9 @@ def test_validation_tiles_are_exactly_the_runtime_preprocessing():
 
 def test_unaugmented_training_crops_are_crops_of_the_preprocessed_image():
     samples = _samples(1)
-    config = TrainConfig(input_size=16, batch_size=2, augment=False, elastic=False)
+    config = TrainConfig(
+        input_size=16, batch_size=2, augment=False, elastic=False, field_augment=False
+    )
     images, masks = next(iter(train_dataset(samples, PREP, config, 16, 2)))
     full = normalize(samples[0].image, PREP)[..., 0]
     for image, mask in zip(images.numpy(), masks.numpy(), strict=True):
