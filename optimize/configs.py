@@ -36,6 +36,7 @@ class PruneMethod(Choice):
 class PruneConfig(ConfigBase):
     method: PruneMethod = PruneMethod.MAGNITUDE
     sparsity: float = 0.5  # magnitude
+    ramp: float = 1.0  # magnitude: share of the fine-tuning over which sparsity rises to it
     keep_ratio: float = 0.0  # filter: fraction of filters kept; 0 = derive from a target
     target_macs: float = 0.5  # filter: fraction of the MACs to keep, unless another target
     # filter: prune in steps until the int8 model measures this on this machine (0 = off) ...
@@ -47,6 +48,8 @@ class PruneConfig(ConfigBase):
     latency_threads: int = 1
     criterion: str = "l1"  # filter: "l1" (kernel norm) or "bn" (batch-norm scale)
     epochs: int = 3
+    # Latency target: the step that meets it fine-tunes this long, cosine-decayed (0: epochs).
+    final_epochs: int = 0
     learning_rate: float = 3e-4
     steps_per_epoch: int = 0  # 0: as the training run
     clusters: int = 0  # after pruning: shared nonzero values per kernel (zeros kept); 0 = off
@@ -56,12 +59,15 @@ class PruneConfig(ConfigBase):
     # 0 (off) until measured over 3 seeds (issue 27).
     distill: float = 0.0
     label_free: bool = False  # fine-tune on the float model's probabilities alone
+    images: str = ""  # label-free: a folder of images (no labels) to fine-tune on instead
 
     def check(self) -> None:
         require(0 < self.sparsity < 1, f"sparsity must be in (0, 1), got {self.sparsity}")
         require(0 <= self.keep_ratio <= 1, f"keep-ratio must be in (0, 1], got {self.keep_ratio}")
         require(0 < self.target_macs <= 1, f"target-macs must be in (0, 1], got {self.target_macs}")
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        require(0 < self.ramp <= 1, f"ramp must be in (0, 1], got {self.ramp}: e.g. 0.5")
+        require(self.final_epochs >= 0, f"final-epochs must be >= 0, got {self.final_epochs}")
         require(self.learning_rate > 0, f"learning-rate must be > 0, got {self.learning_rate}")
         require(
             self.clusters == 0 or 2 <= self.clusters <= 256,
@@ -69,6 +75,7 @@ class PruneConfig(ConfigBase):
         )
         require(self.cluster_epochs >= 1, f"cluster-epochs must be >= 1, got {self.cluster_epochs}")
         require(self.distill >= 0, f"distill must be >= 0, got {self.distill}")
+        check_unlabelled_images(self.images, self.label_free)
         self._check_latency_target()
         require(
             self.cluster_learning_rate > 0,
@@ -142,6 +149,7 @@ class QuantizeConfig(ConfigBase):
     # QAT also learns the float model's probabilities (see PruneConfig.distill).
     distill: float = 0.0
     label_free: bool = False
+    images: str = ""  # see PruneConfig.images
 
     def check(self) -> None:
         require(self.qat_epochs >= 1, f"qat-epochs must be >= 1, got {self.qat_epochs}")
@@ -156,6 +164,15 @@ class QuantizeConfig(ConfigBase):
         )
         require(self.keep_float >= 0, f"keep-float must be >= 0, got {self.keep_float}")
         require(self.distill >= 0, f"distill must be >= 0, got {self.distill}")
+        check_unlabelled_images(self.images, self.label_free)
+
+
+def check_unlabelled_images(images: str, label_free: bool) -> None:
+    """Images without labels can only teach through the teacher: refuse them otherwise."""
+    require(
+        not images or label_free,
+        f"images {images} have no labels: fine-tuning on them needs --label-free",
+    )
 
 
 def add_distillation_flags(parser: argparse.ArgumentParser) -> None:
@@ -171,4 +188,11 @@ def add_distillation_flags(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="fine-tune on the float model's probabilities alone, labels unused (default: off)",
+    )
+    parser.add_argument(
+        "--images",
+        metavar="FOLDER",
+        help="with --label-free: fine-tune on this folder's images (or its image/), no labels "
+        "needed, e.g. the images the device will see; the run's validation images still score "
+        "(default: the run's training images)",
     )

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from optimize.configs import check_unlabelled_images
 from runtime.errors import UserError
 from runtime.preprocess import Preprocessing
 from train.config import DataConfig, ModelConfig, TrainConfig
 from train.data import Sample, load_samples, split_samples
+from train.data.folder import load_images
 from train.losses import DiceScore, IoUScore, distilled, make_loss
 from train.model import output_size
 from train.pipeline import (
@@ -45,12 +47,23 @@ class Run:
     teacher: keras.Model | None = None
     distill: float = 0.0
     labels: bool = True
+    images: Path | None = None  # label-free: fine-tune on this folder's images, not the run's
 
-    def distilling(self, teacher: keras.Model, weight: float, labels: bool = True) -> Run:
-        """This run with fine-tuning that learns from `teacher` (weight 0 and labels: none)."""
+    def distilling(
+        self, teacher: keras.Model, weight: float, labels: bool = True, images: str | Path = ""
+    ) -> Run:
+        """This run with fine-tuning that learns from `teacher` (weight 0 and labels: none),
+        on the images of folder `images` when given (label-free only: they have no labels)."""
         if weight < 0:
             raise UserError(f"distill must be >= 0, got {weight:g}")
-        return dataclasses.replace(self, teacher=teacher, distill=weight, labels=labels)
+        check_unlabelled_images(str(images), label_free=not labels)
+        return dataclasses.replace(
+            self,
+            teacher=teacher,
+            distill=weight,
+            labels=labels,
+            images=Path(images) if images else None,
+        )
 
     @property
     def distills(self) -> bool:
@@ -92,8 +105,11 @@ class Run:
 
     @cached_property
     def splits(self) -> tuple[list[Sample], list[Sample]]:
+        """Training and validation samples; with `images`, those images train (and calibrate)
+        instead, and the run's own validation images still score."""
         samples = load_samples(self.data_config, self.model_config.classes, self.train_config.seed)
-        return split_samples(samples, self.data_config.val_fraction)
+        train, validation = split_samples(samples, self.data_config.val_fraction)
+        return (load_images(self.images) if self.images else train), validation
 
     def load_model(self, name: str = "model.keras") -> keras.Model:
         return load_keras_model(self.folder / name)
@@ -141,7 +157,11 @@ def load_keras_model(path: Path) -> keras.Model:
         ) from None
 
 
-def compile_for_fine_tuning(model: keras.Model, run: Run, learning_rate: float) -> None:
+def compile_for_fine_tuning(
+    model: keras.Model,
+    run: Run,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+) -> None:
     classes = run.model_config.classes
     loss = make_loss(run.train_config.loss, classes)
     if run.distills:
@@ -167,7 +187,7 @@ def fine_tune(
     model: keras.Model,
     run: Run,
     epochs: int,
-    learning_rate: float,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
     steps_per_epoch: int | None = None,
     callbacks: list[keras.callbacks.Callback] | None = None,
     verbose: int | None = None,

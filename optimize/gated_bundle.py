@@ -309,7 +309,9 @@ def quantize(
         run = dataclasses.replace(run, data_config=run.data_config.replace(source=data))
     model = run.load_model(model_path.name)
     check_prunable(model)
-    run = run.distilling(model, config.distill, labels=not config.label_free)  # QAT's teacher
+    run = run.distilling(
+        model, config.distill, labels=not config.label_free, images=config.images
+    )  # QAT's teacher
     tiles = run.calibration_tiles(config.calibration_tiles)
     if not tiles:
         raise UserError(f"no calibration images in {run.data_config.source}: add images")

@@ -176,12 +176,15 @@ def latency_timer(model: keras.Model, run: Run, config: PruneConfig) -> Timer:
 
 
 class _Pruner:
-    """`Advance` for a real model: prunes the model in hand to a global keep ratio, fine-tunes
-    it (the run's teacher and labels as configured) and times it."""
+    """`Advance` for a real model: prunes the model in hand to a global keep ratio, times it
+    and fine-tunes it (the run's teacher and labels as configured); the step that meets the
+    target fine-tunes `final_epochs` with a decaying rate, since no step follows to recover."""
 
-    def __init__(self, model: keras.Model, run: Run, config: PruneConfig, timer: Timer) -> None:
+    def __init__(
+        self, model: keras.Model, run: Run, config: PruneConfig, timer: Timer, target_ms: float
+    ) -> None:
         self.model, self.run, self.config, self.timer = model, run, config, timer
-        self.original = model
+        self.original, self.target_ms = model, target_ms
         self.widths = widths_at(model, 1.0)
 
     def _level_ratios(self, ratio: float) -> dict[str, float]:
@@ -203,10 +206,16 @@ class _Pruner:
             self._level_ratios(ratio),
             config.criterion,
         )
+        # Timed before fine-tuning: an int8 model's time does not depend on its weights' values.
+        measured = self.timer.time_whole(thin)
         steps = self.run.steps_per_epoch(config.steps_per_epoch or None)
-        history = fine_tune(thin, self.run, config.epochs, config.learning_rate, steps)
+        epochs, rate = config.epochs, config.learning_rate
+        if measured <= self.target_ms and config.final_epochs:
+            epochs = config.final_epochs
+            rate = keras.optimizers.schedules.CosineDecay(rate, epochs * steps)
+        history = fine_tune(thin, self.run, epochs, rate, steps)
         self.model, self.widths = thin, widths
-        return self.timer.time_whole(thin), float(history.history["val_dice"][-1])
+        return measured, float(history.history["val_dice"][-1])
 
 
 def prune_to_latency(
@@ -238,6 +247,6 @@ def prune_to_latency(
         table.predict(floor),
         floor,
     )
-    pruner = _Pruner(model, run, config, timer)
+    pruner = _Pruner(model, run, config, timer, target)
     steps = step_to_target(table, target, floor, pruner)
     return pruner.model, pruner.widths, LatencyPrune(table, target, floor, tuple(steps))

@@ -52,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"magnitude: target sparsity (default: {c.sparsity})",
     )
     parser.add_argument(
+        "--ramp",
+        type=float,
+        help="magnitude: the share of the fine-tuning over which the sparsity rises; the rest "
+        f"fine-tunes at the final masks (default: {c.ramp})",
+    )
+    parser.add_argument(
         "--keep-ratio",
         type=float,
         help="filter: fraction of filters kept per layer (default: from --target-macs, or steps "
@@ -96,6 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_distillation_flags(parser)
     parser.add_argument("--epochs", type=int, help=f"fine-tuning epochs (default: {c.epochs})")
+    parser.add_argument(
+        "--final-epochs",
+        type=int,
+        help="latency target: the step that meets it fine-tunes this many epochs, the rate "
+        "cosine-decayed, instead of --epochs (default: 0, as --epochs)",
+    )
     parser.add_argument(
         "--learning-rate",
         "--lr",

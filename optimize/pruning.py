@@ -70,15 +70,19 @@ def _is_prunable(model: keras.Model, name: str) -> bool:
     return isinstance(model.get_layer(name), PRUNABLE_TYPES)
 
 
-def _schedule(sparsity: float, total_steps: int) -> tfmot.sparsity.keras.PolynomialDecay:
-    """Sparsity 0 -> `sparsity` over the fine-tuning; the last mask update lands on the target.
+def _schedule(
+    sparsity: float, total_steps: int, ramp: float
+) -> tfmot.sparsity.keras.PolynomialDecay:
+    """Sparsity 0 -> `sparsity` over the first `ramp` share of the fine-tuning, then held: the
+    steps after the last mask update recover what it cut (with `ramp` 1 none do).
 
     Pruning happens at steps that are multiples of `frequency` up to `end_step` inclusive, and
     the schedule reaches `sparsity` only at `end_step`: so `end_step` is the last multiple of
-    the frequency within the run (the total steps when it divides them).
+    the frequency within the ramp.
     """
-    frequency = max(1, total_steps // _MASK_UPDATES)
-    end_step = frequency * (total_steps // frequency)
+    ramp_steps = max(1, round(ramp * total_steps))
+    frequency = max(1, ramp_steps // _MASK_UPDATES)
+    end_step = frequency * (ramp_steps // frequency)
     return tfmot.sparsity.keras.PolynomialDecay(
         initial_sparsity=0.0,
         final_sparsity=sparsity,
@@ -98,6 +102,7 @@ def magnitude_prune(
     learning_rate: float = 1e-4,
     steps_per_epoch: int | None = None,
     verbose: int | None = None,
+    ramp: float = 1.0,
 ) -> keras.Model:
     """Prunes the convolution kernels to `sparsity` while fine-tuning on the run's data.
 
@@ -113,6 +118,7 @@ def magnitude_prune(
             and keeps them; `sparsity` is then ignored.
         keep_dense: layer names that stay dense.
         epochs, learning_rate, steps_per_epoch, verbose: the fine-tuning (see `fine_tune`).
+        ramp: the share of the fine-tuning over which the sparsity rises; the rest holds it.
 
     Returns:
         A plain Functional model (pruning wrappers stripped) whose pruned kernels hold zeros.
@@ -121,7 +127,9 @@ def magnitude_prune(
     _check_arguments(model, sparsity, m_by_n, keep_dense, epochs, steps_per_epoch)
     steps = run.steps_per_epoch(steps_per_epoch)
     if m_by_n is None:
-        pruning_args: dict[str, Any] = {"pruning_schedule": _schedule(sparsity, epochs * steps)}
+        pruning_args: dict[str, Any] = {
+            "pruning_schedule": _schedule(sparsity, epochs * steps, ramp)
+        }
     else:
         pruning_args = {"sparsity_m_by_n": tuple(m_by_n)}
     wrapped = wrap_prunable(
@@ -215,7 +223,7 @@ def prune_run(
     run = Run.load(model_path.parent)
     model = run.load_model(model_path.name)
     check_prunable(model)
-    run = run.distilling(model, config.distill, labels=not config.label_free)
+    run = run.distilling(model, config.distill, labels=not config.label_free, images=config.images)
     size = run.tile_size
     steps = config.steps_per_epoch or None
     widths: dict[str, int] = {}
@@ -241,6 +249,7 @@ def prune_run(
             epochs=config.epochs,
             learning_rate=config.learning_rate,
             steps_per_epoch=steps,
+            ramp=config.ramp,
         )
     if config.clusters:
         from optimize.cluster import cluster

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from optimize import latency_prune
 from optimize.filter_prune import _PRUNABLE, count_macs
+from optimize.finetune import fine_tune
 from optimize.latency import (
     LatencyTable,
     Timer,
@@ -23,6 +25,7 @@ from optimize.prune import main, parse_args
 from runtime.errors import UserError
 from train.config import preset
 from train.model import build_unet
+from train.tfk import keras
 
 # Base 16: tiny's base 4 has layers of 2-16 channels, which int8 kernels pad to their vector
 # width, so thinning them does not change their time at all (measured: flat within noise).
@@ -217,9 +220,25 @@ def test_cli_prunes_in_steps_and_records_the_table_and_each_step(
     tiny_run: Path, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     monkeypatch.setattr(Timer, "time", _macs_as_ms)
+    tunings = []
+
+    def spy(model, run, epochs, rate, *args, **kwargs):
+        tunings.append((epochs, rate))
+        return fine_tune(model, run, epochs, rate, *args, **kwargs)
+
+    monkeypatch.setattr(latency_prune, "fine_tune", spy)
     out = tmp_path / "thin"
     argv = ["--model", str(tiny_run / "model.keras"), "--out", str(out), "--method", "filter"]
-    flags = ["--target-speedup", "2", "--latency-size", "64", "--epochs", "1"]
+    flags = [
+        "--target-speedup",
+        "2",
+        "--latency-size",
+        "64",
+        "--epochs",
+        "1",
+        "--final-epochs",
+        "2",
+    ]
 
     assert main(parse_args([*argv, *flags, "--steps-per-epoch", "2"])) == 0
 
@@ -230,6 +249,9 @@ def test_cli_prunes_in_steps_and_records_the_table_and_each_step(
     assert record.steps and record.steps[-1].measured_ms <= record.target_ms
     assert record.target_ms == pytest.approx(record.table.unpruned_ms / 2)
     assert all(0 <= step.dice <= 1 for step in record.steps)
+    # Only the step that met the target fine-tuned --final-epochs, its rate decaying.
+    assert [epochs for epochs, _ in tunings] == [1] * (len(record.steps) - 1) + [2]
+    assert isinstance(tunings[-1][1], keras.optimizers.schedules.CosineDecay)
     report = json.loads((out / "prune_report.json").read_text())
     assert report["latency"]["steps"][-1]["keep_ratio"] == record.steps[-1].keep_ratio
     printed = capsys.readouterr().out

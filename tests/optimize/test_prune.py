@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from optimize.finetune import Run
-from optimize.pruning import magnitude_prune
+from optimize.pruning import _schedule, magnitude_prune
 from optimize.wrapping import KernelSparsity, check_prunable, kernels, sparsity_report
 from runtime.errors import UserError
 from train.config import preset
@@ -22,6 +23,23 @@ KEEP_DENSE = ("enc1_conv_a", "head")
 def run(tiny_run: Path) -> Run:
     """The session's briefly trained tiny U-Net (tests/conftest.py)."""
     return Run.load(tiny_run)
+
+
+@pytest.mark.parametrize(
+    ("total", "ramp", "last_update"), [(36, 0.5, 18), (36, 1.0, 36), (100, 0.5, 48)]
+)
+def test_the_schedule_reaches_the_sparsity_at_the_ramps_end_and_then_holds(
+    total: int, ramp: float, last_update: int
+) -> None:
+    schedule = _schedule(0.5, total, ramp)
+
+    def at(step: int) -> tuple[bool, float]:
+        update, sparsity = schedule(tf.constant(step, tf.int64))
+        return bool(update), float(sparsity)
+
+    assert at(last_update) == (True, pytest.approx(0.5))
+    assert not any(at(step)[0] for step in range(last_update + 1, total + 1))
+    assert 0 < at(last_update // 2)[1] < 0.5
 
 
 @pytest.mark.slow

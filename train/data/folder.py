@@ -165,6 +165,51 @@ def _class_lookup(
     return {int(v): int(v) for v in values}
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class ImageOnlySample:
+    """An image without a label, read on demand. Its mask is all background and unused: only
+    label-free fine-tuning, which learns the teacher's probabilities, takes these."""
+
+    name: str
+    image_path: Path
+    page: int
+    pages: int
+    shape: tuple[int, int]
+
+    @property
+    def image(self) -> np.ndarray:
+        return read_page(self.image_path, self.page, self.pages)
+
+    @property
+    def mask(self) -> np.ndarray:
+        return np.zeros(self.shape, np.uint8)
+
+
+def load_images(root: str | Path) -> list[ImageOnlySample]:
+    """Every image page of a folder (or of its image/ subfolder), in natural name order, each
+    decoded once now so that a broken file fails here and not during fine-tuning.
+
+    Raises:
+        UserError: a missing folder, one without images, or an unreadable image.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"image folder {root} does not exist: give a folder of images")
+    inner = [root / name for name in IMAGE_DIRS if (root / name).is_dir()]
+    folder = inner[0] if inner else root
+    files = sorted(_files(folder).items(), key=lambda item: natural_key(item[0]))
+    if not files:
+        raise UserError(f"no images ({', '.join(DATA_SUFFIXES)}) in {folder}: add images")
+    samples = []
+    for stem, path in files:
+        pages = page_count(path)
+        for page in range(pages):
+            shape = read_page(path, page, pages).shape[:2]
+            name = stem if pages == 1 else f"{stem}#{page}"
+            samples.append(ImageOnlySample(name, path, page, pages, shape))
+    return samples
+
+
 def _entries(root: Path) -> list[tuple[str, Path, Path, int, int]]:
     """(name, image file, mask file, page, pages) for every image page, checked for pairing."""
     entries = []
