@@ -80,10 +80,14 @@ def _measure_in_child(args, precision: str, isa: str) -> dict:
 
 
 def _reason(stderr: str) -> str:
-    """The exception's own line (e.g. oneDNN's "could not create a primitive descriptor")."""
+    """The failing kernel's own words when TensorFlow logged them (oneDNN's "could not create a
+    primitive descriptor"), else the exception's line."""
     lines = stderr.splitlines()
+    kernels = [
+        line.split("OP_REQUIRES failed at ", 1)[1] for line in lines if "OP_REQUIRES" in line
+    ]
     raised = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
-    return (raised or lines or ["no output"])[-1].strip()[:200]
+    return (kernels or raised or lines or ["no output"])[-1].strip()[:200]
 
 
 def main(argv: list[str] | None = None) -> int:
