@@ -124,9 +124,10 @@ def bundle_key(fmt: str, precision: str) -> str:
 
 
 def _on_other_engines(variant: Variant) -> list[Variant]:
-    """The main bundle's file on each engine other than its format's first that runs it
-    ("openvino int8": model_int8.onnx through OpenVINO; "openvino-bf16 fp32")."""
-    if variant.bundle != MAIN:
+    """The file on each engine other than its format's first that runs it ("openvino int8":
+    model_int8.onnx through OpenVINO; "openvino-bf16 fp32"): every model of the main bundle,
+    the int8 ones of the others, so each bundle's fastest int8 pair is measured."""
+    if variant.bundle != MAIN and variant.precision != "int8":
         return []
     return [
         dataclasses.replace(
@@ -149,7 +150,8 @@ def _macs(bundle: Path, manifest: Manifest) -> int:
 def bundle_variants(
     label: str, bundle: Path, max_memory_mb: float = DEFAULT_MAX_MEMORY_MB
 ) -> list[Variant]:
-    """The bundle's models (all for the main bundle, FURTHER_KEYS for the others)."""
+    """The bundle's models (all for the main bundle, FURTHER_KEYS for the others), each also on
+    the other engines that run it (`_on_other_engines`)."""
     manifest = read_manifest(bundle)
     macs = _macs(bundle, manifest)
     prune = manifest_json(bundle)["configs"].get("prune")

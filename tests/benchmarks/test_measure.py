@@ -94,6 +94,20 @@ def test_variants_describe_their_files_and_per_image_macs(tiny_bundle):
         assert entry.macs == {64: v.macs_per_tile, 96: round(v.macs_per_tile * 9 / 4)}
 
 
+@pytest.mark.slow  # the quantized bundle (int8 ONNX) is the slow suite's fixture
+def test_a_further_bundle_gives_its_deployable_models_and_its_int8_on_every_engine(
+    tiny_quantized_bundle,
+):
+    names = {v.name for v in bundle_variants("pruned", tiny_quantized_bundle)}
+    # Its fastest int8 pair is then measured, as the main bundle's is; no float on OpenVINO.
+    assert names == {
+        "tflite fp32 [pruned]",
+        "tflite int8 [pruned]",
+        "onnx int8 [pruned]",
+        "openvino int8 [pruned]",
+    }
+
+
 def test_the_float_model_comes_from_the_manifest_and_a_changed_file_is_refused(
     tiny_bundle, tiny_run, tmp_path
 ):
