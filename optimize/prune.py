@@ -100,7 +100,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["l1", "bn"],
         help=f"filter importance (default: {c.criterion})",
     )
-    add_distillation_flags(parser)
+    add_distillation_flags(parser, c.distill)
     parser.add_argument("--epochs", type=int, help=f"fine-tuning epochs (default: {c.epochs})")
     parser.add_argument(
         "--final-epochs",

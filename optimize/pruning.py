@@ -102,7 +102,7 @@ def magnitude_prune(
     learning_rate: float = 1e-4,
     steps_per_epoch: int | None = None,
     verbose: int | None = None,
-    ramp: float = 1.0,
+    ramp: float = 0.5,
 ) -> keras.Model:
     """Prunes the convolution kernels to `sparsity` while fine-tuning on the run's data.
 

@@ -69,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         help=f"largest Dice an int8 model may lose (default: {q.max_dice_drop})",
     )
-    add_distillation_flags(parser)
+    add_distillation_flags(parser, q.distill)
     parser.add_argument(
         "--allow-useless",
         action="store_true",
