@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 from PIL import Image
 
-from optimize.zoo_readme import readme
+from optimize.zoo_readme import model_depth, readme
 from runtime.backends import BACKENDS
 from runtime.bundle import MANIFEST, Artifact, Manifest, read_manifest
 from runtime.bundle import verified_model_path as _verified
@@ -255,6 +255,14 @@ def _cover(image: np.ndarray, mask: np.ndarray) -> bytes:
     return _png(np.concatenate([grey, tinted], axis=1))
 
 
+def _halo(manifest: Manifest, test_side: int) -> int:
+    """The runtime's tiling context, at most what leaves the test tensor above the smallest
+    input the package then declares (2 x halo + a grid step): a model trained on crops smaller
+    than its receptive field would otherwise be refused on its own test tensor."""
+    step = manifest.size_multiple
+    return min(default_overlap(step, manifest.output_size, True) // 2, (test_side - step) // 2)
+
+
 def _axes(manifest: Manifest, halo: int | None, input_side: bool) -> list[dict[str, Any]]:
     """batch, y, x, channel: run-time sizes for a 'same' U-Net, fixed ones for a 'valid' one."""
     if input_side:
@@ -397,18 +405,14 @@ def _rdf(
     prep = manifest.preprocessing
     scale = _input_range(golden.images)
     resizable = manifest.input_size == manifest.output_size
-    halo = (
-        default_overlap(manifest.size_multiple, manifest.output_size, True) // 2
-        if resizable
-        else None
-    )
+    halo = _halo(manifest, golden.images.shape[1]) if resizable else None
     postprocessing: list[dict[str, Any]] = []
     if options.binarize:
         postprocessing = [
             {"id": "binarize", "kwargs": {"threshold": manifest.threshold}},
             {"id": "ensure_dtype", "kwargs": {"dtype": "uint8"}},
         ]
-    depth = manifest.size_multiple.bit_length() - 1
+    depth = model_depth(manifest, raw)
     padding = raw["input"].get("padding", "same")
     name = options.name or f"U-Net {padding} depth {depth} ({chosen.precision}) unet-edge"
     activation = manifest.activation

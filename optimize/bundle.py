@@ -160,7 +160,7 @@ def manifest_fields(
     return {
         "input": {
             "size": input_size,
-            "multiple": 2 ** model["depth"],
+            "multiple": 2 ** model["depth"] * model.get("patch", 1),
             "channels": model["channels"],
             "layout": "NHWC",
             "padding": model["padding"],

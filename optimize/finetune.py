@@ -29,8 +29,9 @@ from train.pipeline import (
     train_dataset,
     validation_dataset,
     validation_tiles,
+    with_teacher,
 )
-from train.tfk import keras, tf
+from train.tfk import keras
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,19 +172,6 @@ def compile_for_fine_tuning(
         loss=loss,
         metrics=[DiceScore(classes), IoUScore(classes)],
     )
-
-
-def with_teacher(dataset: tf.data.Dataset, teacher: keras.Model) -> tf.data.Dataset:
-    """(image, label) batches as (image, label and the teacher's probabilities on the image)."""
-
-    # Plain tensor code: AutoGraph has nothing to convert, and converting a closure over a Keras
-    # model only warns ("closure mismatch") on every fine-tuning.
-    @tf.autograph.experimental.do_not_convert
-    def add(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        soft = tf.cast(teacher(images, training=False), tf.float32)
-        return images, tf.concat([tf.cast(labels, tf.float32), soft], axis=-1)
-
-    return dataset.map(add)
 
 
 def fine_tune(

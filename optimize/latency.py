@@ -137,7 +137,7 @@ def checked_size(model: keras.Model, config: ModelConfig, size: int) -> int:
             f"tiles: pass --latency-size {fixed}"
         )
     if fixed is None and not is_valid_input_size(config, size):
-        multiple = 2**config.depth
+        multiple = config.size_multiple
         raise UserError(
             f"--latency-size {size} is not a multiple of {multiple}: e.g. {max(1, round(size / multiple)) * multiple}"
         )

@@ -105,12 +105,16 @@ def _quantized_convs(model) -> list[_QuantizedConv]:
 
 def _pads(name: str, attrs: dict, kernel: tuple[int, ...], strides, dilations) -> tuple:
     """(top, left, bottom, right). A model exported for any input size says SAME_UPPER instead
-    of numbers; at stride 1 that is (k - 1) x dilation, the odd one at the end."""
+    of numbers; at stride 1 that is (k - 1) x dilation, the odd one at the end; with the stride
+    equal to the kernel (a patch stem) it is none on the sides the U-Net takes (multiples of
+    the stride)."""
     auto = attrs.get("auto_pad", b"NOTSET")
     auto = auto.decode() if isinstance(auto, bytes) else auto
     if auto == "NOTSET":
         return tuple(attrs.get("pads", (0, 0, 0, 0)))
     if auto == "VALID":
+        return (0, 0, 0, 0)
+    if tuple(strides) == tuple(kernel) and set(dilations) == {1}:
         return (0, 0, 0, 0)
     if set(strides) != {1}:
         raise SaturationRisk(f"{name}: a strided {auto} Conv is not emulated")

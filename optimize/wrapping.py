@@ -21,9 +21,9 @@ import tensorflow_model_optimization as tfmot
 
 # The layer types whose kernels are pruned here (and counted as prunable in `sparsity_report`).
 PRUNABLE_TYPES: tuple[type, ...] = (keras.layers.Conv2D, keras.layers.Conv2DTranspose)
-# The first convolution has few weights that every pixel depends on; pruning the 1x1 head can
-# collapse the output to one class. Both stay dense unless the caller asks otherwise.
-DEFAULT_KEEP_DENSE = ("enc1_conv_a", "head")
+# The first convolutions (and a patch stem) have few weights that every pixel depends on;
+# pruning the head can collapse the output to one class. They stay dense unless asked.
+DEFAULT_KEEP_DENSE = ("stem", "enc1_conv_a", "head")
 
 
 def clone(model: keras.Model) -> keras.Model:

@@ -57,6 +57,12 @@ def _golden_rows(raw: dict[str, Any]) -> list[str]:
     return [f"Measured on {cpu} ({built.get('int8', '?')}):", "", *rows]
 
 
+def model_depth(manifest: Manifest, raw: dict[str, Any]) -> int:
+    """The U-Net's poolings, from its config (the size multiple also counts a patch stem)."""
+    depth = raw.get("configs", {}).get("model", {}).get("depth")
+    return int(depth) if depth else manifest.size_multiple.bit_length() - 1
+
+
 def readme(
     manifest: Manifest,
     raw: dict[str, Any],
@@ -68,11 +74,11 @@ def readme(
     configs = raw.get("configs", {})
     model = configs.get("model", {})
     padding = raw["input"].get("padding", "same")
-    depth = manifest.size_multiple.bit_length() - 1
+    depth = model_depth(manifest, raw)
     prep = manifest.preprocessing
     tflite = [f for f in files if f.endswith(".tflite")]
     size_rule = (
-        f"any height and width that is a multiple of {manifest.size_multiple} (2^depth)"
+        f"any height and width that is a multiple of {manifest.size_multiple} (its pooling grid)"
         if manifest.input_size == manifest.output_size
         else f"a fixed {manifest.input_size} px tile, giving the centre {manifest.output_size} px"
     )

@@ -107,7 +107,7 @@ class Manifest:
 
     input_size: int  # the side of the model's input tile
     output_size: int  # the side of its output tile (smaller for a 'valid' U-Net)
-    size_multiple: int  # 2**depth: a 'same' model also takes any multiple of it
+    size_multiple: int  # patch * 2**depth: a 'same' model also takes any multiple of it
     channels: int
     classes: int
     preprocessing: Preprocessing

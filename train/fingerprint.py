@@ -146,7 +146,7 @@ def measure(
 
 
 def _crop(fingerprint: Fingerprint, model: ModelConfig) -> int:
-    multiple = 2**model.depth
+    multiple = model.size_multiple
     fits = fingerprint.median_short_side // multiple * multiple
     return max(min(DEFAULT_CROP, fits), MIN_CROP, multiple)
 

@@ -31,7 +31,9 @@ def _level_sizes(config: ModelConfig, input_size: int) -> tuple[list[int], list[
 
     Raises ValueError with the reason when the size does not fit the U-Net.
     """
-    size, skips = input_size, []
+    if input_size % config.patch:
+        raise ValueError(f"the side is not a multiple of the patch ({config.patch})")
+    size, skips = input_size // config.patch, []
     for level in range(config.depth):
         size -= _shrink(config)
         if size <= 0 or size % 2:
@@ -48,7 +50,7 @@ def _level_sizes(config: ModelConfig, input_size: int) -> tuple[list[int], list[
     size -= _shrink(config)
     if size <= 0:
         raise ValueError("the output would be empty")
-    return skips, ups, size
+    return skips, ups, size * config.patch
 
 
 def output_size(config: ModelConfig, input_size: int) -> int:
@@ -67,7 +69,7 @@ def is_valid_input_size(config: ModelConfig, input_size: int) -> bool:
 def valid_input_sizes_near(config: ModelConfig, wish: int, count: int = 2) -> list[int]:
     """The valid input sides closest to `wish` (ties: the smaller first)."""
     found: list[int] = []
-    for distance in range(0, 4 * 2**config.depth * 8):
+    for distance in range(0, 4 * config.size_multiple * 8):
         for size in sorted({wish - distance, wish + distance}):
             if size > 0 and size not in found and is_valid_input_size(config, size):
                 found.append(size)
@@ -125,6 +127,39 @@ def _center_crop(skip, skip_size: int, target: int, name: str):
     return keras.layers.Cropping2D(((half, lost - half), (half, lost - half)), name=name)(skip)
 
 
+def _stem(inputs, config: ModelConfig):
+    """The input as non-overlapping patches: a `patch` x `patch` stride-`patch` convolution
+    (its base-filters outputs hold every pixel of a 2x2 patch), or the image itself."""
+    if config.patch == 1:
+        return inputs
+    # 'same' changes nothing on the sides it is run on (multiples of the patch), but lets LiteRT
+    # allocate the exported model at its placeholder 1x1 input before the first resize.
+    return keras.layers.Conv2D(
+        config.base_filters, config.patch, strides=config.patch, padding="same", name="stem"
+    )(inputs)
+
+
+def _head(x, config: ModelConfig):
+    """Class probabilities per pixel: a 1x1 convolution, or with patches its transposed
+    counterpart that gives each pixel of a patch its own weights (a 1x1 convolution followed
+    by depth-to-space, in one built-in layer). float32: under mixed precision the
+    probabilities and the loss stay in float32."""
+    if config.patch == 1:
+        layer = keras.layers.Conv2D(
+            config.classes, 1, activation=config.head_activation, dtype="float32", name="head"
+        )
+    else:
+        layer = keras.layers.Conv2DTranspose(
+            config.classes,
+            config.patch,
+            strides=config.patch,
+            activation=config.head_activation,
+            dtype="float32",
+            name="head",
+        )
+    return layer(x)
+
+
 def build_unet(
     config: ModelConfig,
     input_size: int | None = None,
@@ -136,7 +171,8 @@ def build_unet(
     Args:
         config: the architecture.
         input_size: the input side. Required for 'valid' padding (the skip crops are fixed);
-            None for 'same' gives a model for any side that is a multiple of 2**depth.
+            None for 'same' gives a model for any side that is a multiple of
+            `config.size_multiple`.
         name: the model's name.
         widths: filters per convolution name (`enc2_conv_a`, `dec1_upconv`, ...) where they
             differ from the config's doubling rule: a filter-pruned U-Net is thinner.
@@ -151,7 +187,7 @@ def build_unet(
         _level_sizes(config, input_size) if input_size else ([0] * config.depth,) * 2 + (0,)
     )
     inputs = keras.Input((input_size, input_size, config.channels), name="image")
-    x, skips = inputs, []
+    x, skips = _stem(inputs, config), []
     for level in range(config.depth):
         x = _conv_block(x, config, _filters(config, level), f"enc{level + 1}", widths)
         if level == config.depth - 1 and config.dropout:
@@ -167,8 +203,4 @@ def build_unet(
         skip = _center_crop(skips[level], skip_sizes[level], up_sizes[step], f"{name_}_crop")
         x = keras.layers.Concatenate(name=f"{name_}_concat")([skip, x])
         x = _conv_block(x, config, _filters(config, level), name_, widths)
-    # float32 head: under mixed precision the probabilities and the loss stay in float32.
-    outputs = keras.layers.Conv2D(
-        config.classes, 1, activation=config.head_activation, dtype="float32", name="head"
-    )(x)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, _head(x, config), name=name)

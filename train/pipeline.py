@@ -16,7 +16,7 @@ from runtime.tiling import tile_starts
 from train.augment import brightness_contrast, elastic, field_changes, flip_and_rotate
 from train.config import TrainConfig
 from train.data import Sample
-from train.tfk import tf
+from train.tfk import keras, tf
 
 AUTOTUNE = tf.data.AUTOTUNE
 CROPS_PER_READ = 8  # random crops from one decoded image at most, before the next is read
@@ -223,3 +223,16 @@ def _distributable(dataset: tf.data.Dataset) -> tf.data.Dataset:
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def with_teacher(dataset: tf.data.Dataset, teacher: keras.Model) -> tf.data.Dataset:
+    """(image, label) batches as (image, label and the teacher's probabilities on the image)."""
+
+    # Plain tensor code: AutoGraph has nothing to convert, and converting a closure over a Keras
+    # model only warns ("closure mismatch") on every fine-tuning.
+    @tf.autograph.experimental.do_not_convert
+    def add(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        soft = tf.cast(teacher(images, training=False), tf.float32)
+        return images, tf.concat([tf.cast(labels, tf.float32), soft], axis=-1)
+
+    return dataset.map(add)

@@ -44,10 +44,11 @@ from train.distribute import (
     precision_policy,
     wants_mixed_precision,
 )
-from train.losses import DiceScore, IoUScore, make_loss
+from train.losses import DiceScore, IoUScore, distilled, make_loss
 from train.model import build_unet, checked_output_size, output_size
-from train.pipeline import steps_to_cover, train_dataset, validation_dataset
+from train.pipeline import steps_to_cover, train_dataset, validation_dataset, with_teacher
 from train.schedule import EpochDice, WeightAverage, make_learning_rate
+from train.teacher import load_teacher
 from train.tfk import keras
 
 log = logging.getLogger(__name__)
@@ -213,7 +214,7 @@ def full_image_probabilities(
     for sample in samples:
         image = normalize(sample.image, prep)
         if config.padding is Padding.SAME:
-            multiple = 2**config.depth
+            multiple = config.size_multiple
             h, w = image.shape[:2]
             pad = ((0, -h % multiple), (0, -w % multiple), (0, 0))
             yield sample, predict(np.pad(image, pad, mode="symmetric")[None])[0, :h, :w]
@@ -221,7 +222,12 @@ def full_image_probabilities(
             yield (
                 sample,
                 predict_tiled(
-                    image, predict, in_size, out_size, overlap=out_size // 8, align=2**config.depth
+                    image,
+                    predict,
+                    in_size,
+                    out_size,
+                    overlap=out_size // 8,
+                    align=config.size_multiple,
                 ),
             )
 
@@ -353,6 +359,10 @@ def run_training(
     loss = make_loss(train_config.loss, model_config.classes)
     in_size = train_config.input_size
     out_size = checked_output_size(model_config, in_size)
+    teacher = None
+    if train_config.teacher:  # checked before the run folder is touched
+        teacher = load_teacher(train_config.teacher, prep, model_config, in_size, out_size)
+        loss = distilled(loss, model_config.classes, train_config.distill)
     configs = _run_configs(model_config, data_config, train_config)
     resuming = _check_out_dir(out, configs, overwrite) if chief else (out / "backup").is_dir()
     if chief:
@@ -379,6 +389,7 @@ def run_training(
         f"global batch {global_batch}, {steps} steps x {train_config.epochs} epochs"
         f"{_stopping(train_config)}, "
         f"{'mixed float16' if mixed else 'float32'}"
+        f"{f', distilled from {train_config.teacher}' if teacher is not None else ''}"
     )
     keras.utils.set_random_seed(train_config.seed)
     with precision_policy(mixed), strategy.scope():
@@ -419,11 +430,17 @@ def run_training(
         # Last, so an epoch counts as finished only once the callbacks above have done their part.
         keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
     ]
+    train = train_dataset(
+        train_samples, prep, train_config, out_size, global_batch, data_config.cache
+    )
+    validation = validation_dataset(val_samples, prep, in_size, out_size, global_batch)
+    if teacher is not None:
+        train, validation = with_teacher(train, teacher), with_teacher(validation, teacher)
     history = model.fit(
-        train_dataset(train_samples, prep, train_config, out_size, global_batch, data_config.cache),
+        train,
         epochs=train_config.epochs,
         steps_per_epoch=steps,
-        validation_data=validation_dataset(val_samples, prep, in_size, out_size, global_batch),
+        validation_data=validation,
         callbacks=callbacks,
         verbose=verbose if verbose is not None else (1 if sys.stdout.isatty() else 2),
     )

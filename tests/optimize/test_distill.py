@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from optimize.finetune import Run, fine_tune, with_teacher
+from optimize.finetune import Run, fine_tune
 from optimize.prune import main, parse_args
 from runtime.errors import UserError
 from train.data.folder import ImageOnlySample
 from train.data.synthetic import generate_em
-from train.pipeline import validation_dataset
+from train.pipeline import validation_dataset, with_teacher
 from train.tfk import keras
 
 pytestmark = pytest.mark.slow

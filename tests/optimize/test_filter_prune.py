@@ -53,6 +53,7 @@ CASES = {
     "deeper-anysize-nearest-bn": Case(
         DEEPER, None, {"enc1": 0.5, "enc3": 0.25, "bottleneck": 0.4, "dec2": 0.75}, "bn"
     ),
+    "tiny-patch2-anysize-nearest-bn": Case(TINY.replace(patch=2), None, 0.5, "l1"),
     "deeper-valid-transpose-nobn": Case(
         DEEPER.replace(padding="valid", upsampling="transpose", batch_norm=False), 68, 0.6, "l1"
     ),
@@ -219,6 +220,16 @@ def test_count_macs_matches_a_hand_count_of_the_tiny_unet():
     transpose = build_unet(TINY.replace(upsampling="transpose"))  # any size
     assert count_macs(transpose, 32) == convs + upconvs_transpose
     assert count_macs(transpose, 64) == 4 * (convs + upconvs_transpose)
+
+
+def test_count_macs_of_a_patch_unet_is_the_body_at_half_side_plus_stem_and_head():
+    k = 3 * 3
+    body = build_unet(TINY)  # the same levels, fed 1 channel at 32 px
+    patched = build_unet(TINY.replace(patch=2))
+    stem = 32 * 32 * 4 * (2 * 2 * 1)  # each 2x2 patch of the 64 px image, into 4 filters
+    enc1_a = 32 * 32 * 4 * k * (4 - 1)  # reads the stem's 4 channels, not 1
+    head = 32 * 32 * 4 * 1 * (2 * 2 - 1)  # each pixel of a patch its own 1x1 weights
+    assert count_macs(patched, 64) == count_macs(body, 32) + stem + enc1_a + head
 
 
 def test_count_macs_of_a_valid_unet_counts_its_shrinking_maps():

@@ -67,6 +67,17 @@ def test_model_is_functional_with_fixed_meaningful_names_and_builtin_layers():
         assert not isinstance(layer, keras.layers.Lambda)
 
 
+def test_a_patch_model_takes_multiples_of_its_grid_and_needs_same_padding():
+    config = TINY.replace(patch=2)
+    assert config.size_multiple == 8 and TINY.size_multiple == 4
+    assert valid_input_sizes_near(config, 36) == [32, 40]
+    assert output_size(config, 40) == 40
+    with pytest.raises(UserError, match="patch must be 1, 2 or 4"):
+        TINY.replace(patch=3)
+    with pytest.raises(UserError, match="needs padding 'same'"):
+        TINY.replace(patch=2, padding="valid")
+
+
 def test_batch_norm_switch_and_momentum():
     with_bn = build_unet(TINY, 32)
     without = build_unet(TINY.replace(batch_norm=False), 32)
