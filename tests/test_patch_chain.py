@@ -21,7 +21,6 @@ from runtime.verify import parse_args as verify_args
 from tests.zoo_package import zoo_test
 from train.config import DataConfig, TrainConfig, preset
 from train.data.synthetic import generate_em
-from train.model import build_unet
 from train.tfk import keras
 from train.trainer import run_training
 
@@ -58,17 +57,6 @@ def bundle(run: Path) -> Path:
 
 def _image() -> np.ndarray:
     return generate_em(1, (90, 133), seed=5)[0][0]  # neither side a multiple of 8
-
-
-def test_the_model_starts_and_ends_with_patches():
-    model = build_unet(PATCHED)
-    assert isinstance(model.get_layer("stem"), keras.layers.Conv2D)
-    assert model.get_layer("stem").strides == (2, 2)
-    assert isinstance(model.get_layer("head"), keras.layers.Conv2DTranspose)
-    assert PATCHED.size_multiple == 8
-    for side in (8, 40):
-        out = model(np.zeros((1, side, side, 1), np.float32), training=False)
-        assert out.shape == (1, side, side, 1)
 
 
 def test_the_bundle_runs_odd_sizes_on_every_engine_like_the_float_model(run, bundle):

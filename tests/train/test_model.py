@@ -72,6 +72,12 @@ def test_a_patch_model_takes_multiples_of_its_grid_and_needs_same_padding():
     assert config.size_multiple == 8 and TINY.size_multiple == 4
     assert valid_input_sizes_near(config, 36) == [32, 40]
     assert output_size(config, 40) == 40
+    for patch, side in ((2, 24), (4, 48)):
+        model = build_unet(TINY.replace(patch=patch))
+        assert model.get_layer("stem").strides == (patch, patch)
+        assert isinstance(model.get_layer("head"), keras.layers.Conv2DTranspose)
+        out = model(np.zeros((1, side, side, 1), np.float32), training=False)
+        assert out.shape == (1, side, side, 1)
     with pytest.raises(UserError, match="patch must be 1, 2 or 4"):
         TINY.replace(patch=3)
     with pytest.raises(UserError, match="needs padding 'same'"):
