@@ -75,6 +75,8 @@ def test_the_bundle_runs_odd_sizes_on_every_engine_like_the_float_model(run, bun
         # float32 engines against Keras: summation order only
         np.testing.assert_allclose(fp32.probabilities[..., 0], want[..., 0], atol=1e-4)
         int8 = Segmenter.from_bundle(bundle, precision="int8", backend=backend).predict(image)
+        # int8 rounding moves edge pixels only; a patch grid off by a pixel, or a head whose
+        # four outputs land on the wrong pixels, disagrees on a large share of them.
         assert np.mean(int8.mask == float_mask) > 0.95, backend
 
 
