@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from optimize.finetune import Run, fine_tune
-from optimize.wrapping import DEFAULT_KEEP_DENSE, check_prunable, kernels, wrap_prunable
+from optimize.wrapping import check_prunable, default_keep_dense, kernels, wrap_prunable
 from runtime.errors import UserError
 from train.tfk import keras
 
@@ -80,7 +80,7 @@ def cluster(
     model: keras.Model,
     run: Run,
     clusters: int = 16,
-    keep_dense: tuple[str, ...] = DEFAULT_KEEP_DENSE,
+    keep_dense: tuple[str, ...] | None = None,
     epochs: int = 1,
     learning_rate: float = 1e-4,
     steps_per_epoch: int | None = None,
@@ -93,7 +93,7 @@ def cluster(
         run: the training run whose data the fine-tuning reuses.
         clusters: shared values per kernel (k-means++ on the nonzero weights, then trained:
             the gradients of the weights in a cluster move its centroid).
-        keep_dense: layer names left unclustered (as pruning leaves them dense).
+        keep_dense: layer names left unclustered (None: those pruning leaves dense).
         epochs, learning_rate, steps_per_epoch, verbose: the fine-tuning (see `fine_tune`).
 
     Returns:
@@ -106,6 +106,7 @@ def cluster(
         raise UserError(f"epochs must be >= 1, got {epochs}: clustering needs fine-tuning steps")
     copy = keras.models.clone_model(model)  # tfmot wraps (and changes) the layers it is given
     copy.set_weights(model.get_weights())
+    keep_dense = default_keep_dense(model) if keep_dense is None else keep_dense
     wrapped = _wrap(copy, clusters, tuple(keep_dense))
     fine_tune(
         wrapped, run, epochs, learning_rate, run.steps_per_epoch(steps_per_epoch), verbose=verbose

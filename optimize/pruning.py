@@ -20,11 +20,11 @@ from optimize.configs import PruneConfig, PruneMethod
 from optimize.finetune import Run, fine_tune
 from optimize.latency_prune import LatencyPrune, prune_to_latency
 from optimize.wrapping import (
-    DEFAULT_KEEP_DENSE,
     PRUNABLE_TYPES,
     Sparsity,
     check_prunable,
     clone,
+    default_keep_dense,
     sparsity_report,
     wrap_prunable,
 )
@@ -97,7 +97,7 @@ def magnitude_prune(
     run: Run,
     sparsity: float = 0.5,
     m_by_n: tuple[int, int] | None = None,
-    keep_dense: tuple[str, ...] = DEFAULT_KEEP_DENSE,
+    keep_dense: tuple[str, ...] | None = None,
     epochs: int = 2,
     learning_rate: float = 1e-4,
     steps_per_epoch: int | None = None,
@@ -116,7 +116,7 @@ def magnitude_prune(
             zeros, so a layer needs C_in divisible by n (a Conv2DTranspose is grouped along
             its output channels, its kernel's axis 2). tfmot sets the masks at the first step
             and keeps them; `sparsity` is then ignored.
-        keep_dense: layer names that stay dense.
+        keep_dense: layer names that stay dense (None: `default_keep_dense`).
         epochs, learning_rate, steps_per_epoch, verbose: the fine-tuning (see `fine_tune`).
         ramp: the share of the fine-tuning over which the sparsity rises; the rest holds it.
 
@@ -124,6 +124,7 @@ def magnitude_prune(
         A plain Functional model (pruning wrappers stripped) whose pruned kernels hold zeros.
     """
     check_prunable(model)
+    keep_dense = default_keep_dense(model) if keep_dense is None else keep_dense
     _check_arguments(model, sparsity, m_by_n, keep_dense, epochs, steps_per_epoch)
     steps = run.steps_per_epoch(steps_per_epoch)
     if m_by_n is None:

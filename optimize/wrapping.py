@@ -26,6 +26,12 @@ PRUNABLE_TYPES: tuple[type, ...] = (keras.layers.Conv2D, keras.layers.Conv2DTran
 DEFAULT_KEEP_DENSE = ("stem", "enc1_conv_a", "head")
 
 
+def default_keep_dense(model: keras.Model) -> tuple[str, ...]:
+    """The layers of DEFAULT_KEEP_DENSE that `model` has (only a patch U-Net has a stem)."""
+    names = {layer.name for layer in model.layers}
+    return tuple(name for name in DEFAULT_KEEP_DENSE if name in names)
+
+
 def clone(model: keras.Model) -> keras.Model:
     """A copy with its own weights: tfmot's wrappers share (and prune) the layers they wrap."""
     copy = keras.models.clone_model(model)

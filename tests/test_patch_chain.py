@@ -11,8 +11,11 @@ import pytest
 
 from optimize.bioimageio import Options, write_package
 from optimize.filter_prune import filter_prune
+from optimize.finetune import Run
+from optimize.pruning import magnitude_prune
 from optimize.quantize import main as quantize_main
 from optimize.quantize import parse_args as quantize_args
+from optimize.wrapping import sparsity_report
 from runtime.bundle import read_manifest
 from runtime.preprocess import normalize
 from runtime.segmenter import Segmenter
@@ -91,6 +94,15 @@ def test_filter_pruning_keeps_the_stem_and_head_and_computes_the_same_shape(run)
     assert thin.get_layer("enc1_conv_a").filters == 2
     x = np.zeros((1, 24, 24, 1), np.float32)
     assert thin(x, training=False).shape == (1, 24, 24, 1)
+
+
+def test_magnitude_pruning_keeps_the_stem_and_head_dense(run):
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    pruned = magnitude_prune(model, Run.load(run), epochs=1, steps_per_epoch=2, verbose=0)
+    layers = sparsity_report(pruned).layers
+    for name in ("stem", "enc1_conv_a", "head"):
+        assert layers[name].zeros == 0, name
+    assert layers["enc2_conv_a"].sparsity > 0.4
 
 
 def test_the_zoo_package_passes_the_zoo_tester(bundle, tmp_path, offline):
