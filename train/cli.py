@@ -136,8 +136,9 @@ def _build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--patch",
         type=int,
-        help="1: the paper's full-resolution first level; 2: every level at half resolution "
-        "(a 2x2 stride-2 convolution in, a transposed one out): about 3-4x faster on a CPU",
+        help="1: the paper's full-resolution first level; 2 (4): every level at 1/2 (1/4) "
+        "resolution, a strided convolution in, a transposed one out; with --teacher, 4.7x "
+        "faster than small at its Dice on ISBI (RESULTS)",
     )
 
     train = parser.add_argument_group("training")
