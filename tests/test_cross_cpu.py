@@ -84,10 +84,12 @@ RUN = CrossCpuRun(
 )
 
 
-def _result(int8: float, control: float, perturbed_exit: int = 1, cpu: str = "haswell") -> CrossCpu:
+def _result(
+    int8: float, control: float, perturbed_exit: int = 1, cpu: str = "haswell", moved: float = 0.7
+) -> CrossCpu:
     models = (
         CrossCpuModel(cpu, "model_int8.onnx", "onnx", int8, 0.004, True, 3000.0),
-        CrossCpuModel("haswell", CONTROL, "onnx", control, 0.7, None),
+        CrossCpuModel("haswell", CONTROL, "onnx", control, moved, None),
     )
     run = RUN if perturbed_exit == 1 else CrossCpuRun(**{**RUN.__dict__, "perturbed_exit": 0})
     return CrossCpu("2026-12-05T10:00:00+00:00", "b", "Xeon (AVX-512 VNNI)", (run,), models)
@@ -115,7 +117,8 @@ def test_the_benchmark_report_takes_the_result_from_its_folder(tmp_path):
         (_result(1.0, 0.968), []),
         (_result(0.998, 0.968), ["model_int8.onnx on onnx on haswell: masks agree 99.8000%"]),
         (_result(0.998, 0.968, cpu="neoverse-n1"), ["model_int8.onnx on onnx on neoverse-n1"]),
-        (_result(1.0, 1.0), ["the control agrees 100.00% on haswell"]),
+        (_result(1.0, 1.0, moved=0.0), ["the control moves no probability by 0.05"]),
+        (_result(1.0, 0.9915, moved=0.41), []),  # the patch-4 model: few pixels near 0.5
         (_result(1.0, 0.968, perturbed_exit=0), ["the perturbed bundle passes"]),
     ],
 )

@@ -25,9 +25,12 @@ from runtime.io import write_bytes_atomic, write_json_atomic
 # machine's integers on every CPU (7-bit ONNX weights cannot saturate AVX2's int16 pair sums;
 # measured bit-identical on all three), so >= 99.9% of mask pixels, the rest left for a
 # probability on the 0.5 level rounded one step apart. The full-range control saturates the AVX2
-# kernels: on Haswell it must fall below 99% (measured 96-98%).
+# kernels: on Haswell its probabilities must move by more than 0.05, 13 steps of the int8 output
+# (measured 0.41 and 0.70; 0 where the host's kernels ran, as on ARM). Not its mask agreement:
+# that depends on how many pixels lie near the threshold (96-98% on the demo model, 99.15% on
+# a patch-4 model whose probabilities moved by 0.41).
 MIN_INT8_AGREEMENT = 0.999
-MAX_CONTROL_AGREEMENT = 0.99
+MIN_CONTROL_DIFFERENCE = 0.05
 
 
 def problems(result: CrossCpu, int8_files: set[str]) -> list[str]:
@@ -40,8 +43,15 @@ def problems(result: CrossCpu, int8_files: set[str]) -> list[str]:
             found.append(
                 f"{m.model} on {m.engine} on {m.cpu}: masks agree {m.agreement:.4%} with this machine"
             )
-        if m.model == CONTROL and m.cpu == "haswell" and m.agreement >= MAX_CONTROL_AGREEMENT:
-            found.append(f"the control agrees {m.agreement:.2%} on haswell: was AVX2 emulated?")
+        if (
+            m.model == CONTROL
+            and m.cpu == "haswell"
+            and m.max_probability_difference < MIN_CONTROL_DIFFERENCE
+        ):
+            found.append(
+                f"the control moves no probability by {MIN_CONTROL_DIFFERENCE} on haswell "
+                f"({m.max_probability_difference:.2g}): was AVX2 emulated?"
+            )
     found += [
         f"the perturbed bundle passes runtime.verify on {r.cpu} (exit {r.perturbed_exit})"
         for r in result.runs
