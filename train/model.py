@@ -129,7 +129,8 @@ def _center_crop(skip, skip_size: int, target: int, name: str):
 
 def _stem(inputs, config: ModelConfig):
     """The input as non-overlapping patches: a `patch` x `patch` stride-`patch` convolution
-    (its base-filters outputs hold every pixel of a 2x2 patch), or the image itself."""
+    (base-filters outputs: at least patch^2 x channels of them can keep every pixel), or the
+    image itself."""
     if config.patch == 1:
         return inputs
     # 'same' changes nothing on the sides it is run on (multiples of the patch), but lets LiteRT
