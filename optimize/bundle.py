@@ -14,6 +14,7 @@ from runtime.backends import litert_interpreter_class
 from runtime.bundle import FORMAT_VERSION, MANIFEST, read_manifest, sha256_of
 from runtime.io import check_out_folder, write_json_atomic
 from runtime.memory import measure_model, measurement_shapes
+from train.config import ModelConfig
 
 # Bundle key -> (file name, format). "int8" is always the int8 model that passed the parity
 # gate; keys ending in "-onnx" are the ONNX files of that precision.
@@ -160,7 +161,7 @@ def manifest_fields(
     return {
         "input": {
             "size": input_size,
-            "multiple": 2 ** model["depth"] * model.get("patch", 1),
+            "multiple": ModelConfig.from_dict(model).size_multiple,
             "channels": model["channels"],
             "layout": "NHWC",
             "padding": model["padding"],
